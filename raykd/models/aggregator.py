@@ -1,0 +1,331 @@
+"""MTKD's knowledge aggregator: a DCTSwin network fusing several SR teachers' outputs into one HR image.
+
+Jiang et al., "MTKD: Multi-Teacher Knowledge Distillation for Image Super-Resolution", ECCV 2024, Sec. 3.1
+(stage 1). The outputs of the N teachers (ordered by teacher name; the caller fixes the order) are concatenated
+on channels, ``3N x sH x sW``, pixel-unshuffled by the scale ``s`` to ``3N s^2 x H x W``, and mapped by a 3x3 conv
+to C channels. B DCTSwin blocks follow, each L DCTSwin layers and a 3x3 conv with a residual; then a LayerNorm, a
+3x3 conv with a residual to the shallow features, and a pixel-shuffle upsampler back to ``3 x sH x sW``.
+
+A DCTSwin layer is a Swin layer whose window attention runs on the window's 2-D DCT coefficients:
+``x + iDCT(W-MSA(DCT(LN(x))))`` per ``Ws x Ws`` window, then ``x + MLP(LN(x))``. The DCT is the orthonormal
+DCT-II, applied to a raster-flattened window as one ``Ws^2 x Ws^2`` matrix ``kron(D, D)``, so the inverse is its
+transpose. Odd layers shift the windows by ``Ws / 2`` with the usual cyclic roll; the relative position bias is
+indexed by the coefficients' (frequency) positions inside the window.
+
+Choices where the paper and the official code (YuxuanJJ/MTKD, ``basicsr/archs/DCTSwin_arch.py``) differ or are
+silent, all deliberate:
+
+* Transform: the official code uses ``torch_dct.dct_2d`` without normalisation (an unscaled DCT-II); here it
+  is orthonormal, so coefficients keep the feature's scale and the inverse is exact by transposition.
+* Shifted-window mask: the official code builds its mask from the DCT of the region-label map (a side effect of
+  doing the DCT inside ``window_partition``), which is not a region mask. Here the standard Swin mask
+  (:func:`raykd.models.swinir.shifted_window_mask`) is applied to the coefficient tokens: token ``i`` of a
+  window may attend to token ``j`` only if the pixels at those window positions came from the same region.
+* Like the official network (SwinIR-derived) the shallow features are layer-normalised before the blocks
+  (``patch_embed.norm``) and the deep features after them (``norm``); no input mean is subtracted (the
+  official model does so only for 3-channel inputs).
+* Global residual: the official forward adds none, and neither does this one by default. ``mean_residual=True``
+  adds the mean of the teacher outputs to the network's output, so the network learns a correction to the
+  plain ensemble (an option of raykd, not of the paper).
+* Sizes: inputs are mirror-padded at the bottom/right to a multiple of ``Ws * s`` (the official code pads to the
+  same multiple, with reflection) and the output is cropped back, so any HR size works.
+
+State-dict keys follow the official code: ``conv_first``, ``patch_embed.norm``,
+``layers.i.residual_group.blocks.j.{norm1, attn.*, norm2, mlp.fc1, mlp.fc2}``, ``layers.i.conv``, ``norm``,
+``conv_after_body``, ``upsample.*`` (``conv_before_upsample``/``conv_last`` for ``upsampler="pixelshuffle"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+from torch import Tensor
+
+from raykd.models.registry import register_model
+from raykd.models.sr_common import PixelShuffleUpsampler, check_scale
+from raykd.models.swinir import (
+    PatchEmbed,
+    WindowAttention,
+    _to_image,
+    pad_to_multiple,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = ["KnowledgeAggregator", "DCTSwinLayer", "dct_matrix", "mtkd_aggregator", "train_aggregator"]
+
+_UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
+    """Orthonormal DCT-II matrix ``D`` (n x n): ``D[k, i] = c_k sqrt(2/n) cos(pi (2i + 1) k / (2n))`` with
+    ``c_0 = 1/sqrt(2)``, ``c_k = 1`` otherwise (``scipy.fft.dct(norm="ortho")``); ``D @ D.T = I``."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = math.sqrt(2.0 / n) * torch.cos(math.pi * (2 * i + 1) * k / (2 * n))
+    d[0] /= math.sqrt(2.0)
+    return d.to(dtype=dtype, device=device)
+
+
+class DCTSwinLayer(nn.Module):
+    """One DCTSwin layer (MTKD Sec. 3.1): ``x + iDCT((S)W-MSA(DCT(LN(x))))``, then ``x + MLP(LN(x))``.
+
+    Tokens are ``(B, H*W, C)`` with ``H`` and ``W`` multiples of ``window_size``; ``mask`` is the shifted-window
+    mask for that size, used only when ``shift_size > 0``.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float, qkv_bias: bool,
+        drop: float, attn_drop: float, drop_path: float,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"DCTSwinLayer: dim={dim} is not divisible by num_heads={num_heads}")
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        d = dct_matrix(window_size)
+        # Separable 2-D DCT of a raster-flattened window: vec(D X D^T) = kron(D, D) vec(X).
+        self.register_buffer("dct_basis", torch.kron(d, d), persistent=False)
+
+    def dct2(self, windows: Tensor) -> Tensor:
+        """2-D orthonormal DCT-II of each window: ``(..., Ws*Ws, C)`` raster-ordered pixels -> coefficients."""
+        return self.dct_basis.to(windows.dtype) @ windows
+
+    def idct2(self, coeffs: Tensor) -> Tensor:
+        """Inverse of :meth:`dct2` (the basis is orthogonal, so its transpose)."""
+        return self.dct_basis.to(coeffs.dtype).mT @ coeffs
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor | None) -> Tensor:
+        h, w = x_size
+        b, length, c = x.shape
+        y = self.norm1(x).view(b, h, w, c)
+        if self.shift_size > 0:
+            y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        coeffs = self.dct2(window_partition(y, self.window_size))
+        coeffs = self.attn(coeffs, mask if self.shift_size > 0 else None)
+        y = window_reverse(self.idct2(coeffs), self.window_size, h, w)
+        if self.shift_size > 0:
+            y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = x + self.drop_path(y.reshape(b, length, c))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DCTSwinStage(nn.Module):
+    """L DCTSwin layers alternating regular and shifted windows (official ``BasicLayer``)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
+                 **layer_kwargs) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            DCTSwinLayer(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
+                         drop_path=drop_path[i], **layer_kwargs)
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x, x_size, mask)
+        return x
+
+
+class DCTSwinBlock(nn.Module):
+    """DCTSwin block (MTKD Fig. 2): a stage of DCTSwin layers, a 3x3 conv, and a residual connection."""
+
+    def __init__(self, dim: int, **stage_kwargs) -> None:
+        super().__init__()
+        self.residual_group = DCTSwinStage(dim, **stage_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor) -> Tensor:
+        y = _to_image(self.residual_group(x, x_size, mask), x_size)
+        return self.conv(y).flatten(2).transpose(1, 2) + x
+
+
+class KnowledgeAggregator(nn.Module):
+    """MTKD stage-1 knowledge aggregation network (module docstring for the architecture and choices).
+
+    ``forward`` takes the N teacher outputs, either as a list of ``(B, 3, sH, sW)`` tensors in teacher-name
+    order or already concatenated to ``(B, 3N, sH, sW)``, and returns the aggregated ``(B, 3, sH, sW)`` image
+    (RGB in [0, 1] when the teachers' are; not clamped).
+    """
+
+    def __init__(
+        self,
+        num_teachers: int = 3,
+        scale: int = 4,
+        embed_dim: int = 24,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (6, 6, 6, 6),
+        window_size: int = 8,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        upsampler: str = "pixelshuffledirect",
+        mean_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_teachers < 1:
+            raise ValueError(f"KnowledgeAggregator: num_teachers={num_teachers} must be >= 1")
+        if len(depths) != len(num_heads):
+            raise ValueError(f"KnowledgeAggregator: depths={tuple(depths)} and num_heads={tuple(num_heads)} differ "
+                             "in length (one entry per DCTSwin block)")
+        if window_size < 2:
+            raise ValueError(f"KnowledgeAggregator: window_size={window_size} must be >= 2")
+        if upsampler not in _UPSAMPLERS:
+            raise ValueError(f"KnowledgeAggregator: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
+        self.num_teachers = num_teachers
+        self.scale = scale
+        self.window_size = window_size
+        self.upsampler = upsampler
+        self.mean_residual = mean_residual
+
+        self.unshuffle = nn.PixelUnshuffle(scale)
+        self.conv_first = nn.Conv2d(3 * num_teachers * scale * scale, embed_dim, 3, padding=1)
+        self.patch_embed = PatchEmbed(embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
+        starts = [sum(depths[:i]) for i in range(len(depths))]
+        self.layers = nn.ModuleList(
+            DCTSwinBlock(
+                embed_dim, depth=depth, num_heads=heads, window_size=window_size, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path[start:start + depth],
+            )
+            for depth, heads, start in zip(depths, num_heads, starts)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
+        if upsampler == "pixelshuffle":
+            num_feat = 64
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, padding=1),
+                                                      nn.LeakyReLU(inplace=True))
+            self.upsample = PixelShuffleUpsampler(scale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
+        else:
+            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _concat(self, outputs: Tensor | Sequence[Tensor]) -> Tensor:
+        if not isinstance(outputs, Tensor):
+            outputs = list(outputs)
+            if len(outputs) != self.num_teachers:
+                raise ValueError(f"KnowledgeAggregator: got {len(outputs)} teacher outputs, built for "
+                                 f"num_teachers={self.num_teachers}")
+            shapes = {tuple(t.shape) for t in outputs}
+            if len(shapes) != 1:
+                raise ValueError(f"KnowledgeAggregator: teacher outputs differ in shape: {sorted(shapes)}; every "
+                                 "teacher must return the same (B, 3, sH, sW) image")
+            outputs = torch.cat(outputs, dim=1)
+        if outputs.dim() != 4 or outputs.shape[1] != 3 * self.num_teachers:
+            raise ValueError(f"KnowledgeAggregator: expected (B, {3 * self.num_teachers}, sH, sW) "
+                             f"(3 channels x {self.num_teachers} teachers), got {tuple(outputs.shape)}")
+        return outputs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The DCTSwin blocks on a (B, C, H, W) map whose sides are window multiples."""
+        x_size = (x.shape[2], x.shape[3])
+        mask = shifted_window_mask(*x_size, self.window_size, self.window_size // 2, device=x.device)
+        t = self.pos_drop(self.patch_embed(x))
+        for layer in self.layers:
+            t = layer(t, x_size, mask)
+        return _to_image(self.norm(t), x_size)
+
+    def forward(self, outputs: Tensor | Sequence[Tensor]) -> Tensor:
+        """N teacher outputs (list, or concatenated on channels) -> the aggregated image, same HR size."""
+        x = self._concat(outputs)
+        h, w = x.shape[-2:]
+        feat = self.conv_first(self.unshuffle(pad_to_multiple(x, self.window_size * self.scale)))
+        feat = self.conv_after_body(self.forward_features(feat)) + feat
+        if self.upsampler == "pixelshuffle":
+            out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
+        else:
+            out = self.upsample(feat)
+        out = out[..., :h, :w]
+        if self.mean_residual:
+            out = out + x.unflatten(1, (self.num_teachers, 3)).mean(dim=1)
+        return out
+
+
+@register_model
+def mtkd_aggregator(num_teachers: int = 3, scale: int = 4, **kwargs) -> KnowledgeAggregator:
+    """MTKD knowledge aggregator, paper configuration: C = 24 channels, B = 4 DCTSwin blocks of L = 2 layers,
+    6 heads, window Ws = 8, MLP ratio 2, one-step pixel-shuffle reconstruction (about 0.12M parameters for 3
+    teachers at x4). The official code's released x4 config is
+    ``embed_dim=96, depths=(4, 4), num_heads=(6, 6), upsampler="pixelshuffle"``."""
+    config = dict(embed_dim=24, depths=(2,) * 4, num_heads=(6,) * 4, window_size=8, mlp_ratio=2.0,
+                  upsampler="pixelshuffledirect")
+    return KnowledgeAggregator(num_teachers, check_scale(scale, "mtkd_aggregator"), **{**config, **kwargs})
+
+
+def train_aggregator(
+    model: nn.Module,
+    batches: Iterable[tuple[Sequence[Tensor], Tensor]],
+    *,
+    epochs: int,
+    lr: float,
+    device: str | torch.device,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, float | int | list[float]]:
+    """MTKD stage 1 (Sec. 3.1): fit the aggregator to the ground truth with ``L1(agg(teachers), HR)`` and Adam.
+
+    ``batches`` is re-iterated once per epoch and yields ``(teacher_outputs, hr)``: the list of N
+    ``(B, 3, sH, sW)`` teacher outputs in teacher-name order (e.g. read from the teacher cache) and the
+    ``(B, 3, sH, sW)`` ground truth. The official code trains with Adam (betas 0.9/0.999, no weight decay) at
+    ``lr = 2e-4``, halved at 200k and 400k of 500k iterations, batch 16 of 256 x 256 HR patches; here the
+    learning rate is constant and chosen by the caller (2e-4 is the paper's). ``progress(epoch, mean_l1)`` is
+    called after every epoch (1-based). The model is left on ``device`` in eval mode, ready to serve as a
+    frozen teacher.
+
+    Returns ``{"loss": last epoch's mean L1, "epoch_losses": [...], "steps": optimizer steps,
+    "samples": samples seen}``.
+    """
+    if epochs < 1:
+        raise ValueError(f"train_aggregator: epochs={epochs} must be >= 1")
+    device = torch.device(device)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+    epoch_losses: list[float] = []
+    steps = samples = 0
+    for epoch in range(1, epochs + 1):
+        total, seen = 0.0, 0
+        for outputs, hr in batches:
+            x = torch.cat([t.to(device, torch.float32, non_blocking=True) for t in outputs], dim=1)
+            hr = hr.to(device, torch.float32, non_blocking=True)
+            loss = F.l1_loss(model(x), hr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * hr.shape[0]
+            seen += hr.shape[0]
+            steps += 1
+        if seen == 0:
+            raise ValueError("train_aggregator: `batches` yielded no batch; it must be re-iterable (a list or a "
+                             "DataLoader, not a generator that is exhausted after the first epoch)")
+        samples += seen
+        epoch_losses.append(total / seen)
+        if progress is not None:
+            progress(epoch, epoch_losses[-1])
+    model.eval()
+    return {"loss": epoch_losses[-1], "epoch_losses": epoch_losses, "steps": steps, "samples": samples}

@@ -1,0 +1,78 @@
+"""EDSR: Enhanced Deep Residual Networks for Single Image Super-Resolution (Lim et al., CVPRW 2017).
+
+Module names follow the official EDSR-PyTorch code (``sub_mean``, ``head.0``, ``body.N.body.{0,2}``,
+``body.<n_resblocks>``, ``tail.0.*``, ``tail.1``, ``add_mean``), so its released ``edsr_x{2,3,4}`` and
+``edsr_baseline_x{2,3,4}`` files load with :func:`raykd.models.sr_common.load_official`.
+
+Input and output are RGB in [0, 1]; the network itself runs in [0, ``rgb_range``] (255 in the official
+models) and the rescaling happens inside ``forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from raykd.models.registry import register_model
+from raykd.models.sr_common import MeanShift, PixelShuffleUpsampler, check_scale
+
+
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv residual block without batch norm, output scaled by ``res_scale`` (EDSR Sec. 3.1, Fig. 2c).
+
+    The residual scaling (0.1 in the 256-channel model) keeps training of the wide model stable.
+    """
+
+    def __init__(self, channels: int, res_scale: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv3x3(channels, channels), nn.ReLU(inplace=True), _conv3x3(channels, channels))
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class EDSR(nn.Module):
+    """EDSR single-scale network (Fig. 3): head conv, ``n_resblocks`` residual blocks + conv with a global skip,
+    sub-pixel upsampler, output conv; DIV2K mean removed before and added back after."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        n_resblocks: int = 16,
+        n_feats: int = 64,
+        res_scale: float = 1.0,
+        rgb_range: float = 255.0,
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.head = nn.Sequential(_conv3x3(3, n_feats))
+        self.body = nn.Sequential(
+            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], _conv3x3(n_feats, n_feats)
+        )
+        self.tail = nn.Sequential(PixelShuffleUpsampler(scale, n_feats), _conv3x3(n_feats, 3))
+        self.add_mean = MeanShift(rgb_range, sign=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
+        x = self.head(self.sub_mean(x * self.rgb_range))
+        x = self.add_mean(self.tail(self.body(x) + x))
+        return x / self.rgb_range
+
+
+@register_model
+def edsr(scale: int = 4, **kwargs) -> EDSR:
+    """EDSR (Table 1): 32 blocks, 256 channels, residual scaling 0.1; 43.1M parameters at x4."""
+    return EDSR(check_scale(scale, "edsr"), **{"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1, **kwargs})
+
+
+@register_model
+def edsr_baseline(scale: int = 4, **kwargs) -> EDSR:
+    """EDSR baseline (Table 1): 16 blocks, 64 channels, no residual scaling; 1.5M parameters at x4."""
+    return EDSR(check_scale(scale, "edsr_baseline"), **{"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0, **kwargs})

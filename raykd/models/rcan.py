@@ -1,0 +1,112 @@
+"""RCAN: Image Super-Resolution Using Very Deep Residual Channel Attention Networks (Zhang et al., ECCV 2018).
+
+Module names follow the official RCAN code (``sub_mean``, ``head.0``, ``body.G.body.B.body.{0,2}``,
+``body.G.body.B.body.3.conv_du.{0,2}``, ``body.G.body.<n_resblocks>``, ``body.<n_resgroups>``, ``tail.0.*``,
+``tail.1``, ``add_mean``), so its released ``RCAN_BIX{2,3,4}.pt`` load with
+:func:`raykd.models.sr_common.load_official`.
+
+Input and output are RGB in [0, 1]; the network runs in [0, ``rgb_range``] (255 officially) internally.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from raykd.models.registry import register_model
+from raykd.models.sr_common import MeanShift, PixelShuffleUpsampler, check_scale
+
+
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, padding=1)
+
+
+class ChannelAttention(nn.Module):
+    """Channel attention (Sec. 3.3, eqs. 5-7): global average pool, 1x1 conv down by ``reduction``, ReLU,
+    1x1 conv up, sigmoid gate multiplied onto the input channels."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv_du(F.adaptive_avg_pool2d(x, 1))
+
+
+class RCAB(nn.Module):
+    """Residual channel attention block (Sec. 3.4, eq. 8): conv-ReLU-conv, channel attention, identity skip."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv3x3(channels, channels),
+            nn.ReLU(inplace=True),
+            _conv3x3(channels, channels),
+            ChannelAttention(channels, reduction),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResidualGroup(nn.Module):
+    """Residual group (Sec. 3.2, eq. 4): ``n_resblocks`` RCABs and a conv, with a short skip connection."""
+
+    def __init__(self, channels: int, reduction: int, n_resblocks: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *[RCAB(channels, reduction) for _ in range(n_resblocks)], _conv3x3(channels, channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class RCAN(nn.Module):
+    """Residual-in-residual network (Sec. 3.1-3.2, Fig. 2): head conv, ``n_resgroups`` residual groups + conv
+    with a long skip connection, sub-pixel upsampler, output conv; DIV2K mean removed and added back."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        n_resgroups: int = 10,
+        n_resblocks: int = 20,
+        n_feats: int = 64,
+        reduction: int = 16,
+        rgb_range: float = 255.0,
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.head = nn.Sequential(_conv3x3(3, n_feats))
+        self.body = nn.Sequential(
+            *[ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)],
+            _conv3x3(n_feats, n_feats),
+        )
+        self.tail = nn.Sequential(PixelShuffleUpsampler(scale, n_feats), _conv3x3(n_feats, 3))
+        self.add_mean = MeanShift(rgb_range, sign=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
+        x = self.head(self.sub_mean(x * self.rgb_range))
+        x = self.add_mean(self.tail(self.body(x) + x))
+        return x / self.rgb_range
+
+
+@register_model
+def rcan(scale: int = 4, **kwargs) -> RCAN:
+    """RCAN (Sec. 4.1): 10 residual groups x 20 RCABs, 64 channels, reduction 16; 15.6M parameters at x4."""
+    return RCAN(check_scale(scale, "rcan"), **{"n_resgroups": 10, "n_resblocks": 20, **kwargs})
+
+
+@register_model
+def rcan_light(scale: int = 4, **kwargs) -> RCAN:
+    """MTKD's RCAN student: 10 residual groups x 6 RCABs, 64 channels, reduction 16 (5.17M parameters at x4)."""
+    return RCAN(check_scale(scale, "rcan_light"), **{"n_resgroups": 10, "n_resblocks": 6, **kwargs})

@@ -1,0 +1,377 @@
+"""Selective state-space scan, depthwise causal convolution and the Mamba mixer built from them.
+
+The selective scan is Mamba's S6 layer (Gu & Dao 2023, Sec. 3.2, Alg. 2) with the zero-order-hold
+discretisation of ``A`` and the Euler one of ``B`` used by the reference code (eq. 4 with ``B_bar = delta B``):
+
+    h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,      y_t = C_t h_t + D u_t,      out_t = y_t * silu(z_t)
+
+with shapes and arguments of ``mamba_ssm``'s ``selective_scan_fn``. Three interchangeable backends compute it:
+
+- ``"cuda"``: the fused kernels of the optional ``mamba-ssm`` / ``causal-conv1d`` packages
+  (``pip install raykd[cuda]``), imported lazily the first time a CUDA tensor asks for them;
+- ``"torch"``: pure PyTorch, any device. The sequence is processed in chunks: inside a chunk the decays
+  ``exp(delta A)`` and inputs ``delta B u`` are formed for all steps at once and the recurrence is run as one
+  fused multiply-add per step, only the state at each chunk boundary is kept, and the backward pass (a custom
+  autograd function) recomputes a chunk from its boundary state and runs the adjoint recurrence
+  ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}`` in reverse. Memory is O(chunk) beyond the inputs, and every
+  exponent is ``delta_t A`` of a single step, so nothing overflows that the true recurrence would not;
+- ``"reference"``: the recurrence above written step by step and differentiated by autograd (for tests).
+
+``"auto"`` picks ``"cuda"`` for CUDA tensors when the extension imports and ``"torch"`` otherwise.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Backend", "DEFAULT_CHUNK_SIZE", "Mamba", "causal_conv1d", "cuda_kernels_available", "selective_scan"]
+
+Backend = Literal["auto", "cuda", "torch", "reference"]
+_BACKENDS = ("auto", "cuda", "torch", "reference")
+# Steps per chunk of the "torch" scan; bench/selective_scan.py measured the time flat from 32 to 128 at
+# Vim-Tiny shapes, and larger chunks only cost memory (six chunk-sized temporaries in the backward pass).
+DEFAULT_CHUNK_SIZE = 64
+_INSTALL_HINT = "install the cuda extra: pip install raykd[cuda] (needs an NVIDIA GPU and the CUDA toolkit)"
+
+
+@functools.cache
+def _mamba_scan_kernel() -> Callable | None:
+    # mamba_ssm loads its compiled extension at import; without CUDA that fails with ImportError or OSError.
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except (ImportError, OSError, RuntimeError):
+        return None
+    return selective_scan_fn
+
+
+@functools.cache
+def _causal_conv1d_kernel() -> Callable | None:
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError, RuntimeError):
+        return None
+    return causal_conv1d_fn
+
+
+def cuda_kernels_available() -> bool:
+    """Whether both fused CUDA kernels (``mamba_ssm`` and ``causal_conv1d``) import in this process."""
+    return _mamba_scan_kernel() is not None and _causal_conv1d_kernel() is not None
+
+
+def _pick_backend(backend: str, x: Tensor, kernel: Callable[[], Callable | None], op: str, package: str) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"raykd/models/ssm.py: {op} got backend={backend!r}; use one of {_BACKENDS}")
+    if backend == "auto":
+        return "cuda" if x.is_cuda and kernel() is not None else "torch"
+    if backend == "cuda":
+        if kernel() is None:
+            raise RuntimeError(
+                f"raykd/models/ssm.py: {op}(backend='cuda') needs the {package} package, which does not import "
+                f"here; {_INSTALL_HINT}, or use backend='torch'"
+            )
+        if not x.is_cuda:
+            raise ValueError(f"raykd/models/ssm.py: {op}(backend='cuda') needs CUDA tensors, got device {x.device}")
+    return backend
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = None,
+    backend: Backend = "auto",
+) -> Tensor:
+    """Depthwise causal 1-D convolution ``(b, d, l) -> (b, d, l)`` with ``weight`` of shape ``(d, width)``.
+
+    Output step ``t`` sees inputs ``t - width + 1 .. t`` (zeros before the start), as ``causal_conv1d_fn``.
+    ``activation`` is ``None`` or ``"silu"`` (``"swish"`` is accepted as its alias). ``"torch"`` and
+    ``"reference"`` are the same left-padded ``F.conv1d``.
+    """
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"raykd/models/ssm.py: causal_conv1d activation={activation!r}; use None or 'silu'")
+    if weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"raykd/models/ssm.py: causal_conv1d weight has shape {tuple(weight.shape)}; expected "
+            f"({x.shape[1]}, width) for x of shape {tuple(x.shape)}"
+        )
+    if _pick_backend(backend, x, _causal_conv1d_kernel, "causal_conv1d", "causal-conv1d") == "cuda":
+        return _causal_conv1d_kernel()(x, weight, bias, activation)
+    y = F.conv1d(F.pad(x, (weight.shape[1] - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
+    return F.silu(y) if activation is not None else y
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: Backend = "auto",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """Selective scan (Mamba Alg. 2) with ``mamba_ssm.selective_scan_fn``'s semantics; returns ``(b, d, l)``.
+
+    Args:
+        u, delta: ``(b, d, l)`` input and step size (before ``delta_bias`` / softplus).
+        A: ``(d, n)`` real state matrix (diagonal per channel; Mamba passes ``-exp(A_log)``).
+        B, C: ``(b, n, l)``, or ``(b, g, n, l)`` where group ``k`` serves channels ``k*d/g .. (k+1)*d/g - 1``.
+        D: optional ``(d,)`` skip, adding ``D * u``.
+        z: optional ``(b, d, l)`` gate: the output is multiplied by ``silu(z)``.
+        delta_bias: optional ``(d,)`` added to ``delta``; then ``softplus`` if ``delta_softplus``.
+        backend: see the module docstring. ``chunk_size`` only affects the ``"torch"`` backend.
+
+    The scan runs in float32 (float64 for float64 ``u``) and the result has ``u``'s dtype, as in mamba_ssm.
+    """
+    which = _pick_backend(backend, u, _mamba_scan_kernel, "selective_scan", "mamba-ssm")
+    if which == "cuda":
+        return _mamba_scan_kernel()(
+            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus
+        )
+    B, C = _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if chunk_size < 1:
+        raise ValueError(f"raykd/models/ssm.py: selective_scan chunk_size={chunk_size}; must be >= 1")
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u32, delta = u.to(dtype), delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype).unsqueeze(-1)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    A, B, C = A.to(dtype), B.to(dtype), C.to(dtype)
+    if which == "torch":
+        y = _ChunkedScan.apply(u32, delta, A, B, C, chunk_size)
+    else:
+        y = _scan_reference(u32, delta, A, B, C)
+    if D is not None:
+        y = y + u32 * D.to(dtype).unsqueeze(-1)
+    if z is not None:
+        y = y * F.silu(z.to(dtype))
+    return y.to(u.dtype)
+
+
+def _check_scan_shapes(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+    delta_bias: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Validate shapes for the PyTorch backends and return ``B, C`` as ``(b, g, n, l)``."""
+    if u.dim() != 3:
+        raise ValueError(f"raykd/models/ssm.py: selective_scan u must be (b, d, l), got {tuple(u.shape)}")
+    b, d, l = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"raykd/models/ssm.py: delta has shape {tuple(delta.shape)}; expected {tuple(u.shape)}")
+    if A.is_complex() or A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"raykd/models/ssm.py: A must be a real ({d}, n) tensor, got {A.dtype} {tuple(A.shape)}")
+    n = A.shape[1]
+    grouped = []
+    for name, m in (("B", B), ("C", C)):
+        m = m.unsqueeze(1) if m.dim() == 3 else m
+        if m.dim() != 4 or m.shape[0] != b or m.shape[2] != n or m.shape[3] != l or d % m.shape[1]:
+            raise ValueError(
+                f"raykd/models/ssm.py: {name} has shape {tuple(m.shape)}; expected ({b}, {n}, {l}) or "
+                f"({b}, g, {n}, {l}) with g dividing d={d} (input-dependent {name}, as Mamba uses)"
+            )
+        grouped.append(m)
+    if grouped[0].shape[1] != grouped[1].shape[1]:
+        raise ValueError(f"raykd/models/ssm.py: B and C have {grouped[0].shape[1]} and {grouped[1].shape[1]} groups")
+    for name, v, shape in (("D", D, (d,)), ("delta_bias", delta_bias, (d,)), ("z", z, tuple(u.shape))):
+        if v is not None and tuple(v.shape) != shape:
+            raise ValueError(f"raykd/models/ssm.py: {name} has shape {tuple(v.shape)}; expected {shape}")
+    return grouped[0], grouped[1]
+
+
+def _scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """``y_t = C_t h_t`` with ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, one step at a time."""
+    b, d, l = u.shape
+    B = B.repeat_interleave(d // B.shape[1], dim=1)
+    C = C.repeat_interleave(d // C.shape[1], dim=1)
+    h = u.new_zeros(b, d, A.shape[1])
+    ys = []
+    for t in range(l):
+        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t]).unsqueeze(-1) * B[..., t]
+        ys.append((h * C[..., t]).sum(-1))
+    return torch.stack(ys, dim=-1)
+
+
+def _by_step(v: Tensor, groups: int) -> Tensor:
+    """``(b, d, T)`` -> ``(T, b, g, d/g)``: time leading, so each step's slice is contiguous."""
+    b, d, t = v.shape
+    return v.reshape(b, groups, d // groups, t).permute(3, 0, 1, 2)
+
+
+def _chunk_terms(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, s0: int, s1: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per-step quantities of steps ``s0 .. s1-1``, laid out ``(T, b, g, d/g[, n])``.
+
+    Returns ``delta``, ``u``, the decays ``exp(delta A)``, the inputs ``delta B u`` and ``B``.
+    """
+    g = B.shape[1]
+    dl, uu = _by_step(delta[:, :, s0:s1], g), _by_step(u[:, :, s0:s1], g)
+    Bt = B[..., s0:s1].permute(3, 0, 1, 2).unsqueeze(3)  # (T, b, g, 1, n)
+    decay = torch.exp(dl.unsqueeze(-1) * A.view(g, -1, A.shape[1]))
+    inputs = (dl * uu).unsqueeze(-1) * Bt
+    return dl, uu, decay, inputs, Bt
+
+
+def _run_forward(decay: Tensor, inputs: Tensor, h: Tensor) -> Tensor:
+    """All states ``h_t = decay_t * h_{t-1} + inputs_t`` of a chunk, from the state ``h`` before it."""
+    states = torch.empty_like(inputs)
+    for t in range(inputs.shape[0]):
+        h = torch.addcmul(inputs[t], decay[t], h, out=states[t])
+    return states
+
+
+def _run_adjoint(decay: Tensor, source: Tensor, carry: Tensor) -> Tensor:
+    """``g_t = source_t + decay_{t+1} g_{t+1}`` backwards through a chunk; ``carry`` is ``decay_T g_T`` of the
+    step after it."""
+    grads = torch.empty_like(source)
+    torch.add(source[-1], carry, out=grads[-1])
+    for t in range(source.shape[0] - 2, -1, -1):
+        torch.addcmul(source[t], decay[t + 1], grads[t + 1], out=grads[t])
+    return grads
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """``y = C h`` of the selective scan, for ``delta`` already biased and ``B, C`` as ``(b, g, n, l)``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
+        b, d, l = u.shape
+        g, n = B.shape[1], B.shape[2]
+        y = u.new_empty(b, d, l)
+        starts = u.new_empty(math.ceil(l / chunk), b, g, d // g, n)
+        h = u.new_zeros(b, g, d // g, n)
+        for k, s0 in enumerate(range(0, l, chunk)):
+            s1 = min(s0 + chunk, l)
+            starts[k] = h
+            _, _, decay, inputs, _ = _chunk_terms(u, delta, A, B, s0, s1)
+            states = _run_forward(decay, inputs, h)
+            y[:, :, s0:s1] = torch.einsum("tbghn,bgnt->bght", states, C[..., s0:s1]).reshape(b, d, s1 - s0)
+            h = states[-1]
+        ctx.save_for_backward(u, delta, A, B, C, starts)
+        ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        chunk = ctx.chunk
+        b, d, l = u.shape
+        g, n = B.shape[1], B.shape[2]
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dB, dC = torch.empty_like(B), torch.empty_like(C)
+        dA = torch.zeros(g, d // g, n, dtype=A.dtype, device=A.device)
+        carry = starts.new_zeros(starts.shape[1:])
+        for k in range(len(starts) - 1, -1, -1):
+            s0, s1 = k * chunk, min((k + 1) * chunk, l)
+            dl, uu, decay, inputs, Bt = _chunk_terms(u, delta, A, B, s0, s1)
+            states = _run_forward(decay, inputs, starts[k])
+            dyt = _by_step(dy[:, :, s0:s1], g)
+            Ct = C[..., s0:s1].permute(3, 0, 1, 2).unsqueeze(3)
+            grads = _run_adjoint(decay, dyt.unsqueeze(-1) * Ct, carry)  # dL/dh_t
+            carry = decay[0] * grads[0]
+            dC[..., s0:s1] = torch.einsum("tbghn,tbgh->bgnt", states, dyt)
+            dB[..., s0:s1] = torch.einsum("tbghn,tbgh->bgnt", grads, dl * uu)
+            # dL/d(delta_t A) = g_t * h_{t-1} * exp(delta_t A)
+            dlog = grads * decay
+            dlog[1:] *= states[:-1]
+            dlog[0] *= starts[k]
+            dA += torch.einsum("tbghn,tbgh->ghn", dlog, dl)
+            d_du = (grads * Bt).sum(-1)  # dL/d(delta_t u_t)
+            ddelta_t = d_du * uu + torch.einsum("tbghn,ghn->tbgh", dlog, A.view(g, -1, n))
+            du[:, :, s0:s1] = (d_du * dl).permute(1, 2, 3, 0).reshape(b, d, s1 - s0)
+            ddelta[:, :, s0:s1] = ddelta_t.permute(1, 2, 3, 0).reshape(b, d, s1 - s0)
+        return du, ddelta, dA.view(d, n), dB, dC, None
+
+
+def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+    """Mamba's step-size initialisation (Sec. 3.6 / reference code): weights uniform in +-dt_rank^-0.5 and the
+    bias the inverse softplus of a log-uniform draw from [dt_min, dt_max], so softplus(bias) starts there."""
+    bound = dt_rank**-0.5
+    with torch.no_grad():
+        dt_proj.weight.uniform_(-bound, bound)
+        dt = torch.exp(torch.rand(dt_proj.out_features) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+class Mamba(nn.Module):
+    """The Mamba mixer (Gu & Dao 2023, Fig. 3): in-projection to ``x`` and gate ``z``, depthwise causal conv +
+    SiLU, input-dependent ``delta, B, C`` (Alg. 2), selective scan, ``* silu(z)``, out-projection.
+
+    ``bidirectional=True`` is Vision Mamba's "v2" layer (Zhu et al. 2024, Alg. 1): in/out projections are
+    shared, and a second conv / x_proj / dt_proj / A / D (``*_b``) scans the flipped sequence; the backward
+    output is flipped back and the two directions are averaged before ``out_proj`` (Vim's ``if_devide_out``).
+    Parameter names are those of ``mamba_ssm`` / Vim, so their state dicts load. Input and output ``(B, L, C)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        bidirectional: bool = False,
+        backend: Backend = "auto",
+    ) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.bidirectional = bidirectional
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        suffixes = ("", "_b") if bidirectional else ("",)
+        for s in suffixes:
+            # nn.Conv1d only holds the (d_inner, 1, d_conv) weight under mamba_ssm's name; causal_conv1d runs it.
+            setattr(self, f"conv1d{s}", nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias))
+            setattr(self, f"x_proj{s}", nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False))
+            dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+            _init_dt_proj(dt_proj, self.dt_rank, dt_min, dt_max, dt_init_floor)
+            setattr(self, f"dt_proj{s}", dt_proj)
+            # S4D-real initialisation A = -(1..n) for every channel, stored as log(-A); D starts at 1.
+            a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
+            setattr(self, "A_log" if not s else "A_b_log", nn.Parameter(a_log))
+            setattr(self, f"D{s}", nn.Parameter(torch.ones(self.d_inner)))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _scan(
+        self, x: Tensor, z: Tensor, conv: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear, A_log: Tensor, D: Tensor
+    ) -> Tensor:
+        """One direction: ``(b, d_inner, l)`` inputs ``x``, gate ``z`` -> gated scan output ``(b, d_inner, l)``."""
+        x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, "silu", self.backend)
+        dt, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
+        return selective_scan(
+            x, delta, -torch.exp(A_log.float()), B.transpose(1, 2), C.transpose(1, 2), D.float(), z=z,
+            delta_bias=dt_proj.bias.float(), delta_softplus=True, backend=self.backend,
+        )
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        x, z = self.in_proj(hidden).transpose(1, 2).contiguous().chunk(2, dim=1)
+        y = self._scan(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        if self.bidirectional:
+            y_b = self._scan(
+                x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
+            )
+            y = (y + y_b.flip(-1)) / 2
+        return self.out_proj(y.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, bidirectional={self.bidirectional}"

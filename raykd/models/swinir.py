@@ -1,0 +1,332 @@
+"""SwinIR: Image Restoration Using Swin Transformer (Liang et al., ICCVW 2021), classical and lightweight SR.
+
+Module and buffer names follow the official ``network_swinir.py`` (``conv_first``, ``patch_embed.norm``,
+``layers.N.residual_group.blocks.M.{norm1, attn.*, norm2, mlp.fc1, mlp.fc2}``, ``layers.N.conv``, ``norm``,
+``conv_after_body``, ``conv_before_upsample.0``, ``upsample.*``, ``conv_last``), including the persistent
+``relative_position_index`` and shifted-window ``attn_mask`` buffers, so the released
+``001_classicalSR_*`` / ``002_lightweightSR_*`` files load strictly with
+:func:`raykd.models.sr_common.load_official`. The stored masks belong to the training patch size ``img_size``:
+64 for the DF2K-trained classical (``s64w8``) and all lightweight models, 48 for the DIV2K-trained classical
+ones (``s48w8``). Any input size works; masks for other sizes are computed on the fly.
+
+Input and output are RGB in [0, 1] (the official ``img_range=1``). Inputs whose sides are not a multiple of the
+window size are mirror-padded (edge pixel repeated, as the flip-and-concatenate padding of the official
+``main_test_swinir.py``) and the output is cropped back to ``scale`` times the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+
+from raykd.models.registry import register_model
+from raykd.models.sr_common import DIV2K_RGB_MEAN, PixelShuffleUpsampler, check_scale
+
+_UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
+_MASKED = -100.0  # additive score of a masked pair in the official code (not -inf, so outputs match it exactly)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * num_windows, window_size**2, C), windows in raster order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window_size * window_size, c)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * num_windows, window_size**2, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """(N, N) index into the ((2M-1)^2, heads) bias table for every token pair of an M x M window (Swin eq. 4)."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+    ).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :] + (window_size - 1)  # offsets shifted to [0, 2M-2]
+    return rel[0] * (2 * window_size - 1) + rel[1]
+
+
+def shifted_window_mask(
+    h: int, w: int, window_size: int, shift: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """(num_windows, N, N) additive mask for shifted-window attention on an H x W map (Swin Sec. 3.2).
+
+    After the cyclic shift, windows on the bottom/right border hold pixels from up to three regions that were
+    not adjacent in the image; pairs from different regions get -100 so they do not attend to each other.
+    """
+
+    def bands(n: int) -> torch.Tensor:
+        label = torch.zeros(n, dtype=torch.long, device=device)
+        label[n - window_size : n - shift] = 1
+        label[n - shift :] = 2
+        return label
+
+    region = (bands(h)[:, None] * 3 + bands(w)[None, :]).view(1, h, w, 1)
+    windows = window_partition(region, window_size).squeeze(-1)
+    differ = windows[:, None, :] != windows[:, :, None]
+    return torch.zeros(differ.shape, device=device).masked_fill(differ, _MASKED)
+
+
+def _mirror_index(n: int, total: int, device: torch.device) -> torch.Tensor:
+    # Indices 0..n-1, n-1..0, 0..n-1, ...: symmetric padding that also works when the pad exceeds the side.
+    i = torch.arange(total, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Mirror-pad the bottom and right of (N, C, H, W) ``x`` so H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    x = x.index_select(-2, _mirror_index(h, h + pad_h, x.device))
+    return x.index_select(-1, _mirror_index(w, w + pad_w, x.device))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside M x M windows with a learned relative position bias (Swin eq. 4):
+    ``softmax(Q K^T / sqrt(d) + B + mask) V``, computed with ``F.scaled_dot_product_attention``."""
+
+    def __init__(
+        self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (B * num_windows, N, C); ``mask``: (num_windows, N, N) additive, or None."""
+        b_, n, c = x.shape
+        q, k, v = self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1).unsqueeze(0)  # 1, heads, N, N
+        if mask is not None:
+            # Windows of one image are consecutive in the batch: folding (window, head) into the head axis
+            # lets one (windows * heads) bias broadcast over images instead of being copied per image.
+            groups = mask.shape[0] * self.num_heads
+            bias = (bias + mask.unsqueeze(1)).reshape(1, groups, n, n)
+            q, k, v = (t.reshape(b_ // mask.shape[0], groups, n, -1) for t in (q, k, v))
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(x.reshape(b_, self.num_heads, n, -1).transpose(1, 2).reshape(b_, n, c)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """Swin layer (SwinIR eq. 5-6): ``x + (S)W-MSA(LN(x))`` then ``x + MLP(LN(x))``, windows shifted by
+    ``shift_size`` in every other layer. ``attn_mask`` is stored for ``input_resolution`` (the training patch)
+    and recomputed for any other input size."""
+
+    def __init__(
+        self, dim: int, input_resolution: tuple[int, int], num_heads: int, window_size: int, shift_size: int,
+        mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float,
+    ) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        mask = shifted_window_mask(*input_resolution, window_size, shift_size) if shift_size > 0 else None
+        self.register_buffer("attn_mask", mask)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        h, w = x_size
+        b, length, c = x.shape
+        y = self.norm1(x).view(b, h, w, c)
+        mask = None
+        if self.shift_size > 0:
+            y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = self.attn_mask
+            if x_size != self.input_resolution:
+                mask = shifted_window_mask(h, w, self.window_size, self.shift_size, device=x.device)
+        y = window_reverse(self.attn(window_partition(y, self.window_size), mask), self.window_size, h, w)
+        if self.shift_size > 0:
+            y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = x + self.drop_path(y.reshape(b, length, c))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SwinStage(nn.Module):
+    """A stack of Swin layers alternating regular and shifted windows (official ``BasicLayer``)."""
+
+    def __init__(
+        self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int, window_size: int,
+        mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                dim, input_resolution, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
+                mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i],
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, x_size)
+        return x
+
+
+def _to_tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2)
+
+
+def _to_image(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer block (SwinIR eq. 4): Swin layers, a 3x3 conv, and a skip connection."""
+
+    def __init__(self, dim: int, **stage_kwargs) -> None:
+        super().__init__()
+        self.residual_group = SwinStage(dim, **stage_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        return _to_tokens(self.conv(_to_image(self.residual_group(x, x_size), x_size))) + x
+
+
+class PatchEmbed(nn.Module):
+    """Patch size 1: every pixel of the shallow feature map is a token, layer-normalised."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(_to_tokens(x))
+
+
+class SwinIR(nn.Module):
+    """Shallow conv, RSTB deep feature extraction with a long skip, and a sub-pixel reconstruction head
+    (SwinIR Sec. 3.1, eqs. 1-3). ``upsampler`` is ``"pixelshuffle"`` (classical SR: conv + LeakyReLU to 64
+    channels, PixelShuffleUpsampler, conv) or ``"pixelshuffledirect"`` (lightweight SR: one conv to
+    3 * scale**2 channels and a single PixelShuffle)."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        img_size: int | tuple[int, int] = 64,
+        window_size: int = 8,
+        embed_dim: int = 180,
+        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        upsampler: str = "pixelshuffle",
+        img_range: float = 1.0,
+    ) -> None:
+        super().__init__()
+        resolution = to_2tuple(img_size)
+        if any(side % window_size or side <= window_size for side in resolution):
+            raise ValueError(
+                f"SwinIR: img_size={img_size} must be a multiple of window_size={window_size} and larger than it "
+                "(the official code changes the window otherwise); use the training patch size, e.g. 48 or 64"
+            )
+        if len(depths) != len(num_heads):
+            raise ValueError(f"SwinIR: depths={tuple(depths)} and num_heads={tuple(num_heads)} differ in length")
+        if upsampler not in _UPSAMPLERS:
+            raise ValueError(f"SwinIR: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
+        self.scale = scale
+        self.window_size = window_size
+        self.img_range = img_range
+        self.upsampler = upsampler
+        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
+        self.patch_embed = PatchEmbed(embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
+        starts = [sum(depths[:i]) for i in range(len(depths))]
+        self.layers = nn.ModuleList(
+            RSTB(
+                embed_dim, input_resolution=resolution, depth=depth, num_heads=heads, window_size=window_size,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                drop_path=drop_path[start : start + depth],
+            )
+            for depth, heads, start in zip(depths, num_heads, starts)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
+        if upsampler == "pixelshuffle":
+            num_feat = 64
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, padding=1), nn.LeakyReLU(inplace=True)
+            )
+            self.upsample = PixelShuffleUpsampler(scale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
+        else:
+            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep feature extraction H_DF (eq. 2) on a (N, C, H, W) map whose sides are window multiples."""
+        x_size = (x.shape[2], x.shape[3])
+        t = self.pos_drop(self.patch_embed(x))
+        for layer in self.layers:
+            t = layer(t, x_size)
+        return _to_image(self.norm(t), x_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
+        h, w = x.shape[-2:]
+        x = (pad_to_multiple(x, self.window_size) - self.mean) * self.img_range
+        feat = self.conv_first(x)
+        feat = self.conv_after_body(self.forward_features(feat)) + feat
+        if self.upsampler == "pixelshuffle":
+            out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
+        else:
+            out = self.upsample(feat)
+        out = out / self.img_range + self.mean
+        return out[..., : h * self.scale, : w * self.scale]
+
+
+@register_model
+def swinir(scale: int = 4, **kwargs) -> SwinIR:
+    """SwinIR classical SR (Sec. 4.1): 6 RSTBs x 6 Swin layers, 180 channels, 6 heads, window 8, MLP ratio 2,
+    pixel-shuffle reconstruction; 11.9M parameters at x4. Pass ``img_size=48`` for the DIV2K-trained files."""
+    config = dict(img_size=64, window_size=8, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, mlp_ratio=2.0,
+                  upsampler="pixelshuffle")
+    return SwinIR(check_scale(scale, "swinir"), **{**config, **kwargs})
+
+
+@register_model
+def swinir_light(scale: int = 4, **kwargs) -> SwinIR:
+    """SwinIR lightweight SR (Sec. 4.1): 4 RSTBs x 6 Swin layers, 60 channels, 6 heads, window 8, MLP ratio 2,
+    one-step pixel-shuffle reconstruction; 0.93M parameters at x4."""
+    config = dict(img_size=64, window_size=8, embed_dim=60, depths=(6,) * 4, num_heads=(6,) * 4, mlp_ratio=2.0,
+                  upsampler="pixelshuffledirect")
+    return SwinIR(check_scale(scale, "swinir_light"), **{**config, **kwargs})

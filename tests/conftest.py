@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# The suite's tensors are tiny: one intra-op thread avoids threads waiting on each other (measured 7x faster
+# on a loaded 2-core machine), and leaves the other core to the Ray workers some tests start.
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real benchmark data beside the project (``../shared/data``); tests using it skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real benchmark data not found at {SHARED_DATA} (only present beside the project's own checkout)")
+    return SHARED_DATA

@@ -1,0 +1,92 @@
+"""cluster.yaml: valid for Ray's own launcher schema (offline, no cloud calls) and has the properties we rely on."""
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ray.autoscaler._private.util import fillout_defaults, merge_setup_commands, validate_config
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def config(raw) -> dict:
+    """The config as `ray up` sees it: defaults filled in, validated, setup commands merged per node kind."""
+    filled = fillout_defaults(copy.deepcopy(raw))
+    validate_config(filled)
+    return merge_setup_commands(filled)
+
+
+def _ray_start_flags(commands: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(flags, env prefix) of the single `ray start` invocation among ``commands``."""
+    starts = [c for c in commands if "ray start" in c]
+    assert len(starts) == 1, commands
+    tokens = shlex.split(starts[0].split(";")[-1])
+    env = dict(t.split("=", 1) for t in tokens[: tokens.index("ray")])
+    flags = {}
+    for token in tokens[tokens.index("start") + 1 :]:
+        name, _, value = token.partition("=")
+        flags[name] = value
+    return flags, env
+
+
+def test_validates_against_rays_schema_which_is_strict(raw, config):
+    assert config["provider"]["type"] == "aws"
+    broken = fillout_defaults(copy.deepcopy(raw))
+    broken["available_node_types"]["gpu_1x"]["resources"] = {"GPU": "one"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(broken)
+
+
+def test_cpu_head_and_gpu_worker_types_that_scale_from_zero(config):
+    node_types = config["available_node_types"]
+    head = node_types[config["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    assert head["node_config"]["InstanceType"].startswith("m5.")
+    workers = {name: t for name, t in node_types.items() if name != config["head_node_type"]}
+    assert workers
+    for name, node_type in workers.items():
+        assert node_type["resources"]["GPU"] >= 1, name
+        assert node_type["min_workers"] == 0, name
+        assert 1 <= node_type["max_workers"] <= config["max_workers"], name
+        assert re.match(r"(g|p)\d", node_type["node_config"]["InstanceType"]), name
+
+
+def test_every_node_type_names_its_ami(config):
+    # Without an ImageId Ray falls back to an Ubuntu 18.04 DLAMI whose NVIDIA driver current torch rejects.
+    for name, node_type in config["available_node_types"].items():
+        assert node_type["node_config"]["ImageId"].startswith("ami-"), name
+
+
+def test_project_is_mounted_and_gpu_workers_install_the_cuda_extra(config):
+    project_dirs = [remote for remote, local in config["file_mounts"].items() if local == "."]
+    assert len(project_dirs) == 1
+    remote = project_dirs[0].replace("~", "$HOME", 1)
+    installs = [c for c in config["worker_setup_commands"] if "pip install" in c and "-e" in shlex.split(c)]
+    assert any(f"{remote}[cuda]" in shlex.split(c) for c in installs), installs
+    assert any(remote in shlex.split(c) for c in config["head_setup_commands"] if "pip install" in c)
+
+
+def test_dashboard_on_loopback_metrics_exported_and_token_auth_on(raw, config):
+    head_flags, head_env = _ray_start_flags(config["head_start_ray_commands"])
+    worker_flags, worker_env = _ray_start_flags(config["worker_start_ray_commands"])
+    assert "--head" in head_flags
+    assert head_flags["--dashboard-host"] == "127.0.0.1"
+    assert head_flags["--metrics-export-port"] and worker_flags["--metrics-export-port"]
+    assert head_env["RAY_AUTH_MODE"] == "token" and worker_env["RAY_AUTH_MODE"] == "token"
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    text = CLUSTER_YAML.read_text()
+    assert "0.0.0.0" not in text
+    assert not re.search(r"RAY_AUTH_MODE\s*=\s*disabled", "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")))

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raykd.losses.kd import dkd_loss, dkd_terms, kd_loss
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.sum(p * (np.log(p) - np.log(q))))
+
+
+def _logits(b: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(b, c, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(b, c, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, c, (b,), generator=g)
+    return s, t, y
+
+
+def _kd_ref(s: np.ndarray, t: np.ndarray, T: float) -> float:
+    return T**2 * np.mean([_kl(_softmax(t[i] / T), _softmax(s[i] / T)) for i in range(len(s))])
+
+
+def _dkd_ref(s: np.ndarray, t: np.ndarray, y: np.ndarray, T: float) -> tuple[float, float]:
+    tckd, nckd = [], []
+    for i in range(len(s)):
+        ps, pt = _softmax(s[i] / T), _softmax(t[i] / T)
+        bs = np.array([ps[y[i]], 1 - ps[y[i]]])
+        bt = np.array([pt[y[i]], 1 - pt[y[i]]])
+        tckd.append(_kl(bt, bs))
+        keep = np.arange(s.shape[1]) != y[i]
+        nckd.append(_kl(_softmax(t[i][keep] / T), _softmax(s[i][keep] / T)))
+    return T**2 * float(np.mean(tckd)), T**2 * float(np.mean(nckd))
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0, 0.5])
+@pytest.mark.parametrize("c", [2, 10, 37])
+def test_kd_loss_matches_hinton_formula(T: float, c: int) -> None:
+    s, t, _ = _logits(5, c, seed=c)
+    got = kd_loss(s, t, T=T)
+    assert got.item() == pytest.approx(_kd_ref(s.numpy(), t.numpy(), T), rel=1e-10)
+
+
+def test_kd_loss_is_zero_for_identical_logits_and_nonnegative() -> None:
+    s, t, _ = _logits(4, 7, seed=0)
+    assert kd_loss(s, s.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    assert kd_loss(s, t).item() > 0
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+@pytest.mark.parametrize("c", [2, 3, 100])
+def test_dkd_terms_match_paper_definitions(T: float, c: int) -> None:
+    s, t, y = _logits(6, c, seed=10 + c)
+    tckd, nckd = dkd_terms(s, t, y, T=T)
+    ref_t, ref_n = _dkd_ref(s.numpy(), t.numpy(), y.numpy(), T)
+    assert tckd.item() == pytest.approx(ref_t, rel=1e-9, abs=1e-12)
+    assert nckd.item() == pytest.approx(ref_n, rel=1e-9, abs=1e-12)
+    total = dkd_loss(s, t, y, alpha=0.7, beta=3.0, T=T)
+    assert total.item() == pytest.approx(0.7 * ref_t + 3.0 * ref_n, rel=1e-9, abs=1e-12)
+
+
+def test_dkd_reformulates_kd_per_sample() -> None:
+    """Zhao et al. eq. 6: KD = TCKD + (1 - p_t^T) * NCKD for each sample."""
+    s, t, y = _logits(4, 12, seed=3)
+    T = 2.0
+    for i in range(4):
+        tckd, nckd = dkd_terms(s[i : i + 1], t[i : i + 1], y[i : i + 1], T=T)
+        p_target = torch.softmax(t[i] / T, dim=0)[y[i]]
+        assert kd_loss(s[i : i + 1], t[i : i + 1], T=T).item() == pytest.approx(
+            (tckd + (1 - p_target) * nckd).item(), rel=1e-9
+        )
+
+
+def test_gradients_reach_the_student_only() -> None:
+    s, t, y = _logits(3, 9, seed=5)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    (kd_loss(s, t) + dkd_loss(s, t, y)).backward()
+    assert t.grad is None
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_mismatched_shapes_and_bad_temperature_are_rejected() -> None:
+    s, t, y = _logits(3, 9, seed=6)
+    with pytest.raises(ValueError, match="same shape"):
+        kd_loss(s, t[:, :5])
+    with pytest.raises(ValueError, match="T must be > 0"):
+        kd_loss(s, t, T=0.0)
+    with pytest.raises(ValueError, match="target"):
+        dkd_loss(s, t, y[:2])
