@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
+import threading
 import time
 from collections.abc import Callable
 
@@ -68,28 +70,45 @@ def _best_time(fn: Callable[[], None], repeats: int) -> float:
     return best
 
 
-def _rss_kib() -> int:
+def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def _peak_child(backend: str, backward: bool, chunk: int, threads: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
     fn = _step(backend, backward, chunk)
-    before = max(_rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    base = peak = _rss_bytes()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     fn()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    done.set()
+    sampler.join()
+    queue.put(peak - base)
 
 
 def peak_memory_mib(backend: str, backward: bool, chunk: int, threads: int) -> float:
-    """Growth of the peak RSS of a fresh process over its level before one call (inputs already allocated)."""
+    """Peak growth of resident memory during one call, sampled every 0.5 ms in a fresh process whose malloc
+    returns freed blocks to the OS (so RSS follows live memory and earlier calls cannot mask the peak)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_child, args=(backend, backward, chunk, threads, queue))
-    proc.start()
-    kib = queue.get()
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
+    try:
+        proc = ctx.Process(target=_peak_child, args=(backend, backward, chunk, threads, queue))
+        proc.start()
+    finally:
+        del os.environ["MALLOC_MMAP_THRESHOLD_"]
+    nbytes = queue.get()
     proc.join()
-    return kib / 1024
+    return nbytes / 2**20
 
 
 def machine_rates() -> tuple[float, float]:

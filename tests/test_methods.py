@@ -145,11 +145,27 @@ def test_fitnet_bind_creates_a_trainable_regressor() -> None:
     assert student["stage:1"].grad is not None
 
 
+def test_dfd_is_the_paper_loss_for_equal_widths_and_projects_unequal_ones() -> None:
+    same = create_method("dfd", **{"lambda": 2.0})
+    same.bind({"logits": (C,), "penultimate": (16,)}, {"penultimate": (16,)})
+    assert sum(p.numel() for p in same.parameters()) == 0
+    f_s, f_t = torch.randn(4, 16), torch.randn(4, 16)
+    out = same({"logits": torch.randn(4, C), "penultimate": f_s}, {"penultimate": f_t}, torch.zeros(4).long(), 1)
+    torch.testing.assert_close(out["dfd"], 2.0 * 0.5 * ((f_s - f_t) ** 2).sum(1).mean())
+
+    wider = create_method("dfd")
+    wider.bind({"logits": (C,), "penultimate": (16,)}, {"penultimate": (32,)})
+    out = wider({"logits": torch.randn(4, C), "penultimate": f_s.requires_grad_()}, {"penultimate": torch.randn(4, 32)},
+                torch.zeros(4).long(), 1)
+    out["dfd"].backward()
+    assert all(p.grad is not None for p in wider.parameters()) and f_s.grad is not None
+
+
 def test_bind_rejects_missing_or_incompatible_outputs() -> None:
     with pytest.raises(ValueError, match="'fitnet'.*teacher provided no 'stage:1'"):
         create_method("fitnet").bind({"logits": (C,), "stage:1": (8, 4, 4)}, {"logits": (C,)})
-    with pytest.raises(ValueError, match="'dfd'.*'penultimate' shapes must match"):
-        create_method("dfd").bind({"logits": (C,), "penultimate": (16,)}, {"penultimate": (32,)})
+    with pytest.raises(ValueError, match="'dfd'.*teacher provided no 'penultimate'"):
+        create_method("dfd").bind({"logits": (C,), "penultimate": (16,)}, {"logits": (C,)})
     with pytest.raises(ValueError, match="'kd'.*'logits'"):
         create_method("kd").bind({"logits": (C,)}, {"logits": (C + 1,)})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from raykd.losses.features import HintRegressor, at_loss, dfd_loss, hint_loss
 from raykd.losses.figkd import FiGKDLoss
@@ -147,6 +147,10 @@ class DFD(Method):
     ``w_ce * CE + lambda * 1/2 ||f_s(x_lr) - f_t(x_hr)||^2`` on penultimate features
     (:func:`raykd.losses.features.dfd_loss`); the student sees the LR input, the teacher the HR one.
     ``lambda`` defaults to 1 (unit weight): the paper's value could not be retrieved when this was written.
+
+    The paper distils between copies of one architecture, so the features have one width. When a sweep pairs
+    networks of different widths, a learned linear map (FitNet's regressor) takes the student's feature to the
+    teacher's width first; with equal widths there is none and the loss is the paper's.
     """
 
     name = "dfd"
@@ -160,13 +164,15 @@ class DFD(Method):
         return ("logits", "penultimate")
 
     def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_same_shape(self.name, "penultimate", student_shapes, teacher_shapes)
+        _require_outputs(self.name, "penultimate", student_shapes, teacher_shapes)
+        s, t = tuple(student_shapes["penultimate"]), tuple(teacher_shapes["penultimate"])
+        self.projection = HintRegressor(s, t) if s != t else nn.Identity()
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
         return {
             "ce": p["w_ce"] * _ce(student, target),
-            "dfd": p["lambda"] * dfd_loss(student["penultimate"], teacher["penultimate"]),
+            "dfd": p["lambda"] * dfd_loss(self.projection(student["penultimate"]), teacher["penultimate"]),
         }
 
 

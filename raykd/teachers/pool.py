@@ -57,8 +57,9 @@ class TeacherActor:
             rows["view"].append(batch["view"])
             for name in outputs:
                 rows[name].extend(out[name].cpu().numpy())
-        telemetry.teacher_samples_computed(self.spec.name, len(indices) * self.task.num_views)
-        return {"index": np.concatenate(rows["index"]), "view": np.concatenate(rows["view"]),
+        index = np.concatenate(rows["index"])
+        telemetry.teacher_samples_computed(self.spec.name, len(index))
+        return {"index": index, "view": np.concatenate(rows["view"]),
                 **{name: rows[name] for name in outputs}}
 
     def bytes_per_view(self, outputs: Sequence[str]) -> int:
@@ -158,7 +159,7 @@ class TeacherService:
         stats = self.stats[spec.name]
         entry = self.cache.load(key)
         if entry is None:
-            rows = len(task.train) * task.num_views
+            rows = task.teacher_rows
             if mode == "auto":
                 per_row = ray.get(self.actors[spec.name][0].bytes_per_view.remote(outputs))
                 if per_row * rows > self.live_threshold_bytes:

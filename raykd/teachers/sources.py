@@ -39,16 +39,19 @@ def run_teacher(model: nn.Module, x: torch.Tensor, outputs: Sequence[str]) -> di
 
 class InProcessTeacher:
     """Runs a frozen teacher in the training process itself (no Ray involved) on the batch's ``input_key``
-    entry: the HR view for classification, the LR patch for super-resolution."""
+    entry (the HR view for classification, the LR patch for super-resolution) with ``forward`` (the task's
+    teacher forward; default :func:`run_teacher`)."""
 
-    def __init__(self, model: nn.Module, outputs: Sequence[str], input_key: str = "hr"):
+    def __init__(self, model: nn.Module, outputs: Sequence[str], input_key: str = "hr",
+                 forward: Callable[[nn.Module, torch.Tensor, Sequence[str]], dict[str, torch.Tensor]] = run_teacher):
         self.model = model
         self.outputs = tuple(outputs)
         self.input_key = input_key
+        self.forward = forward
         self.samples_computed = 0
 
     def request(self, batch: dict[str, torch.Tensor]) -> Fetch:
-        out = run_teacher(self.model, batch[self.input_key], self.outputs)
+        out = {k: v.float() for k, v in self.forward(self.model, batch[self.input_key], self.outputs).items()}
         self.samples_computed += len(batch[self.input_key])
         return lambda: out
 

@@ -42,6 +42,7 @@ class TrainConfig:
     tile: int = 128  # whole-image SR inference (evaluation, teacher cache) in LR tiles of this side; 0: untiled
     tile_overlap: int = 16
     # optimisation
+    optimizer: str = "sgd"  # "sgd" (classification) or "adam" (super-resolution)
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.05

@@ -79,6 +79,14 @@ def teacher_spec(cfg: TrainConfig) -> TeacherSpec:
                        checkpoint=str(path))
 
 
+def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":  # the KD literature's classification recipe
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":  # the SR literature's (EDSR/RCAN/SwinIR: Adam, betas 0.9/0.99)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'sgd' or 'adam'")
+
+
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
@@ -129,7 +137,8 @@ def train(
     source = None
     if needs_teacher:
         source = teacher(task) if teacher is not None else \
-            InProcessTeacher(teacher_spec(cfg).build(device), method.teacher_outputs(), task.teacher_input_key)
+            InProcessTeacher(teacher_spec(cfg).build(device), method.teacher_outputs(), task.teacher_input_key,
+                             task.teacher_forward)
 
     # one probe batch fixes the shapes a method's learned parts (e.g. a FitNet regressor) are built for
     probe = default_collate([task.train[i] for i in range(min(2, len(task.train)))])
@@ -147,7 +156,7 @@ def train(
     method.to(device)
     model = rt.wrap_model(student)
     params = list(student.parameters()) + list(method.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, params)
     scheduler = make_scheduler(cfg, optimizer)
     amp_dtype = _amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -189,7 +198,7 @@ def train(
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
-            n = target.numel()
+            n = len(x)
             seen += n
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * n

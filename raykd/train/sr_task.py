@@ -139,6 +139,7 @@ class SRTask(Task):
                                flip=cfg.flip, rot90=cfg.rot90)
         self.fingerprint = train_base.fingerprint()
         self.num_views = 1  # one cached row (the whole image) per training image
+        self.teacher_rows = len(train_base)
         check_tiling(cfg.tile, cfg.tile_overlap)
 
     @staticmethod

@@ -35,6 +35,7 @@ class Task:
     train: Dataset
     fingerprint: str
     num_views: int
+    teacher_rows: int  # (sample, view) rows a full pass of the teacher computes
 
     def __init__(self, cfg: TrainConfig, student_input: str = "hr"):
         self.cfg = cfg
@@ -93,6 +94,7 @@ class ClassificationTask(Task):
         self.num_classes = len(train_base.classes)
         self.fingerprint = train_base.fingerprint()
         self.num_views = cfg.num_views
+        self.teacher_rows = len(self.train) * self.num_views
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes}

@@ -21,7 +21,7 @@ from raykd.tune.spaces import SPACES, trial_method
 FIXED = ("trial", "method", "status", "epochs", "wall_s", "teacher_samples_computed", "cache_hits", "started")
 
 
-def trials_table(results, metric: str) -> pd.DataFrame:
+def trials_table(results, metric: str, task: str = "cls") -> pd.DataFrame:
     """One row per trial of a Tune ``ResultGrid``, in the order the trials started."""
     rows = []
     for result in results:
@@ -33,10 +33,10 @@ def trials_table(results, metric: str) -> pd.DataFrame:
         last = result.metrics or {}
         ok = result.error is None and metric in last
         row: dict[str, Any] = {
-            "trial": (result.path and Path(result.path).name) or last.get("trial_id"),
+            "trial": last.get("trial_id") or Path(result.path).name,
             "method": method,
             "status": "ok" if ok else "error",
-            **{**method_defaults(method), **searched},
+            **{**method_defaults(method, task), **searched},
             f"best_{metric}": float(history[metric].max()) if ok and history is not None else math.nan,
             f"last_{metric}": float(last[metric]) if ok else math.nan,
             "epochs": int(last.get("epoch", 0)),
@@ -51,7 +51,7 @@ def trials_table(results, metric: str) -> pd.DataFrame:
         return table
     table = table.sort_values("started", kind="stable").reset_index(drop=True)
     params = [c for c in table.columns if c not in FIXED and not c.endswith(metric)]
-    return table[["trial", "method", *params, f"best_{metric}", f"last_{metric}", *FIXED[3:]]]
+    return table[["trial", "method", *params, f"best_{metric}", f"last_{metric}", *FIXED[2:]]]
 
 
 def _format(value: Any) -> str:
@@ -68,12 +68,12 @@ def best_per_method(table: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame
     return best.sort_values(key, ascending=mode != "max")
 
 
-def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[str, Any]) -> str:
+def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[str, Any], task: str = "cls") -> str:
     best = best_per_method(table, metric, mode)
     lines = [f"# Sweep summary: best trial per method ({metric}, {mode})", "",
              f"| method | {metric} | hyperparameters | epochs | trial |", "|---|---|---|---|---|"]
     for _, row in best.iterrows():
-        params = ", ".join(f"{p}={_format(row[p])}" for p in method_defaults(row["method"]))
+        params = ", ".join(f"{p}={_format(row[p])}" for p in method_defaults(row["method"], task))
         lines.append(f"| {row['method']} | {row[f'best_{metric}']:.2f} | {params or '-'} | {row['epochs']} | "
                      f"{row['trial']} |")
     lines += ["", f"{summary['trials']} trials ({summary['failed']} failed) in {summary['wall_s']:.0f} s; "
@@ -81,7 +81,7 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
     return "\n".join(lines) + "\n"
 
 
-def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path) -> list[Path]:
+def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path, task: str = "cls") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +113,7 @@ def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path) ->
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    importances = parameter_importances(table, metric, mode)
+    importances = parameter_importances(table, metric, mode, task)
     if importances:
         fig, axes = plt.subplots(1, len(importances), figsize=(3.5 * len(importances), 3.2), squeeze=False)
         for ax, (method, values) in zip(axes[0], importances.items()):
@@ -128,7 +128,7 @@ def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path) ->
     return paths
 
 
-def parameter_importances(table: pd.DataFrame, metric: str, mode: str) -> dict[str, dict[str, float]]:
+def parameter_importances(table: pd.DataFrame, metric: str, mode: str, task: str = "cls") -> dict[str, dict[str, float]]:
     """Optuna's parameter importances within each method that has enough finished trials to compare."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -136,7 +136,7 @@ def parameter_importances(table: pd.DataFrame, metric: str, mode: str) -> dict[s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = {}
     for method, group in table[table["status"] == "ok"].groupby("method"):
-        knobs = SPACES.get(method, {})
+        knobs = SPACES[task].get(method, {})
         if len(group) < 3 or not knobs:
             continue
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
@@ -157,12 +157,12 @@ def parameter_importances(table: pd.DataFrame, metric: str, mode: str) -> dict[s
     return out
 
 
-def write_report(results, directory: Path, *, sweep: dict[str, Any], base: dict[str, Any],
+def write_report(results, directory: Path, *, task: str, sweep: dict[str, Any], base: dict[str, Any],
                  teacher_stats: dict[str, dict[str, int]], wall_s: float) -> dict[str, Any]:
     """Write results.parquet, summary.md, summary.json and the plots into ``directory``; return the summary."""
     metric, mode = sweep["metric"], sweep["mode"]
     directory.mkdir(parents=True, exist_ok=True)
-    table = trials_table(results, metric)
+    table = trials_table(results, metric, task)
     table.to_parquet(directory / "results.parquet", index=False)
     ok = table[table["status"] == "ok"] if not table.empty else table
     best_row = None
@@ -176,7 +176,7 @@ def write_report(results, directory: Path, *, sweep: dict[str, Any], base: dict[
         "mode": mode,
         "best": None if best_row is None else {
             "trial": best_row["trial"], "method": best_row["method"], metric: float(best_row[f"best_{metric}"]),
-            "params": {p: _jsonable(best_row[p]) for p in method_defaults(best_row["method"])}},
+            "params": {p: _jsonable(best_row[p]) for p in method_defaults(best_row["method"], task)}},
         # sweep-wide: the cache build (teacher service) plus any live-mode forwards inside trials
         "teacher_samples_computed": sum(s["samples_computed"] for s in teacher_stats.values()) + trial_computed,
         "cache_hits": int(table["cache_hits"].sum()) if not table.empty else 0,
@@ -187,8 +187,8 @@ def write_report(results, directory: Path, *, sweep: dict[str, Any], base: dict[
     }
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     if not ok.empty:
-        (directory / "summary.md").write_text(summary_markdown(table, metric, mode, summary))
-        summary["plots"] = [str(p) for p in plot_trials(table, metric, mode, directory)]
+        (directory / "summary.md").write_text(summary_markdown(table, metric, mode, summary, task))
+        summary["plots"] = [str(p) for p in plot_trials(table, metric, mode, directory, task)]
     return summary
 
 

@@ -7,7 +7,7 @@ The papers' defaults are evaluated first (``points_to_evaluate``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from raykd.methods import method_defaults
 
@@ -33,8 +33,8 @@ class Knob:
         return self.low <= value <= self.high
 
 
-# What a sweep searches per method (issue #3): every other hyperparameter stays at the method's default.
-SPACES: dict[str, dict[str, Knob]] = {
+# What a sweep searches per task and method: every other hyperparameter stays at the method's default.
+SPACES: dict[str, dict[str, dict[str, Knob]]] = {"cls": {
     "none": {},
     "kd": {"w_kd": Knob("float", 0.1, 1.0), "T": Knob("float", 1.0, 8.0)},
     "dkd": {"alpha": Knob("float", 0.25, 4.0, log=True), "beta": Knob("float", 1.0, 16.0, log=True),
@@ -43,34 +43,45 @@ SPACES: dict[str, dict[str, Knob]] = {
               "T": Knob("float", 1.0, 8.0), "level": Knob("choice", choices=(1, 2)),
               "wavelet": Knob("choice", choices=("haar", "db2")), "distance": Knob("choice", choices=("mse", "l1"))},
     "dfd": {"lambda": Knob("float", 0.01, 10.0, log=True)},
-}
+    "vimd": {"alpha": Knob("float", 0.1, 4.0, log=True), "beta": Knob("float", 1.0, 100.0, log=True),
+             "T": Knob("float", 1.0, 8.0)},
+}, "sr": {
+    "none": {},
+    "l1kd": {"w_kd": Knob("float", 0.1, 10.0, log=True)},
+    "mtkd": {"alpha": Knob("float", 0.01, 1.0, log=True), "levels": Knob("choice", choices=(1, 2, 3)),
+             "wavelet": Knob("choice", choices=("haar", "db2"))},
+    "dvmsr": {"w_gt": Knob("float", 0.1, 1.0), "w_kd": Knob("float", 0.1, 10.0, log=True),
+              "position": Knob("choice", choices=("output", "feature"))},
+}}
 
 
-def check_methods(methods: Sequence[str]) -> list[str]:
-    unknown = [m for m in methods if m not in SPACES]
+def check_methods(methods: Sequence[str], task: str = "cls") -> list[str]:
+    known = SPACES.get(task, {})
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ValueError(f"cannot sweep methods {list(methods)}: choose from {sorted(SPACES)}")
+        raise ValueError(f"cannot sweep {task} methods {list(methods)}: choose from {sorted(known)}")
     return list(methods)
 
 
-def define_by_run(methods: Sequence[str]) -> Callable[[Any], None]:
-    """The Optuna define-by-run function for ``OptunaSearch(space=...)``."""
-    methods = check_methods(methods)
+class DefineByRun:
+    """The Optuna define-by-run function for ``OptunaSearch(space=...)`` (a class, so Tune can pickle it)."""
 
-    def space(trial) -> None:
-        method = trial.suggest_categorical("method", methods)
-        for name, knob in SPACES[method].items():
+    def __init__(self, methods: Sequence[str], task: str = "cls"):
+        self.methods = check_methods(methods, task)
+        self.task = task
+
+    def __call__(self, trial) -> None:
+        method = trial.suggest_categorical("method", self.methods)
+        for name, knob in SPACES[self.task][method].items():
             knob.suggest(trial, f"{method}/{name}")
 
-    return space
 
-
-def default_points(methods: Sequence[str]) -> list[dict[str, Any]]:
+def default_points(methods: Sequence[str], task: str = "cls") -> list[dict[str, Any]]:
     """One point per method with the paper's defaults, in Optuna's flat ``method/param`` naming."""
     points = []
-    for method in check_methods(methods):
-        defaults = method_defaults(method)
-        points.append({"method": method, **{f"{method}/{p}": defaults[p] for p in SPACES[method]}})
+    for method in check_methods(methods, task):
+        defaults = method_defaults(method, task)
+        points.append({"method": method, **{f"{method}/{p}": defaults[p] for p in SPACES[task][method]}})
     return points
 
 

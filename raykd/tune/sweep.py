@@ -27,9 +27,9 @@ from raykd.teachers.pool import TeacherHandle, TeacherService
 from raykd.teachers.specs import TeacherSpec
 from raykd.train.config import TrainConfig
 from raykd.train.loop import train
-from raykd.train.tasks import build_task
+from raykd.train.tasks import TASKS, build_task
 from raykd.tune.report import write_report
-from raykd.tune.spaces import check_methods, default_points, define_by_run, trial_method
+from raykd.tune.spaces import DefineByRun, check_methods, default_points, trial_method
 
 
 @dataclass
@@ -37,7 +37,7 @@ class SweepConfig:
     name: str = "sweep"
     methods: list[str] = field(default_factory=lambda: ["none", "kd", "dkd", "figkd", "dfd"])
     num_samples: int = 16
-    metric: str = "val_top1"
+    metric: str | None = None  # default: the task's (val_top1, val_psnr)
     mode: str = "max"
     workers_per_trial: int = 1
     cpus_per_worker: float = 1
@@ -64,12 +64,11 @@ def trial_config(base: dict[str, Any], config: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict({**base, "method": method, "method_params": params, "check_data": False})
 
 
-def run_trial(config: dict[str, Any], *, base: dict[str, Any], teacher: TeacherHandle | None,
+def run_trial(config: dict[str, Any], *, base: dict[str, Any], teachers: dict[str, TeacherHandle],
               workers_per_trial: int, cpus_per_worker: float, gpus_per_worker: float, max_failures: int) -> None:
     """One Tune trial: train the student the sampled config describes and report every epoch."""
     cfg = trial_config(base, config)
-    needs_teacher = bool(create_method(cfg.method, cfg.task, **cfg.method_params).teacher_outputs())
-    handle = teacher if needs_teacher else None
+    handle = teachers.get(cfg.method)
     trial = tune.get_context().get_trial_name()
     started = time.perf_counter()
 
@@ -136,23 +135,37 @@ def concurrent_trials(sweep: SweepConfig) -> int:
     return max(1, int(min(fits)))
 
 
-def run_sweep(base: TrainConfig, teacher: TeacherSpec, sweep: SweepConfig) -> dict[str, Any]:
-    """Run (or, with ``sweep.resume``, continue) the sweep; returns the summary written beside the results."""
+def run_sweep(base: TrainConfig, teacher: TeacherSpec | dict[str, TeacherSpec], sweep: SweepConfig) -> dict[str, Any]:
+    """Run (or, with ``sweep.resume``, continue) the sweep; returns the summary written beside the results.
+
+    ``teacher`` serves every method that distils, or is a ``{method: teacher}`` mapping where methods distil
+    from different teachers (MTKD's aggregated teacher against L1-KD's single one)."""
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    methods = check_methods(sweep.methods)
+    methods = check_methods(sweep.methods, base.task)
+    metric = sweep.metric or TASKS[base.task].metric
     started = time.perf_counter()
     build_task(base)  # every image checked once, before any trial starts; trials skip it
-    outputs = sorted({name for m in methods for name in create_method(m, base.task).teacher_outputs()})
-    service = TeacherService([teacher], base, Path(sweep.cache_dir).expanduser(), replicas=sweep.teacher_replicas,
-                             num_gpus=sweep.teacher_gpus)
+    needs = {m: create_method(m, base.task).teacher_outputs() for m in methods}
+    per_method = teacher if isinstance(teacher, dict) else {m: teacher for m in methods if needs[m]}
+    missing = [m for m in methods if needs[m] and m not in per_method]
+    if missing:
+        raise ValueError(f"methods {missing} distil from a teacher but none was given for them")
+    services = {}  # one service per teacher, each serving the union of what its methods need
+    for spec in {s.name: s for s in per_method.values()}.values():
+        services[spec.name] = TeacherService([spec], base, Path(sweep.cache_dir).expanduser(),
+                                             replicas=sweep.teacher_replicas, num_gpus=sweep.teacher_gpus)
     try:
-        handle = service.handles(outputs, sweep.teacher_mode)[teacher.name] if outputs else None
+        handles = {}
+        for name, service in services.items():
+            outputs = sorted({o for m, spec in per_method.items() if spec.name == name for o in needs[m]})
+            handles[name] = service.handles(outputs, sweep.teacher_mode)[name]
+        teachers = {m: handles[spec.name] for m, spec in per_method.items() if needs[m]}
         base_dict = {k: v for k, v in base.to_dict().items() if k not in ("method", "method_params")}
         trainable = tune.with_parameters(
-            run_trial, base=base_dict, teacher=handle, workers_per_trial=sweep.workers_per_trial,
+            run_trial, base=base_dict, teachers=teachers, workers_per_trial=sweep.workers_per_trial,
             cpus_per_worker=sweep.cpus_per_worker, gpus_per_worker=sweep.gpus_per_worker,
             max_failures=sweep.max_failures)
         # a single-worker trial trains in the trial itself; a multi-worker trial only drives its TorchTrainer
@@ -165,13 +178,13 @@ def run_sweep(base: TrainConfig, teacher: TeacherSpec, sweep: SweepConfig) -> di
         else:
             if sweep.resume:
                 print(f"--resume: no sweep to resume at {directory}; starting a new one")
-            searcher = OptunaSearch(space=define_by_run(methods), metric=sweep.metric, mode=sweep.mode,
-                                    points_to_evaluate=default_points(methods), seed=sweep.seed)
+            searcher = OptunaSearch(space=DefineByRun(methods, base.task), metric=metric, mode=sweep.mode,
+                                    points_to_evaluate=default_points(methods, base.task), seed=sweep.seed)
             scheduler = ASHAScheduler(time_attr="epoch", max_t=max(base.epochs, 1),
                                       grace_period=min(sweep.grace_period, max(base.epochs, 1)))
             tuner = Tuner(
                 trainable,
-                tune_config=TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=searcher,
+                tune_config=TuneConfig(metric=metric, mode=sweep.mode, search_alg=searcher,
                                        scheduler=scheduler, num_samples=sweep.num_samples,
                                        max_concurrent_trials=concurrent_trials(sweep)),
                 run_config=RunConfig(name=sweep.name, storage_path=str(directory.parent),
@@ -179,11 +192,12 @@ def run_sweep(base: TrainConfig, teacher: TeacherSpec, sweep: SweepConfig) -> di
                                      verbose=sweep.verbose),
             )
         results = tuner.fit()
-        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="all")
+        best = results.get_best_result(metric=metric, mode=sweep.mode, scope="all")
         if best.metrics is not None:
-            telemetry.best_metric(sweep.metric, best.metrics.get(f"best_{sweep.metric}", best.metrics[sweep.metric]))
-        return write_report(results, directory, sweep=dataclasses.asdict(sweep), base=base_dict,
-                            teacher_stats={name: dataclasses.asdict(s) for name, s in service.stats.items()},
-                            wall_s=time.perf_counter() - started)
+            telemetry.best_metric(metric, best.metrics.get(f"best_{metric}", best.metrics[metric]))
+        stats = {name: dataclasses.asdict(s) for service in services.values() for name, s in service.stats.items()}
+        return write_report(results, directory, task=base.task, sweep={**dataclasses.asdict(sweep), "metric": metric},
+                            base=base_dict, teacher_stats=stats, wall_s=time.perf_counter() - started)
     finally:
-        service.shutdown()
+        for service in services.values():
+            service.shutdown()
