@@ -32,11 +32,11 @@ def test_vim_tiny_at_224_hidden_states():
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         out = model.extract(x, ("logits", "penultimate", "hidden"))
-    assert out["hidden"].shape == (2, 1, 197, 192)
+    assert out["hidden"].shape == (1, 2, 197, 192)
     assert out["hidden"].dtype == torch.float32
     assert out["penultimate"].shape == (1, 192) and out["logits"].shape == (1, 10)
     # class token in the middle: index 196 // 2 = 98 of the final-normed last hidden state feeds the head
-    normed = model.norm_f(out["hidden"][-1])
+    normed = model.norm_f(out["hidden"][:, -1])
     torch.testing.assert_close(out["penultimate"], normed[:, 98])
     torch.testing.assert_close(out["logits"], model.head(normed[:, 98]))
     torch.testing.assert_close(model(x), out["logits"])
@@ -82,8 +82,8 @@ def test_small_inputs_and_features_protocol():
     x = torch.rand(3, 3, 32, 32)
     out = forward_features(model, x, ["penultimate", "hidden", "stage:-1"])
     assert out["logits"].shape == (3, 7)
-    assert out["hidden"].shape == (4, 3, 5, 48)
-    torch.testing.assert_close(out["stage:-1"], out["hidden"][-1])
+    assert out["hidden"].shape == (3, 4, 5, 48)  # batch-first: (B, depth, L, D)
+    torch.testing.assert_close(out["stage:-1"], out["hidden"][:, -1])
     # every layer's hidden state is differentiable back to the patch embedding
     out["hidden"].square().mean().backward()
     assert model.patch_embed.proj.weight.grad.abs().sum() > 0

@@ -1,12 +1,15 @@
 """raykd.methods: distillation methods behind one contract (:class:`Method`) and a name registry.
 
 Importing this package registers the built-in classification methods (``none``, ``kd``, ``dkd``, ``figkd``,
-``dfd``, ``fitnet``, ``at``) and super-resolution methods (``none``, ``l1kd``, ``mtkd``).
+``dfd``, ``fitnet``, ``at``, and ``vimd`` from :mod:`raykd.methods.vimd`) and super-resolution methods (``none``,
+``l1kd``, ``mtkd``, and ``dvmsr`` from :mod:`raykd.methods.dvmsr`).
 """
 from __future__ import annotations
 
 from raykd.methods import classification
+from raykd.methods import dvmsr
 from raykd.methods import sr
+from raykd.methods import vimd
 from raykd.methods.base import (
     Method,
     Outputs,
@@ -23,8 +26,10 @@ __all__ = [
     "Shapes",
     "classification",
     "create_method",
+    "dvmsr",
     "list_methods",
     "method_defaults",
     "register_method",
     "sr",
+    "vimd",
 ]

@@ -4,5 +4,6 @@ from raykd.models import cifar  # noqa: F401
 from raykd.models import edsr, rcan, srresnet, swinir  # noqa: F401
 from raykd.models import aggregator  # noqa: F401
 from raykd.models import dvmsr, vim  # noqa: F401
+from raykd.models import srvm  # noqa: F401
 
 __all__ = ["create_model", "list_models", "register_model"]

@@ -159,8 +159,10 @@ class VisionMamba(nn.Module):
         """One forward returning ``"logits"`` plus the requested outputs (raykd.models.features protocol):
 
         - ``"penultimate"``: the class token after the final norm, ``(B, embed_dim)``;
-        - ``"hidden"``: the residual stream after every layer, stacked ``(depth, B, num_patches + 1, embed_dim)``
-          (float32 with ``residual_in_fp32``), the per-layer hidden states ViMD matches;
+        - ``"hidden"``: the residual stream after every layer, stacked batch-first ``(B, depth, num_patches + 1,
+          embed_dim)`` (float32 with ``residual_in_fp32``), the per-layer hidden states ViMD matches. Batch-first
+          like every named output, so the teacher cache stores one ``(depth, L, D)`` row per sample and live and
+          cached teachers serve the same layout;
         - ``"stage:<k>"``: the residual stream after layer ``k`` (Python indexing), ``(B, L, embed_dim)``.
         """
         layers = {}
@@ -185,7 +187,7 @@ class VisionMamba(nn.Module):
         if "penultimate" in names:
             out["penultimate"] = pre
         if "hidden" in names:
-            out["hidden"] = torch.stack(hidden)
+            out["hidden"] = torch.stack(hidden, dim=1)
         out.update({name: hidden[k] for name, k in layers.items()})
         return out
 

@@ -92,7 +92,8 @@ class ActorTeacher:
         x = batch[self.input_key]
         ref = next(self._actors).forward.remote(x.numpy(), self.outputs)
         self.samples_computed += len(x)
-        return lambda: {name: torch.from_numpy(value) for name, value in ray.get(ref).items()}
+        # arrays from the object store are read-only; the step's tensors are small, so copy them
+        return lambda: {name: torch.tensor(value) for name, value in ray.get(ref).items()}
 
 
 @dataclass
@@ -130,6 +131,7 @@ class TeacherService:
                  replicas: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 256,
                  live_threshold_bytes: int = DEFAULT_LIVE_THRESHOLD_BYTES):
         self.specs = sorted_specs(list(specs))
+        telemetry.start()
         self.task = teacher_task(data_config)
         self.cache = TeacherCache(Path(cache_dir) / "teacher_outputs")
         self.batch_size = batch_size
@@ -186,5 +188,7 @@ class TeacherService:
                 **{name: _stack([row for p in parts for row in p[name]]) for name in outputs}}
 
     def shutdown(self) -> None:
+        """Stop the teacher actors (cached outputs already handed out stay valid: they live in the object store)."""
         for actor in itertools.chain.from_iterable(self.actors.values()):
             ray.kill(actor)
+        self.actors = {name: [] for name in self.actors}

@@ -18,6 +18,7 @@ class TrainConfig:
     # distillation: method name and its hyperparameters (see raykd.methods); "none" trains alone
     method: str = "none"
     method_params: dict[str, Any] = field(default_factory=dict)
+    student_input: str | None = None  # "hr"/"lr" overrides the method's own (LR student under none/kd)
     # teacher checkpoint directory or weights file (raykd checkpoint dirs know their model; a bare weights
     # file needs teacher_model/teacher_kwargs)
     teacher: str | None = None

@@ -15,7 +15,7 @@ forward's result, and what the SR methods request); ``"output"`` is accepted as 
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -90,13 +90,17 @@ def _device_of(model: nn.Module) -> torch.device:
 
 class SRCachedTeacher:
     """Serves SR teacher patches from a cache of whole-image outputs (one row per image, view 0): each sample's
-    image is cropped with the batch's ``box`` at HR resolution, flipped and rotated like the HR patch."""
+    image is cropped with the batch's ``box`` at HR resolution, flipped and rotated like the HR patch.
 
-    def __init__(self, entry: CacheEntry, outputs: Sequence[str], scale: int):
+    With ``lr_size`` (image index -> its LR (rows, cols)), an output whose spatial size is the LR image's (an
+    intermediate feature such as DVMSR's ``"body"``) is cropped with the LR box itself (scale 1)."""
+
+    def __init__(self, entry: CacheEntry, outputs: Sequence[str], scale: int,
+                 lr_size: Callable[[int], tuple[int, int]] | None = None):
         missing = [name for name in outputs if name not in entry.outputs]
         if missing:
             raise KeyError(f"cached teacher outputs lack {missing}; the cache holds {list(entry.outputs)}")
-        self.entry, self.outputs, self.scale = entry, tuple(outputs), scale
+        self.entry, self.outputs, self.scale, self.lr_size = entry, tuple(outputs), scale, lr_size
         self.hits = 0
 
     def request(self, batch: dict[str, Tensor]) -> Fetch:
@@ -107,11 +111,13 @@ class SRCachedTeacher:
         for name, rows in found.items():
             patches = []
             for image, row, view in zip(index.tolist(), rows, views):
+                lr_res = self.lr_size is not None and tuple(row.shape[-2:]) == tuple(self.lr_size(image))
+                scale = 1 if lr_res else self.scale
                 try:
-                    crop = crop_box(row, view, self.scale)
+                    crop = crop_box(row, view, scale)
                 except ValueError as err:
                     raise ValueError(f"cached teacher output {name!r} of image {image} ({tuple(row.shape)}) does "
-                                     f"not hold this x{self.scale} patch: {err}") from err
+                                     f"not hold this x{scale} patch: {err}") from err
                 # crop before copying: the cached row is a read-only whole image, the patch a small fraction of it
                 patches.append(orient(torch.from_numpy(np.array(crop, dtype=np.float32)), view))
             out[name] = torch.stack(patches)
@@ -187,7 +193,7 @@ class SRTask(Task):
         return {name: out[alias] for name, alias in zip(outputs, names)}
 
     def cached_teacher(self, entry: CacheEntry, outputs: Sequence[str]) -> SRCachedTeacher:
-        return SRCachedTeacher(entry, outputs, self.cfg.scale)
+        return SRCachedTeacher(entry, outputs, self.cfg.scale, self.train.base.lr_size)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:

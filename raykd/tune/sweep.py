@@ -32,6 +32,9 @@ from raykd.tune.report import write_report
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, trial_method
 
 
+DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
+
+
 @dataclass
 class SweepConfig:
     name: str = "sweep"
@@ -129,7 +132,8 @@ def concurrent_trials(sweep: SweepConfig) -> int:
     if sweep.max_concurrent_trials:
         return sweep.max_concurrent_trials
     resources = ray.cluster_resources()
-    fits = [resources.get("CPU", 1) // max(sweep.cpus_per_worker * sweep.workers_per_trial, 1e-9)]
+    per_trial = sweep.cpus_per_worker * sweep.workers_per_trial + (DRIVER_CPU if sweep.workers_per_trial > 1 else 0)
+    fits = [resources.get("CPU", 1) // max(per_trial, 1e-9)]
     if sweep.gpus_per_worker:
         fits.append(resources.get("GPU", 0) // (sweep.gpus_per_worker * sweep.workers_per_trial))
     return max(1, int(min(fits)))
@@ -163,14 +167,18 @@ def run_sweep(base: TrainConfig, teacher: TeacherSpec | dict[str, TeacherSpec], 
             outputs = sorted({o for m, spec in per_method.items() if spec.name == name for o in needs[m]})
             handles[name] = service.handles(outputs, sweep.teacher_mode)[name]
         teachers = {m: handles[spec.name] for m, spec in per_method.items() if needs[m]}
+        for name, service in services.items():
+            if not handles[name].live:  # outputs are in the object store: the actors' CPUs/GPUs go to trials
+                service.shutdown()
         base_dict = {k: v for k, v in base.to_dict().items() if k not in ("method", "method_params")}
         trainable = tune.with_parameters(
             run_trial, base=base_dict, teachers=teachers, workers_per_trial=sweep.workers_per_trial,
             cpus_per_worker=sweep.cpus_per_worker, gpus_per_worker=sweep.gpus_per_worker,
             max_failures=sweep.max_failures)
-        # a single-worker trial trains in the trial itself; a multi-worker trial only drives its TorchTrainer
+        # a single-worker trial trains in the trial itself; a multi-worker trial only drives its TorchTrainer, whose
+        # workers ask for their own resources (Tune refuses a trial that asks for nothing, hence a token share)
         own = {"cpu": sweep.cpus_per_worker, "gpu": sweep.gpus_per_worker} if sweep.workers_per_trial == 1 \
-            else {"cpu": 0}
+            else {"cpu": DRIVER_CPU}
         trainable = tune.with_resources(trainable, own)
         directory = sweep.directory
         if sweep.resume and Tuner.can_restore(str(directory)):
