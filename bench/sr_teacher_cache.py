@@ -119,7 +119,6 @@ def main(argv=None) -> int:
                                    "actor": lambda: live.request(batch)()}, args.repeats, sync)
                 print(f"| {b} | {b / t['local']:.1f} | {b / t['actor']:.1f} | {t['actor'] / t['local'] - 1:+.1%} |",
                       flush=True)
-            del local
 
             # 2. sweep-level saving: the cache build once vs a live forward per batch per epoch per trial
             start = time.perf_counter()

@@ -8,10 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-import torch
-import torch.nn as nn
-
 from raykd.train.config import TrainConfig
 
 
@@ -73,21 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class MatlabBicubic(nn.Module):
-    """The SR tables' "Bicubic" row as a model: MATLAB ``imresize(lr, s)`` of each uint8 LR image."""
-
-    def __init__(self, scale: int):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from raykd.data.degrade import imresize
-        from raykd.data.sr import to_tensor
-
-        images = (x.detach().cpu().permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-        return torch.stack([to_tensor(imresize(img, self.scale)) for img in images])
-
-
 def eval_sr(args: argparse.Namespace) -> int:
     """``raykd eval-sr``: one row per model (and the bicubic baseline), one PSNR/SSIM column per set, measured by
     :meth:`raykd.train.sr_task.SRTask.evaluate` (BT.601 Y with MATLAB rounding, greyscale images on their grey
@@ -106,7 +87,7 @@ def eval_sr(args: argparse.Namespace) -> int:
     if args.official and args.weights is None:
         raise SystemExit("eval-sr: --official says how to read --weights FILE; give --weights")
     device = resolve_device(args.device)
-    rows: list[tuple[str, nn.Module]] = [("Bicubic", MatlabBicubic(args.scale))] if args.bicubic else []
+    rows: list[tuple[str, Any]] = [("Bicubic", create_model("bicubic", scale=args.scale))] if args.bicubic else []
     if args.model is not None and Path(args.model).is_dir():
         spec = TeacherSpec.from_checkpoint(args.model)
         if spec.model_kwargs.get("scale", args.scale) != args.scale:

@@ -1,7 +1,6 @@
 """``raykd eval-sr``: the SR papers' table of PSNR/SSIM per benchmark set, on the real Set5."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.utils.data import default_collate
 
 from raykd.data.builtin import make_demo_sr
-from raykd.data.degrade import imresize
+from raykd.models import create_model
 from raykd.data.sr import PatchView, apply_view, to_tensor
 from raykd.teachers.cache import TeacherCache, cache_key
 from raykd.train.config import TrainConfig
@@ -44,21 +44,6 @@ class LocalSR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-class MatlabBicubic(nn.Module):
-    """Upscaling with MATLAB's imresize on uint8 (a numpy round trip): the literature's "Bicubic" row."""
-
-    def __init__(self, scale: int):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for img in x:
-            u8 = np.rint(img.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-            out.append(to_tensor(imresize(u8, self.scale)))
-        return torch.stack(out)
 
 
 def test_training_items_views_and_model_kwargs(demo):
@@ -150,14 +135,14 @@ def test_cached_teacher_serves_crops_of_the_whole_image_output(demo, tmp_path):
 def test_evaluate_bicubic_matches_the_published_table(shared_data, demo, name):
     root = str(shared_data / "sr" / name)
     task = SRTask(_cfg(demo, data="paired", data_root=root, val_root=root, tile=0))
-    got = task.evaluate(MatlabBicubic(4), torch.device("cpu"))
+    got = task.evaluate(create_model("bicubic", scale=4), torch.device("cpu"))
     want_psnr, want_ssim = PUBLISHED_BICUBIC_X4[name]
     # Set14 only matches because bridge.png is measured on its grey channel (Y of a copy reads ~0.09 dB higher)
     assert got["val_psnr"] == pytest.approx(want_psnr, abs=0.02)
     assert got["val_ssim"] == pytest.approx(want_ssim, abs=0.001)
     if name == "Set5":  # bicubic reads 2 LR pixels either side, well inside the tiles' 8-pixel margins
         tiled = SRTask(_cfg(demo, data="paired", data_root=root, val_root=root, tile=48, tile_overlap=16))
-        assert tiled.evaluate(MatlabBicubic(4), torch.device("cpu"))["val_psnr"] == pytest.approx(got["val_psnr"],
+        assert tiled.evaluate(create_model("bicubic", scale=4), torch.device("cpu"))["val_psnr"] == pytest.approx(got["val_psnr"],
                                                                                                  abs=1e-9)
 
 

@@ -187,16 +187,40 @@ def test_hidden_states_are_served_batch_first_live_and_cached(tmp_path):
     torch.testing.assert_close(cached["logits"], live["logits"][[2, 0]])
 
 
-def test_training_loop_distils_an_lr_srvm_student_with_vimd(tmp_path):
+@pytest.fixture
+def teacher_checkpoint(tmp_path):
     torch.manual_seed(0)
     teacher = create_model("vim_micro", num_classes=10, img_size=HR)
-    save_checkpoint(tmp_path / "teacher", model=teacher,
-                    meta={"model": "vim_micro", "model_kwargs": {"num_classes": 10, "img_size": HR}})
-    seen = []
-    # vimd's own student_input is "lr": the loop hands SRVM-Net the 8 x 8 image, the teacher the 32 x 32 one
-    metrics = train(dict(model="srvm_micro", model_kwargs={"img_size": HR}, method="vimd",
-                         teacher=str(tmp_path / "teacher"), data="demo", image_size=HR, lr_factor=4, lr_mode="down",
-                         epochs=1, steps_per_epoch=2, batch_size=8, optimizer="adam", lr=1e-3, check_data=False),
-                    report=lambda m, _: seen.append(m))
-    assert {"train_ce", "train_kd", "train_hidden"} <= set(metrics)
-    assert metrics["train_hidden"] > 0 and len(seen) == 1
+    return save_checkpoint(tmp_path / "teacher", model=teacher,
+                           meta={"model": "vim_micro", "model_kwargs": {"num_classes": 10, "img_size": HR}})
+
+
+def _train_srvm(monkeypatch, method: str, teacher: str | None, **extra) -> tuple[dict, set[int]]:
+    """Train srvm_micro for two steps on the digits demo; returns the metrics and the input sizes it was fed."""
+    sizes = set()
+    super_resolve = SRVMNet.super_resolve
+
+    def spy(self, x):
+        sizes.add(x.shape[-1])
+        return super_resolve(self, x)
+
+    monkeypatch.setattr(SRVMNet, "super_resolve", spy)
+    metrics = train(dict(model="srvm_micro", model_kwargs={"img_size": HR}, method=method, teacher=teacher,
+                         data="demo", image_size=HR, lr_factor=4, lr_mode="down", epochs=1, steps_per_epoch=2,
+                         batch_size=8, optimizer="adam", lr=1e-3, check_data=False, **extra))
+    return metrics, sizes
+
+
+def test_training_loop_distils_an_lr_srvm_student_with_vimd(monkeypatch, teacher_checkpoint):
+    # vimd's own student_input is "lr": SRVM-Net gets the 8 x 8 image (training and evaluation), the teacher 32 x 32
+    metrics, sizes = _train_srvm(monkeypatch, "vimd", str(teacher_checkpoint))
+    assert {"train_ce", "train_kd", "train_hidden"} <= set(metrics) and metrics["train_hidden"] > 0
+    assert sizes == {LR}
+
+
+@pytest.mark.parametrize("method", ["none", "kd"])
+def test_baselines_train_the_same_lr_student_when_the_config_says_so(monkeypatch, teacher_checkpoint, method):
+    # sweeps/vimd_cub.py compares methods for one LR student: TrainConfig.student_input overrides the method's "hr"
+    metrics, sizes = _train_srvm(monkeypatch, method, str(teacher_checkpoint) if method == "kd" else None,
+                                 student_input="lr")
+    assert sizes == {LR} and metrics["train_ce"] > 0

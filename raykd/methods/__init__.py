@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from raykd.methods import classification
 from raykd.methods import dvmsr
+from raykd.methods import mtkd  # noqa: F401  (registers the mtkd_teacher model)
 from raykd.methods import sr
 from raykd.methods import vimd
 from raykd.methods.base import (

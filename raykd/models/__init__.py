@@ -1,6 +1,6 @@
 """Model zoo. Importing this package registers every raykd model family."""
 from raykd.models.registry import create_model, list_models, register_model
-from raykd.models import cifar  # noqa: F401
+from raykd.models import bicubic, cifar  # noqa: F401
 from raykd.models import edsr, rcan, srresnet, swinir  # noqa: F401
 from raykd.models import aggregator  # noqa: F401
 from raykd.models import dvmsr, vim  # noqa: F401

@@ -20,12 +20,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Subset, default_collate
 
-from raykd.methods import Method, create_method
+from raykd.methods import create_method
 from raykd.models import create_model
 from raykd.models.features import forward_features
 from raykd.teachers.sources import InProcessTeacher, TeacherSource
 from raykd.teachers.specs import TeacherSpec
-from raykd.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from raykd.train.checkpoint import load_checkpoint, save_checkpoint
 from raykd.train.config import TrainConfig
 from raykd.train.tasks import Task, build_task
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import ray
 
-from raykd.data.classification import open_dataset
 from raykd.teachers.specs import TeacherSpec
 from raykd.train.checkpoint import META_FILE
 from raykd.train.config import TrainConfig
+from raykd.train.tasks import TASKS, build_task
 
 
 def connect(address: str | None = None) -> None:
@@ -30,8 +30,9 @@ def _train_to_files(config: dict) -> dict[str, bytes]:
     from raykd.train.loop import train
 
     def report(metrics, _checkpoint):
+        metric = TASKS[config.get("task", "cls")].metric
         print(f"teacher {config['model']}: epoch {metrics['epoch']}/{config['epochs']} "
-              f"top1 {metrics['val_top1']:.2f}", flush=True)
+              f"{metric} {metrics[metric]:.2f}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="raykd-teacher-") as tmp:
         train(config, report=report, checkpoint_dir=Path(tmp) / "ckpt")
@@ -40,7 +41,7 @@ def _train_to_files(config: dict) -> dict[str, bytes]:
 
 def teacher_dir(cfg: TrainConfig, cache_dir: Path) -> Path:
     """Where the teacher this config trains is kept: keyed by the config and the training data."""
-    fingerprint = open_dataset(cfg.data, cfg.data_root, "train").fingerprint()
+    fingerprint = build_task(TrainConfig.from_dict({**cfg.to_dict(), "check_data": False})).fingerprint
     blob = json.dumps({"config": {k: v for k, v in cfg.to_dict().items() if k not in ("device", "num_workers")},
                        "data": fingerprint}, sort_keys=True)
     return Path(cache_dir).expanduser() / "teachers" / f"{cfg.model}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
