@@ -96,8 +96,8 @@ def main(argv=None) -> int:
         epochs, teacher_epochs, samples, batch, grace = 40, 80, 24, 32, 10
         teacher_model, student_model = "vim_tiny", "srvm_tiny"
     epochs = args.epochs or epochs
-    # ASHA's grace period: the hidden-state term dominates ViMD's first epoch (in a measured smoke run its student
-    # was at chance after epoch 1 and ahead of kd after epoch 2), so early stopping must not judge it on epoch 1
+    # ASHA's grace period: the hidden-state term dominates ViMD's first epoch (in the smoke run its student is at
+    # chance after epoch 1 and ahead of "none" after epoch 2), so early stopping must not judge it on epoch 1
     grace = min(grace, epochs)
     common = dict(batch_size=args.batch_size or batch, seed=args.seed, optimizer="adam", weight_decay=0.0,
                   num_views=2, **data)

@@ -96,3 +96,33 @@ def test_cli_train_then_distill_prints_progress(tmp_path: Path, teacher: Path, c
     assert "epoch   1" in printed and "best top-1" in printed
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == "figkd" and meta["method_params"]["T"] == 2 and meta["method_params"]["wavelet"] == "db2"
+
+
+def _average_in_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from raykd.train.loop import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    regressor = torch.nn.Linear(3, 2)
+    for p in regressor.parameters():
+        p.grad = torch.full_like(p, float(rank + 1))  # worker 0 saw gradient 1, worker 1 gradient 2
+    regressor.bias.grad = None  # a parameter the loss did not reach stays without a gradient
+    average_gradients(regressor)
+    torch.save({"weight": regressor.weight.grad, "bias": regressor.bias.grad}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_learned_method_parts_get_the_same_averaged_gradient_on_every_worker(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_average_in_worker, args=(port, str(tmp_path)), nprocs=2)
+    grads = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for g in grads:
+        torch.testing.assert_close(g["weight"], torch.full((2, 3), 1.5))
+        assert g["bias"] is None

@@ -110,20 +110,29 @@ def download_tinyimagenet(root: str | os.PathLike, *, url: str = TINYIMAGENET_UR
     if target.exists():
         raise FileExistsError(f"{target} exists without wnids.txt (an incomplete copy?): remove it and retry")
     archive = download(url, root / "tiny-imagenet-200.zip", md5=md5, size=size, progress=progress)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-imagenet-200.tmp-", dir=root))
+    extract_folder(archive, "tiny-imagenet-200", target, marker="wnids.txt")
+    return target
+
+
+def extract_folder(archive: Path, member: str, target: Path, *, marker: str | None = None) -> Path:
+    """Extract the zip ``archive`` into a temporary sibling and rename its folder ``member`` to ``target``, so
+    ``target`` only ever appears complete. ``marker`` names a file the folder must hold (what makes it the
+    expected archive)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.stem}.tmp-", dir=archive.parent))
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
                 zf.extractall(tmp)  # zipfile drops absolute paths and ".." from member names
         except zipfile.BadZipFile as err:
             raise DownloadError(f"{archive} is not a readable zip archive ({err}): delete it and retry") from err
-        extracted = tmp / "tiny-imagenet-200"
-        if not (extracted / "wnids.txt").is_file():
-            raise DownloadError(f"{archive} has no tiny-imagenet-200/wnids.txt: it is not the Tiny ImageNet archive")
+        expected = tmp / member / marker if marker else tmp / member
+        if not expected.exists():
+            raise DownloadError(f"{archive} has no {member}/{marker or ''}: it is not the archive expected")
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(extracted, target)
+            os.rename(tmp / member, target)
         except OSError:  # another process extracted it first
-            if not (target / "wnids.txt").is_file():
+            if not target.is_dir():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

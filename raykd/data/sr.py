@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -43,7 +41,7 @@ from torch.utils.data import Dataset
 
 from raykd.data.classification import IMAGE_EXTENSIONS, _is_image, _require_dir
 from raykd.data.degrade import imresize, modcrop
-from raykd.data.download import DownloadError, download
+from raykd.data.download import download, extract_folder
 
 SR_KINDS = ("demo_sr", "paired", "hr_folder", "div2k")
 BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
@@ -407,29 +405,8 @@ def download_div2k(root: str | os.PathLike, scale: int = 4, splits: Sequence[str
                 raise KeyError(f"no (size, sha256) for {archive} in checksums: pass them to verify the download")
             size, sha256 = checksums[archive]
             path = download(base_url + archive, root / archive, sha256=sha256, size=size, progress=progress)
-            _extract_member(path, member, target)
+            extract_folder(path, member, target)
     return root
-
-
-def _extract_member(archive: Path, member: str, target: Path) -> None:
-    """Extract ``archive`` into a temporary sibling of ``root`` and rename its folder ``member`` to ``target``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.stem}.tmp-", dir=archive.parent))
-    try:
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)  # zipfile drops absolute paths and ".." from member names
-        except zipfile.BadZipFile as err:
-            raise DownloadError(f"{archive} is not a readable zip archive ({err}): delete it and retry") from err
-        if not (tmp / member).is_dir():
-            raise DownloadError(f"{archive} has no folder {member}/: it is not the DIV2K archive expected")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(tmp / member, target)
-        except OSError:  # another process extracted it first
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------- views

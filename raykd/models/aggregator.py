@@ -43,13 +43,14 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from torch import Tensor
 
 from raykd.models.registry import register_model
-from raykd.models.sr_common import PixelShuffleUpsampler, check_scale
+from raykd.models.sr_common import check_scale
 from raykd.models.swinir import (
     PatchEmbed,
+    SwinReconstruction,
     WindowAttention,
     _to_image,
     pad_to_multiple,
@@ -60,7 +61,6 @@ from raykd.models.swinir import (
 
 __all__ = ["KnowledgeAggregator", "DCTSwinLayer", "dct_matrix", "mtkd_aggregator", "train_aggregator"]
 
-_UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
@@ -152,7 +152,7 @@ class DCTSwinBlock(nn.Module):
         return self.conv(y).flatten(2).transpose(1, 2) + x
 
 
-class KnowledgeAggregator(nn.Module):
+class KnowledgeAggregator(SwinReconstruction):
     """MTKD stage-1 knowledge aggregation network (module docstring for the architecture and choices).
 
     ``forward`` takes the N teacher outputs, either as a list of ``(B, 3, sH, sW)`` tensors in teacher-name
@@ -184,12 +184,9 @@ class KnowledgeAggregator(nn.Module):
                              "in length (one entry per DCTSwin block)")
         if window_size < 2:
             raise ValueError(f"KnowledgeAggregator: window_size={window_size} must be >= 2")
-        if upsampler not in _UPSAMPLERS:
-            raise ValueError(f"KnowledgeAggregator: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
         self.num_teachers = num_teachers
         self.scale = scale
         self.window_size = window_size
-        self.upsampler = upsampler
         self.mean_residual = mean_residual
 
         self.unshuffle = nn.PixelUnshuffle(scale)
@@ -207,25 +204,8 @@ class KnowledgeAggregator(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-        if upsampler == "pixelshuffle":
-            num_feat = 64
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, padding=1),
-                                                      nn.LeakyReLU(inplace=True))
-            self.upsample = PixelShuffleUpsampler(scale, num_feat)
-            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def _concat(self, outputs: Tensor | Sequence[Tensor]) -> Tensor:
         if not isinstance(outputs, Tensor):
@@ -258,11 +238,7 @@ class KnowledgeAggregator(nn.Module):
         h, w = x.shape[-2:]
         feat = self.conv_first(self.unshuffle(pad_to_multiple(x, self.window_size * self.scale)))
         feat = self.conv_after_body(self.forward_features(feat)) + feat
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
-        else:
-            out = self.upsample(feat)
-        out = out[..., :h, :w]
+        out = self._reconstruct(feat)[..., :h, :w]
         if self.mean_residual:
             out = out + x.unflatten(1, (self.num_teachers, 3)).mean(dim=1)
         return out

@@ -217,7 +217,42 @@ class PatchEmbed(nn.Module):
         return self.norm(_to_tokens(x))
 
 
-class SwinIR(nn.Module):
+class SwinReconstruction(nn.Module):
+    """The reconstruction tail SwinIR-style networks share (and its official key names), plus their timm-style
+    weight init: ``"pixelshuffle"`` = conv + LeakyReLU to 64 channels, pixel-shuffle steps, output conv;
+    ``"pixelshuffledirect"`` = one conv to ``3 * scale^2`` channels and a single pixel shuffle."""
+
+    def _build_reconstruction(self, embed_dim: int, scale: int, upsampler: str) -> None:
+        if upsampler not in _UPSAMPLERS:
+            raise ValueError(f"{type(self).__name__}: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
+        self.upsampler = upsampler
+        if upsampler == "pixelshuffle":
+            num_feat = 64
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, padding=1), nn.LeakyReLU(inplace=True)
+            )
+            self.upsample = PixelShuffleUpsampler(scale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
+        else:
+            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+
+    def _reconstruct(self, feat: torch.Tensor) -> torch.Tensor:
+        if self.upsampler == "pixelshuffle":
+            return self.conv_last(self.upsample(self.conv_before_upsample(feat)))
+        return self.upsample(feat)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SwinIR(SwinReconstruction):
     """Shallow conv, RSTB deep feature extraction with a long skip, and a sub-pixel reconstruction head
     (SwinIR Sec. 3.1, eqs. 1-3). ``upsampler`` is ``"pixelshuffle"`` (classical SR: conv + LeakyReLU to 64
     channels, PixelShuffleUpsampler, conv) or ``"pixelshuffledirect"`` (lightweight SR: one conv to
@@ -248,12 +283,9 @@ class SwinIR(nn.Module):
             )
         if len(depths) != len(num_heads):
             raise ValueError(f"SwinIR: depths={tuple(depths)} and num_heads={tuple(num_heads)} differ in length")
-        if upsampler not in _UPSAMPLERS:
-            raise ValueError(f"SwinIR: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
         self.scale = scale
         self.window_size = window_size
         self.img_range = img_range
-        self.upsampler = upsampler
         self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
         self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
@@ -271,26 +303,8 @@ class SwinIR(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-        if upsampler == "pixelshuffle":
-            num_feat = 64
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_feat, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
-            self.upsample = PixelShuffleUpsampler(scale, num_feat)
-            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep feature extraction H_DF (eq. 2) on a (N, C, H, W) map whose sides are window multiples."""
@@ -306,11 +320,7 @@ class SwinIR(nn.Module):
         x = (pad_to_multiple(x, self.window_size) - self.mean) * self.img_range
         feat = self.conv_first(x)
         feat = self.conv_after_body(self.forward_features(feat)) + feat
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
-        else:
-            out = self.upsample(feat)
-        out = out / self.img_range + self.mean
+        out = self._reconstruct(feat) / self.img_range + self.mean
         return out[..., : h * self.scale, : w * self.scale]
 
 

@@ -98,6 +98,20 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     raise ValueError(f"unknown schedule {cfg.schedule!r}; use 'cosine', 'step' or 'constant'")
 
 
+def average_gradients(module: nn.Module) -> None:
+    """DDP averages the student's gradients; a method's learned parts (FitNet's regressor, DVMSR's projection)
+    live outside the DDP wrapper, so their gradients are averaged over the workers here to keep them in step."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= torch.distributed.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def _amp_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
@@ -196,6 +210,8 @@ def train(
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
+            if rt.world_size > 1:
+                average_gradients(method)
             scaler.step(optimizer)
             scaler.update()
             n = len(x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from raykd.train.config import TrainConfig
 from raykd.train.loop import train
 from raykd.train.tasks import TASKS, build_task
 from raykd.tune.report import write_report
-from raykd.tune.spaces import DefineByRun, check_methods, default_points, trial_method
+from raykd.tune.spaces import SPACES, DefineByRun, check_methods, default_points, trial_method
 
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
@@ -138,6 +139,15 @@ def concurrent_trials(sweep: SweepConfig) -> int:
     return max(1, int(min(fits)))
 
 
+def teacher_needs(method: str, task: str) -> tuple[str, ...]:
+    """Every teacher output ``method`` may ask for in this sweep: the union over its searched categorical knobs
+    (DVMSR's ``position`` switches between the SR image and a feature), the other knobs at their defaults."""
+    choices = {name: knob.choices for name, knob in SPACES[task][method].items() if knob.kind == "choice"}
+    outputs = {o for combo in itertools.product(*choices.values())
+               for o in create_method(method, task, **dict(zip(choices, combo))).teacher_outputs()}
+    return tuple(sorted(outputs))
+
+
 def run_sweep(base: TrainConfig, teacher: TeacherSpec | dict[str, TeacherSpec], sweep: SweepConfig) -> dict[str, Any]:
     """Run (or, with ``sweep.resume``, continue) the sweep; returns the summary written beside the results.
 
@@ -151,7 +161,7 @@ def run_sweep(base: TrainConfig, teacher: TeacherSpec | dict[str, TeacherSpec], 
     metric = sweep.metric or TASKS[base.task].metric
     started = time.perf_counter()
     build_task(base)  # every image checked once, before any trial starts; trials skip it
-    needs = {m: create_method(m, base.task).teacher_outputs() for m in methods}
+    needs = {m: teacher_needs(m, base.task) for m in methods}
     per_method = teacher if isinstance(teacher, dict) else {m: teacher for m in methods if needs[m]}
     missing = [m for m in methods if needs[m] and m not in per_method]
     if missing:
