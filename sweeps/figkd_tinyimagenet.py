@@ -13,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from raykd.data.builtin import default_cache_dir
 from raykd.train.config import TrainConfig
-from raykd.tune.driver import connect, prepare_teacher
-from raykd.tune.sweep import SweepConfig, run_sweep
+from raykd.tune.driver import add_sweep_arguments, connect, prepare_teacher, profile, sweep_config
+from raykd.tune.sweep import run_sweep
 
 METHODS = ["none", "kd", "dkd", "figkd", "dfd"]
 
@@ -26,26 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=None,
                    help="the tiny-imagenet-200 directory (default: <cache-dir>/datasets/tiny-imagenet-200)")
     p.add_argument("--download", action="store_true", help="download TinyImageNet (237 MiB) if it is not there")
-    p.add_argument("--smoke", action="store_true",
-                   help="small end-to-end run on the built-in demo data (minutes on a laptop CPU)")
-    p.add_argument("--num-samples", type=int, default=None, help="trials (default 32; smoke 6)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 30; smoke 2)")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="epochs to train the teacher (default 60)")
-    p.add_argument("--methods", nargs="+", default=METHODS, help=f"methods to sweep (default {' '.join(METHODS)})")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train DDP workers per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0)
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint directory (skips teacher training)")
     p.add_argument("--teacher-model", default=None, help="registry/timm name (default resnet32x4; smoke resnet8x4)")
     p.add_argument("--student-model", default=None, help="registry/timm name (default resnet8x4; smoke resnet8)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128; smoke 64")
-    p.add_argument("--storage", type=Path, default=Path("runs"), help="where sweep results go")
-    p.add_argument("--name", default=None, help="sweep name (default figkd_tinyimagenet, smoke: figkd_smoke)")
-    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
-                   help="teacher outputs, trained teachers and datasets (default $RAYKD_CACHE or ~/.cache/raykd)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sweep_arguments(p, methods=METHODS, name="figkd_tinyimagenet",
+                        full=dict(num_samples=32, epochs=30, teacher_epochs=60, batch_size=128),
+                        smoke=dict(num_samples=6, epochs=2, teacher_epochs=4, batch_size=64))
     return p.parse_args(argv)
 
 
@@ -55,9 +40,7 @@ def main(argv=None) -> int:
         # 16-pixel digits (a quarter of the 32-pixel cost) and a smaller pair, resnet8x4 -> resnet8: minutes on
         # two cores, where resnet32x4 needs more epochs than a smoke run has to learn the digits at all
         data = dict(data="demo", data_root=None, image_size=16, lr=0.1)
-        epochs, teacher_epochs, samples, batch = 2, 4, 6, 64
-        args.teacher_model = args.teacher_model or "resnet8x4"
-        args.student_model = args.student_model or "resnet8"
+        teacher_model, student_model = "resnet8x4", "resnet8"
     else:
         root = args.data_root or args.cache_dir / "datasets" / "tiny-imagenet-200"
         if not (root / "wnids.txt").is_file():
@@ -70,23 +53,18 @@ def main(argv=None) -> int:
             from raykd.data.download import download_tinyimagenet
 
             root = download_tinyimagenet(root.parent)
-        data = dict(data="tinyimagenet", data_root=str(root), image_size=64, lr=0.05)
-        epochs, teacher_epochs, samples, batch = 30, 60, 32, 128
-        args.teacher_model = args.teacher_model or "resnet32x4"
-        args.student_model = args.student_model or "resnet8x4"
-    epochs = args.epochs or epochs
-    base = TrainConfig(model=args.student_model, epochs=epochs, batch_size=args.batch_size or batch,
-                       seed=args.seed, num_views=2, **data)
+        # absolute: Tune runs each trial in its own working directory
+        data = dict(data="tinyimagenet", data_root=str(Path(root).resolve()), image_size=64, lr=0.05)
+        teacher_model, student_model = "resnet32x4", "resnet8x4"
+    sizes = profile(args)
+    base = TrainConfig(model=args.student_model or student_model, epochs=sizes["epochs"],
+                       batch_size=sizes["batch_size"], seed=args.seed, num_views=2, **data)
     connect(args.address)
     teacher = prepare_teacher(
-        args.teacher, TrainConfig(model=args.teacher_model, epochs=args.teacher_epochs or teacher_epochs,
-                                  batch_size=base.batch_size, seed=args.seed, **data),
+        args.teacher, TrainConfig(model=args.teacher_model or teacher_model, epochs=sizes["teacher_epochs"],
+                                  batch_size=sizes["batch_size"], seed=args.seed, **data),
         cache_dir=args.cache_dir, gpus=args.gpus_per_worker)
-    sweep = SweepConfig(name=args.name or ("figkd_smoke" if args.smoke else "figkd_tinyimagenet"),
-                        methods=args.methods, num_samples=args.num_samples or samples,
-                        workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-                        gpus_per_worker=args.gpus_per_worker, teacher_gpus=min(args.gpus_per_worker, 1),
-                        storage=str(args.storage), cache_dir=str(args.cache_dir), resume=args.resume, seed=args.seed)
+    sweep = sweep_config(args)
     summary = run_sweep(base, teacher, sweep)
     print((sweep.directory / "summary.md").read_text() if (sweep.directory / "summary.md").exists() else summary)
     print(f"results: {sweep.directory}")

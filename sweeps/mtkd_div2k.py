@@ -49,13 +49,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raykd.data.builtin import default_cache_dir
 from raykd.train.config import TrainConfig
-from raykd.tune.driver import connect, prepare_teacher
-from raykd.tune.sweep import SweepConfig, run_sweep
-
-# the DIV2K lookup and the per-trial test-set table are shared with the DVMSR sweep beside this script
-from dvmsr_div2k import add_test_sets, find_div2k
+from raykd.tune.driver import add_sweep_arguments, connect, find_div2k, prepare_teacher, profile, sweep_config
+from raykd.tune.report import add_test_sets
+from raykd.tune.sweep import run_sweep
 
 METHODS = ["none", "l1kd", "mtkd"]
 TEACHERS = ["swinir", "rcan", "edsr"]
@@ -97,33 +94,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="validation set in the benchmark layout, e.g. Set5 (default: DIV2K valid; smoke: demo val)")
     p.add_argument("--set14-root", type=Path, default=None,
                    help="Set14 in the benchmark layout: every trial's final student is measured on it too")
-    p.add_argument("--smoke", action="store_true",
-                   help="small end-to-end run on the built-in SR demo with tiny models (minutes on a laptop CPU)")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3 or 4; default 4)")
     p.add_argument("--teachers", nargs="+", default=TEACHERS, help=f"teacher models (default {' '.join(TEACHERS)})")
     p.add_argument("--teacher-checkpoints", nargs="+", default=[], metavar="NAME=PATH",
                    help="a teacher's raykd checkpoint directory or released weights file (skips its training)")
     p.add_argument("--teacher-kwargs", nargs="+", default=[], metavar="NAME=JSON",
                    help="model kwargs of a teacher, e.g. swinir='{\"img_size\": 48}'")
-    p.add_argument("--teacher-epochs", type=int, default=None,
-                   help="epochs to train each teacher (default 300; smoke 3)")
     p.add_argument("--stage1-epochs", type=int, default=None, help="aggregator epochs (default 100; smoke 10)")
     p.add_argument("--student", choices=STUDENTS, default="edsr_baseline", help="the student (default edsr_baseline)")
-    p.add_argument("--methods", nargs="+", default=METHODS, help=f"methods to sweep (default {' '.join(METHODS)})")
-    p.add_argument("--num-samples", type=int, default=None, help="trials (default 24; smoke 6)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 100; smoke 2)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train DDP workers per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0)
     p.add_argument("--patch-size", type=int, default=None, help="LR training patch side (default 48; smoke 12)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 16; smoke 8")
-    p.add_argument("--storage", type=Path, default=Path("runs"), help="where sweep results go")
-    p.add_argument("--name", default=None, help="sweep name (default mtkd_div2k, smoke: mtkd_smoke)")
-    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
-                   help="teacher outputs, trained teachers and datasets (default $RAYKD_CACHE or ~/.cache/raykd)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sweep_arguments(p, methods=METHODS, name="mtkd_div2k",
+                        full=dict(num_samples=24, epochs=100, teacher_epochs=300, batch_size=16),
+                        smoke=dict(num_samples=6, epochs=2, teacher_epochs=3, batch_size=8))
     return p.parse_args(argv)
 
 
@@ -159,17 +141,17 @@ def main(argv=None) -> int:
         # pipeline end to end in minutes on two cores, not a result
         data = dict(data="demo_sr", data_root=str(args.cache_dir / "datasets" / "sr-demo"), patches_per_image=4,
                     lr=2e-3)
-        epochs, teacher_epochs, stage1_epochs, samples, batch, patch = 2, 3, 10, 6, 8, 12
+        stage1_epochs, patch = 10, 12
         stage1 = dict(patch_size=16, patches_per_image=16)
         kwargs = {t: {**SMOKE_TEACHERS.get(t, {}), **kwargs.get(t, {})} for t in args.teachers}
         student_kwargs, aggregator_kwargs = SMOKE_STUDENTS[args.student], SMOKE_AGGREGATOR
     else:
-        root = find_div2k(args)
+        root = find_div2k(args.data_root, args.cache_dir, args.scale, args.download)
         if root is None:
             return 2
         # EDSR/RCAN/SwinIR train on 48-pixel LR patches (batch 16, Adam); the aggregator on 64 (MTKD Sec. 4.1)
         data = dict(data="div2k", data_root=str(root), patches_per_image=16, lr=2e-4)
-        epochs, teacher_epochs, stage1_epochs, samples, batch, patch = 100, 300, 100, 24, 16, 48
+        stage1_epochs, patch = 100, 48
         stage1 = dict(patch_size=64)
         student_kwargs, aggregator_kwargs = {}, {}
     missing = [f"{flag} {path}" for flag, path in (("--val-root", args.val_root), ("--set14-root", args.set14_root))
@@ -178,8 +160,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"no benchmark set (HR/ and LR_bicubic/X{args.scale}/) at {', '.join(missing)}")
     if args.val_root is not None:
         data.update(val_data="paired", val_root=str(args.val_root.expanduser().resolve()))
+    sizes = profile(args)
     common = dict(task="sr", scale=args.scale, optimizer="adam", weight_decay=0.0, schedule="cosine", seed=args.seed,
-                  batch_size=args.batch_size or batch, patch_size=args.patch_size or patch, **data)
+                  batch_size=sizes["batch_size"], patch_size=args.patch_size or patch, **data)
     connect(args.address)
 
     teachers = []
@@ -189,7 +172,7 @@ def main(argv=None) -> int:
             teachers.append(official_teacher(name, path, kwargs.get(name, {}), args.scale, args.cache_dir))
             continue
         spec = prepare_teacher(path, TrainConfig(model=name, model_kwargs=kwargs.get(name, {}),
-                                                 epochs=args.teacher_epochs or teacher_epochs, **common),
+                                                 epochs=sizes["teacher_epochs"], **common),
                                cache_dir=args.cache_dir, gpus=args.gpus_per_worker)
         teachers.append(dataclasses.replace(spec, name=name))
 
@@ -204,12 +187,8 @@ def main(argv=None) -> int:
     print(f"\nMTKD stage 1, held-out ({common.get('val_root') or common['data']} val):\n{result.table()}\n")
 
     per_method = {"l1kd": next(t for t in teachers if t.name == result.best_teacher), "mtkd": result.spec}
-    base = TrainConfig(model=args.student, model_kwargs=student_kwargs, epochs=args.epochs or epochs, **common)
-    sweep = SweepConfig(name=args.name or ("mtkd_smoke" if args.smoke else "mtkd_div2k"),
-                        methods=args.methods, num_samples=args.num_samples or samples,
-                        workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-                        gpus_per_worker=args.gpus_per_worker, teacher_gpus=min(args.gpus_per_worker, 1),
-                        storage=str(args.storage), cache_dir=str(args.cache_dir), resume=args.resume, seed=args.seed)
+    base = TrainConfig(model=args.student, model_kwargs=student_kwargs, epochs=sizes["epochs"], **common)
+    sweep = sweep_config(args)
     summary = run_sweep(base, {m: s for m, s in per_method.items() if m in args.methods}, sweep)
     tests = {"set14": args.set14_root.expanduser().resolve()} if args.set14_root is not None else {}
     if (sweep.directory / "results.parquet").exists():

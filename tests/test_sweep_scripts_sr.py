@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from raykd.tune.driver import find_div2k
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
@@ -32,13 +34,13 @@ def test_dvmsr_without_data_stops_at_once_saying_where_it_looked(dvmsr_script, t
     assert str(tmp_path / "cache" / "datasets" / "DIV2K") in err and "X2" in err
 
 
-def test_dvmsr_finds_the_official_div2k_folders_directly_or_one_level_down(dvmsr_script, tmp_path) -> None:
+def test_div2k_is_found_directly_or_one_level_down(tmp_path) -> None:
     flat, nested = tmp_path / "flat", tmp_path / "outer"
     for root in (flat, nested / "DIV2K"):
         (root / "DIV2K_train_HR").mkdir(parents=True)
         (root / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True)
-    args = dvmsr_script.parse_args(["--data-root", str(flat)])
-    assert dvmsr_script.find_div2k(args) == flat
-    assert dvmsr_script.find_div2k(dvmsr_script.parse_args(["--data-root", str(nested)])) == nested / "DIV2K"
+    cache = tmp_path / "cache"
+    assert find_div2k(flat, cache, 4, download=False) == flat
+    assert find_div2k(nested, cache, 4, download=False) == nested / "DIV2K"
     # the x3 pairs are missing: not found
-    assert dvmsr_script.find_div2k(dvmsr_script.parse_args(["--data-root", str(flat), "--scale", "3"])) is None
+    assert find_div2k(flat, cache, 3, download=False) is None

@@ -18,7 +18,7 @@ SR sub-network therefore sees the un-normalised image and its output is normalis
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -95,8 +95,9 @@ class SRVMNet(nn.Module):
         return out
 
 
-def _srvm(sr_defaults: dict[str, Any], vim_fn, num_classes: int, scale: int, sr_checkpoint: str | os.PathLike | None,
-          freeze_sr: bool | None, sr_kwargs: dict[str, Any] | None, vim_kwargs: dict[str, Any]) -> SRVMNet:
+def _srvm(sr_defaults: dict[str, Any], vim_fn: Callable[..., VisionMamba], num_classes: int, scale: int,
+          sr_checkpoint: str | os.PathLike | None, freeze_sr: bool | None, sr_kwargs: dict[str, Any] | None,
+          vim_kwargs: dict[str, Any]) -> SRVMNet:
     sr: SRResNet = srresnet(scale=scale, **{**sr_defaults, **(sr_kwargs or {})})
     if sr_checkpoint is not None:
         load_model_weights(sr, sr_checkpoint)

@@ -198,3 +198,72 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+# ------------------------------------------------------------------ SR: every trial's student on test sets
+
+
+def evaluate_weights(weights: bytes, meta: dict[str, Any], tests: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """PSNR/SSIM of a checkpoint's model (its safetensors bytes and meta.json) on each test set, given as the
+    training config of an SR task whose val split is that set (run as a Ray task, on a GPU when given one)."""
+    import safetensors.torch
+
+    from raykd.models import create_model
+    from raykd.train.config import TrainConfig
+    from raykd.train.loop import resolve_device
+    from raykd.train.sr_task import SRTask
+
+    device = resolve_device("auto")
+    model = create_model(meta["model"], **meta["model_kwargs"])
+    model.load_state_dict(safetensors.torch.load(weights), strict=True)
+    model.to(device).eval()
+    out = {}
+    for name, cfg in tests.items():
+        metrics = SRTask(TrainConfig.from_dict(cfg)).evaluate(model, device)
+        out[f"{name}_psnr"], out[f"{name}_ssim"] = metrics["val_psnr"], metrics["val_ssim"]
+    return out
+
+
+def add_test_sets(directory: Path, base, tests: dict[str, Path], gpus: float = 0) -> pd.DataFrame:
+    """Every trial's last validation SSIM and, per test set, the PSNR/SSIM of its final student (BT.601 Y,
+    ``scale``-pixel border; one Ray task per trial), merged into ``results.parquet`` by trial and appended to
+    ``summary.md`` as a table."""
+    import ray
+    from ray.tune import ExperimentAnalysis
+
+    from raykd.train.checkpoint import MODEL_FILE, read_meta
+
+    # the test set is also the (unused) training split: the task then needs nothing but the test folder
+    configs = {name: {"task": "sr", "data": "paired", "data_root": str(root), "val_root": str(root),
+                      "scale": base.scale, "patch_size": 1, "tile": base.tile, "tile_overlap": base.tile_overlap,
+                      "check_data": False} for name, root in tests.items()}
+    evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_weights)
+    analysis = ExperimentAnalysis(str(directory))
+    rows, pending = [], []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        rows.append({"trial": last.get("trial_id", trial.trial_id),
+                     "last_val_ssim": float(last.get("val_ssim", math.nan))})
+        checkpoint = analysis.get_last_checkpoint(trial) if configs else None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as path:
+                files = read_meta(path), (Path(path) / MODEL_FILE).read_bytes()
+            pending.append((rows[-1], evaluate.remote(files[1], files[0], configs)))
+    for row, ref in pending:
+        row.update(ray.get(ref))
+    table = pd.read_parquet(directory / "results.parquet")
+    added = pd.DataFrame(rows)
+    table = table.drop(columns=[c for c in added.columns if c != "trial" and c in table.columns])
+    table = table.merge(added, on="trial", how="left")
+    table.to_parquet(directory / "results.parquet", index=False)
+
+    columns = ["last_val_psnr", "last_val_ssim"] + [f"{n}_{m}" for n in tests for m in ("psnr", "ssim")]
+    columns = [c for c in columns if c in table.columns]
+    lines = ["", f"## Every trial: final student (val: {base.val_root or base.data}; "
+             f"{', '.join(f'{n}: {r}' for n, r in tests.items()) or 'no test sets'})", "",
+             "| trial | method | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['trial']} | {r['method']} | " + " | ".join(f"{r[c]:.4f}" for c in columns) + " |")
+    summary = directory / "summary.md"
+    summary.write_text((summary.read_text() if summary.exists() else "") + "\n".join(lines) + "\n")
+    return table
