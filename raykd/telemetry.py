@@ -46,20 +46,27 @@ class _Exporter:
 
 
 @cache
-def _exporter(job_id: str):
+def _exporter(cluster: str, job_id: str):
+    """The session's exporter. Cached per cluster and job: a new local Ray (tests start several) reuses job ids,
+    and a handle into a cluster that has shut down must not be reused."""
     return _Exporter.options(name=f"raykd-telemetry-{job_id}", get_if_exists=True).remote()
+
+
+def _current():
+    context = ray.get_runtime_context()
+    return _exporter(context.gcs_address, context.get_job_id())
 
 
 def start() -> None:
     """Create the exporter from this (long-lived, driver) process: an actor lives as long as its creator, so it
     must not be created first by a trial or a teacher actor that ends before the sweep does."""
     if ray.is_initialized():
-        _exporter(ray.get_runtime_context().get_job_id())
+        _current()
 
 
 def _update(name: str, value: float, tag: str) -> None:
     if ray.is_initialized():
-        _exporter(ray.get_runtime_context().get_job_id()).update.remote(name, value, tag)
+        _current().update.remote(name, value, tag)
 
 
 def teacher_samples_computed(teacher: str, n: int) -> None:

@@ -93,31 +93,27 @@ def test_sweep_writes_results_and_a_second_sweep_computes_no_teacher_outputs(
 
 
 def test_a_corrupted_cache_entry_is_detected_and_rebuilt(metrics_port, teacher, train_rows, tmp_path) -> None:
-    service = TeacherService([teacher], BASE, tmp_path)
-    good = ray.get(service.handles(["logits"])[teacher.name].table)
-    service.shutdown()
+    with TeacherService([teacher], BASE, tmp_path) as service:
+        good = ray.get(service.handles(["logits"])[teacher.name].table)
     (entry,) = (tmp_path / "teacher_outputs").glob("*.parquet")
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # a crash mid-copy, say
 
-    service = TeacherService([teacher], BASE, tmp_path)
-    with pytest.warns(CacheCorruptionWarning, match=entry.name):
+    with TeacherService([teacher], BASE, tmp_path) as service, pytest.warns(CacheCorruptionWarning, match=entry.name):
         rebuilt = ray.get(service.handles(["logits"])[teacher.name].table)
-    service.shutdown()
     assert service.stats[teacher.name].entries_built == 1
     assert service.stats[teacher.name].samples_computed == train_rows
     np.testing.assert_array_equal(rebuilt.lookup(good.index, good.view)["logits"], good.array("logits"))
 
 
 def test_live_mode_serves_what_the_cache_holds(metrics_port, teacher, tmp_path) -> None:
-    service = TeacherService([teacher], BASE, tmp_path)
-    cached = service.handles(["logits", "penultimate"])[teacher.name]
-    live = service.handles(["logits", "penultimate"], mode="live")[teacher.name]
-    assert not cached.live and live.live
-    task = service.task
-    batch = torch.utils.data.default_collate([task.train.get(i, 1) for i in (3, 7, 11)])
-    from_cache = cached.source(task).request(batch)()
-    from_actor = live.source(task).request(batch)()
-    service.shutdown()
+    with TeacherService([teacher], BASE, tmp_path) as service:
+        cached = service.handles(["logits", "penultimate"])[teacher.name]
+        live = service.handles(["logits", "penultimate"], mode="live")[teacher.name]
+        assert not cached.live and live.live
+        task = service.task
+        batch = torch.utils.data.default_collate([task.train.get(i, 1) for i in (3, 7, 11)])
+        from_cache = cached.source(task).request(batch)()
+        from_actor = live.source(task).request(batch)()
     for name in ("logits", "penultimate"):
         torch.testing.assert_close(from_actor[name], from_cache[name])
 
@@ -167,9 +163,10 @@ def test_a_trial_with_two_ray_train_workers_runs_inside_the_sweep(metrics_port, 
 
 
 def test_raykd_series_reach_the_prometheus_endpoint(metrics_port, teacher, tmp_path) -> None:
-    """Runs after the sweeps above have set every series; Ray exports them about ten seconds later."""
-    service = TeacherService([teacher], BASE, tmp_path)
-    service.handles(["logits"])  # live actors, counters just incremented
+    """Runs after the sweeps above have set every series; Ray exports them about ten seconds later, also those
+    set by processes that have ended since (trials, teacher actors)."""
+    with TeacherService([teacher], BASE, tmp_path) as service:
+        service.handles(["logits"])  # counters just incremented
     wanted = ["ray_raykd_teacher_samples_computed_total", "ray_raykd_cache_hits_total", "ray_raykd_cache_bytes",
               "ray_raykd_student_samples_per_second", "ray_raykd_best_metric"]
     deadline, text = time.time() + 60, ""
@@ -178,7 +175,6 @@ def test_raykd_series_reach_the_prometheus_endpoint(metrics_port, teacher, tmp_p
         if all(name in text for name in wanted):
             break
         time.sleep(2)
-    service.shutdown()
     missing = [name for name in wanted if name not in text]
     assert not missing, f"series not exported: {missing}"
     assert f'teacher="{teacher.name}"' in text

@@ -116,6 +116,23 @@ class TeacherHandle:
         return task.cached_teacher(ray.get(self.table), self.outputs)
 
 
+class TrialSources:
+    """The ``teacher`` factory a trial hands to ``train``: builds the handle's source for the task and keeps it,
+    so the trial can report how many outputs came from the cache and how many a teacher computed."""
+
+    def __init__(self, handle: TeacherHandle):
+        self.handle = handle
+        self.sources: list[Any] = []
+
+    def __call__(self, task: Task):
+        self.sources.append(self.handle.source(task))
+        return self.sources[-1]
+
+    def counters(self) -> dict[str, int]:
+        return {"cache_hits": sum(getattr(s, "hits", 0) for s in self.sources),
+                "teacher_samples_computed": sum(getattr(s, "samples_computed", 0) for s in self.sources)}
+
+
 @dataclass
 class TeacherStats:
     samples_computed: int = 0
@@ -186,6 +203,12 @@ class TeacherService:
         return {"index": np.concatenate([p["index"] for p in parts]),
                 "view": np.concatenate([p["view"] for p in parts]),
                 **{name: _stack([row for p in parts for row in p[name]]) for name in outputs}}
+
+    def __enter__(self) -> "TeacherService":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
     def shutdown(self) -> None:
         """Stop the teacher actors (cached outputs already handed out stay valid: they live in the object store)."""

@@ -142,7 +142,7 @@ def train(
     seed_everything(cfg.seed)
 
     method = create_method(cfg.method, cfg.task, **cfg.method_params)
-    task = build_task(cfg, method.student_input)
+    task = build_task(cfg, cfg.student_input or method.student_input)
     model_kwargs = {**task.model_kwargs(), **cfg.model_kwargs}
     student = create_model(cfg.model, **model_kwargs)
     input_key, metric = task.input_key, task.metric

@@ -10,6 +10,7 @@ import ray.train
 import torch
 import ray.train.torch
 
+from raykd.teachers.pool import TrialSources
 from raykd.train.loop import Runtime, train
 
 
@@ -25,25 +26,20 @@ def train_worker(config: dict[str, Any]) -> None:
     ``teacher`` (a TeacherHandle or None). Checkpoints go to the run's storage through ``ray.train.report``; a
     restarted run resumes from the last one."""
     handle = config.get("teacher")
-    sources = []
-
-    def make_source(task):
-        sources.append(handle.source(task))
-        return sources[-1]
+    sources = TrialSources(handle) if handle is not None else None
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        # Tune sees rank 0's report only, so the teacher counters are summed over all workers first
-        counts = torch.tensor([sum(getattr(s, "hits", 0) for s in sources),
-                               sum(getattr(s, "samples_computed", 0) for s in sources)], dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
-        metrics = {**metrics, "cache_hits": int(counts[0]), "teacher_samples_computed": int(counts[1])}
+        if sources is not None:  # Tune sees rank 0's report only, so the counters are summed over the workers
+            counters = sources.counters()
+            totals = torch.tensor(list(counters.values()), dtype=torch.float64)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(totals)
+            metrics = {**metrics, **{k: int(v) for k, v in zip(counters, totals)}}
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
     previous = ray.train.get_checkpoint()
     resume = previous.as_directory() if previous is not None else contextlib.nullcontext(None)
     with tempfile.TemporaryDirectory(prefix="raykd-") as tmp, resume as resume_dir:
-        train(config["train"], report=report, teacher=make_source if handle is not None else None,
-              runtime=ray_runtime(),
+        train(config["train"], report=report, teacher=sources, runtime=ray_runtime(),
               checkpoint_dir=Path(tmp) / "checkpoint", resume_from=resume_dir)

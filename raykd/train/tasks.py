@@ -139,6 +139,8 @@ def build_task(cfg: TrainConfig, student_input: str = "hr") -> Task:
     """The task ``cfg.task`` names, with its data built for a student that sees ``student_input``."""
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}: expected one of {sorted(TASKS)}")
+    if student_input not in ("hr", "lr"):
+        raise ValueError(f"student_input {student_input!r}: expected 'hr' or 'lr'")
     return TASKS[cfg.task](cfg, student_input)
 
 

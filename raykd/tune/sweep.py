@@ -23,7 +23,7 @@ from ray import tune
 
 from raykd import telemetry
 from raykd.methods import create_method
-from raykd.teachers.pool import TeacherHandle, TeacherService
+from raykd.teachers.pool import TeacherHandle, TeacherService, TrialSources
 from raykd.teachers.specs import TeacherSpec
 from raykd.train.config import TrainConfig
 from raykd.train.loop import train
@@ -75,23 +75,21 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], teachers: dict[st
     trial = tune.get_context().get_trial_name()
     started = time.perf_counter()
 
-    sources: list[Any] = []
-
-    def make_source(task):
-        sources.append(handle.source(task))
-        return sources[-1]
+    sources = TrialSources(handle) if handle is not None else None
+    hits_exported = 0
 
     def relay(metrics: dict[str, Any]) -> dict[str, Any]:
-        metrics = {**metrics, "wall_s": time.perf_counter() - started}
-        metrics.setdefault("cache_hits", sum(getattr(s, "hits", 0) for s in sources))
-        metrics.setdefault("teacher_samples_computed", sum(getattr(s, "samples_computed", 0) for s in sources))
+        """Adds what a trial row needs (wall time; the teacher counters, which multi-worker trials already
+        summed over their workers) and feeds the dashboard."""
+        nonlocal hits_exported
+        counters = sources.counters() if sources is not None else {"cache_hits": 0, "teacher_samples_computed": 0}
+        metrics = {**counters, **metrics, "wall_s": time.perf_counter() - started}
         telemetry.student_throughput(trial, metrics["samples_per_s"])
         if handle is not None:
-            telemetry.cache_hits(handle.name, metrics["cache_hits"] - relay.hits)
-            relay.hits = metrics["cache_hits"]
+            telemetry.cache_hits(handle.name, metrics["cache_hits"] - hits_exported)
+            hits_exported = metrics["cache_hits"]
         return metrics
 
-    relay.hits = 0
     if workers_per_trial == 1:
         def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
             checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
@@ -100,8 +98,8 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], teachers: dict[st
         previous = tune.get_checkpoint()
         resume = previous.as_directory() if previous is not None else contextlib.nullcontext(None)
         with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, resume as resume_dir:
-            train(cfg, report=report, teacher=make_source if handle is not None else None,
-                  checkpoint_dir=Path(tmp) / "checkpoint", resume_from=resume_dir)
+            train(cfg, report=report, teacher=sources, checkpoint_dir=Path(tmp) / "checkpoint",
+                  resume_from=resume_dir)
         return
 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
