@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from raykd.train.config import TrainConfig
-from raykd.tune.driver import add_sweep_arguments, connect, prepare_teacher, profile, sweep_config
+from raykd.tune.driver import add_sweep_arguments, connect, prepare_teacher, print_summary, profile, sweep_config
 from raykd.tune.sweep import run_sweep
 
 METHODS = ["none", "kd", "dkd", "figkd", "dfd"]
@@ -66,8 +66,7 @@ def main(argv=None) -> int:
         cache_dir=args.cache_dir, gpus=args.gpus_per_worker)
     sweep = sweep_config(args)
     summary = run_sweep(base, teacher, sweep)
-    print((sweep.directory / "summary.md").read_text() if (sweep.directory / "summary.md").exists() else summary)
-    print(f"results: {sweep.directory}")
+    print_summary(sweep, summary)
     return 0
 
 

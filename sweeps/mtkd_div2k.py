@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.train.config import TrainConfig
-from raykd.tune.driver import add_sweep_arguments, connect, find_div2k, prepare_teacher, profile, sweep_config
+from raykd.tune.driver import (add_div2k_arguments, add_sweep_arguments, connect, find_div2k, prepare_teacher,
+                               print_summary, profile, sweep_config)
 from raykd.tune.report import add_test_sets
 from raykd.tune.sweep import run_sweep
 
@@ -85,16 +86,7 @@ def _named(items: list[str], what: str) -> dict[str, str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="the DIV2K directory holding DIV2K_train_HR/ and DIV2K_train_LR_bicubic/X{s}/ "
-                        "(default: <cache-dir>/datasets/DIV2K)")
-    p.add_argument("--download", action="store_true",
-                   help="download DIV2K's train and valid HR + bicubic LR archives (about 4.3 GB at x4) if absent")
-    p.add_argument("--val-root", type=Path, default=None,
-                   help="validation set in the benchmark layout, e.g. Set5 (default: DIV2K valid; smoke: demo val)")
-    p.add_argument("--set14-root", type=Path, default=None,
-                   help="Set14 in the benchmark layout: every trial's final student is measured on it too")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3 or 4; default 4)")
+    add_div2k_arguments(p)
     p.add_argument("--teachers", nargs="+", default=TEACHERS, help=f"teacher models (default {' '.join(TEACHERS)})")
     p.add_argument("--teacher-checkpoints", nargs="+", default=[], metavar="NAME=PATH",
                    help="a teacher's raykd checkpoint directory or released weights file (skips its training)")
@@ -193,8 +185,7 @@ def main(argv=None) -> int:
     tests = {"set14": args.set14_root.expanduser().resolve()} if args.set14_root is not None else {}
     if (sweep.directory / "results.parquet").exists():
         add_test_sets(sweep.directory, base, tests)
-    print((sweep.directory / "summary.md").read_text() if (sweep.directory / "summary.md").exists() else summary)
-    print(f"results: {sweep.directory}")
+    print_summary(sweep, summary)
     return 0
 
 

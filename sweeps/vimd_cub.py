@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from raykd.train.config import TrainConfig
-from raykd.tune.driver import add_sweep_arguments, connect, prepare_teacher, profile, sweep_config
+from raykd.tune.driver import add_sweep_arguments, connect, prepare_teacher, print_summary, profile, sweep_config
 from raykd.tune.sweep import run_sweep
 
 METHODS = ["none", "kd", "vimd"]
@@ -101,8 +101,7 @@ def main(argv=None) -> int:
     # chance after epoch 1 and ahead of "none" after epoch 2), so early stopping must not judge it on epoch 1
     sweep = sweep_config(args, grace_period=min(grace, sizes["epochs"]), teacher_mode=args.teacher_mode)
     summary = run_sweep(base, teacher, sweep)
-    print((sweep.directory / "summary.md").read_text() if (sweep.directory / "summary.md").exists() else summary)
-    print(f"results: {sweep.directory}")
+    print_summary(sweep, summary)
     return 0
 
 

@@ -126,3 +126,12 @@ def test_learned_method_parts_get_the_same_averaged_gradient_on_every_worker(tmp
     for g in grads:
         torch.testing.assert_close(g["weight"], torch.full((2, 3), 1.5))
         assert g["bias"] is None
+
+
+def test_resuming_a_finished_run_returns_its_final_metrics_without_training(tmp_path: Path, teacher: Path) -> None:
+    cfg = {**TINY, "model": "resnet8", "epochs": 1, "steps_per_epoch": 2, "method": "kd", "teacher": str(teacher)}
+    done = train(cfg, checkpoint_dir=tmp_path / "run")
+    reports = []
+    again = train(cfg, checkpoint_dir=tmp_path / "run", resume_from=tmp_path / "run",
+                  report=lambda metrics, _: reports.append(metrics))
+    assert reports == [] and again == pytest.approx(done)

@@ -27,6 +27,7 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor
 
+from raykd.models.features import layer_index
 from raykd.models.registry import register_model
 from raykd.models.sr_common import DIV2K_RGB_MEAN, check_scale
 from raykd.models.ssm import Backend, Mamba
@@ -170,13 +171,7 @@ class DVMSR(nn.Module):
         stages = {}
         for name in names:
             if name.startswith("feat:"):
-                try:
-                    stages[name] = range(len(self.layers))[int(name[len("feat:") :])]
-                except (ValueError, IndexError):
-                    raise ValueError(
-                        f"raykd/models/dvmsr.py: {name!r} is not 'feat:<k>' with an integer k in "
-                        f"[{-len(self.layers)}, {len(self.layers)})"
-                    ) from None
+                stages[name] = layer_index(name, "feat", len(self.layers), "raykd/models/dvmsr.py")
             elif name not in ("output", "logits", "body"):
                 raise ValueError(
                     f"raykd/models/dvmsr.py: unknown output {name!r}; DVMSR.extract provides 'output' (alias "

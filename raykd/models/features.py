@@ -22,6 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+
+def layer_index(name: str, prefix: str, count: int, owner: str) -> int:
+    """The layer ``name = "<prefix>:<k>"`` points at among ``count`` layers, ``k`` indexed like a Python list;
+    a clear error naming ``owner`` (the model's file) otherwise."""
+    try:
+        return range(count)[int(name[len(prefix) + 1:])]
+    except (ValueError, IndexError):
+        raise ValueError(f"{owner}: {name!r} is not '{prefix}:<k>' with an integer k in [{-count}, {count})") from None
+
 __all__ = ["forward_features", "feature_shapes", "stage_names", "unwrap_model"]
 
 

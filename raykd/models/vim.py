@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, PatchEmbed, lecun_normal_, trunc_normal_
 from torch import Tensor
 
+from raykd.models.features import layer_index
 from raykd.models.registry import register_model
 from raykd.models.ssm import Backend, Mamba
 
@@ -168,14 +169,7 @@ class VisionMamba(nn.Module):
         layers = {}
         for name in names:
             if name.startswith("stage:"):
-                try:
-                    k = int(name[len("stage:") :])
-                    layers[name] = range(len(self.layers))[k]
-                except (ValueError, IndexError):
-                    raise ValueError(
-                        f"raykd/models/vim.py: {name!r} is not 'stage:<k>' with an integer k in "
-                        f"[{-len(self.layers)}, {len(self.layers)})"
-                    ) from None
+                layers[name] = layer_index(name, "stage", len(self.layers), "raykd/models/vim.py")
             elif name not in ("logits", "penultimate", "hidden"):
                 raise ValueError(
                     f"raykd/models/vim.py: unknown output {name!r}; VisionMamba.extract provides 'logits', "

@@ -29,6 +29,9 @@ from raykd.train.checkpoint import load_checkpoint, save_checkpoint
 from raykd.train.config import TrainConfig
 from raykd.train.tasks import Task, build_task
 
+# what a checkpoint's meta.json says about the run, beside the epoch's metrics
+RUN_META = ("model", "model_kwargs", "method", "method_params", "config", "data_fingerprint")
+
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
 
@@ -176,11 +179,12 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_epoch, best = 0, -math.inf
+    metrics: dict[str, Any] = {}
     if resume_from is not None:
         meta = load_checkpoint(resume_from, model=student, optimizer=optimizer, scheduler=scheduler, method=method)
         start_epoch, best = meta["epoch"], meta.get(f"best_{metric}", -math.inf)
+        metrics = {k: v for k, v in meta.items() if k not in RUN_META}  # what a finished run returns as it is
 
-    metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         task.train.set_epoch(epoch)
         order = shard_order(len(task.train), seed=cfg.seed, epoch=epoch, rank=rt.rank, world_size=rt.world_size)
@@ -232,8 +236,8 @@ def train(
         saved = None
         if checkpoint_dir is not None and rt.is_main:
             meta = {"model": cfg.model, "model_kwargs": model_kwargs, "method": cfg.method,
-                    "method_params": method.params, "config": cfg.to_dict(), "data_fingerprint": task.fingerprint,
-                    **metrics}
+                    "method_params": method.params, "config": cfg.to_dict(), "data_fingerprint": task.fingerprint}
+            meta.update(metrics)
             saved = save_checkpoint(checkpoint_dir, model=student, meta=meta, optimizer=optimizer,
                                     scheduler=scheduler, method=method)
         if report is not None:

@@ -91,7 +91,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, methods: Sequence[st
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per trial ({default('epochs')})")
     p.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs ({default('teacher_epochs')})")
     p.add_argument("--batch-size", type=int, default=None, help=default("batch_size"))
-    p.add_argument("--methods", nargs="+", default=list(methods), help=f"methods to sweep (default {' '.join(methods)})")
+    p.add_argument("--methods", nargs="+", default=list(methods),
+                   help=f"methods to sweep (default {' '.join(methods)})")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train DDP workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0)
@@ -144,3 +145,25 @@ def find_div2k(data_root: Path | None, cache_dir: Path, scale: int, download: bo
           "(https://data.vision.ee.ethz.ch/cvl/DIV2K/), or try the pipeline on built-in data with --smoke.",
           file=sys.stderr)
     return None
+
+
+def print_summary(sweep: SweepConfig, summary: dict) -> None:
+    """What a sweep script prints at the end: the best-per-method table and where the results are."""
+    table = sweep.directory / "summary.md"
+    print(table.read_text() if table.exists() else summary)
+    print(f"results: {sweep.directory}")
+
+
+def add_div2k_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data flags of the DIV2K sweeps (MTKD, DVMSR)."""
+    p = parser
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="the DIV2K directory holding DIV2K_train_HR/ and DIV2K_train_LR_bicubic/X{s}/ "
+                        "(default: <cache-dir>/datasets/DIV2K)")
+    p.add_argument("--download", action="store_true",
+                   help="download DIV2K's train and valid HR + bicubic LR archives (about 4.3 GB at x4) if absent")
+    p.add_argument("--val-root", type=Path, default=None,
+                   help="validation set in the benchmark layout, e.g. Set5 (default: DIV2K valid; smoke: demo val)")
+    p.add_argument("--set14-root", type=Path, default=None,
+                   help="Set14 in the benchmark layout: every trial's final student is measured on it too")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3 or 4; default 4)")

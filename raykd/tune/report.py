@@ -106,7 +106,7 @@ def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path, ta
     running = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values)) if mode == "max" else \
         np.fmin.accumulate(np.where(np.isnan(values), np.inf, values))
     ax.step(np.arange(1, len(values) + 1), running, where="post")
-    ax.set(xlabel="trials finished", ylabel=f"best {metric} so far", title="best so far")
+    ax.set(xlabel="trials (start order)", ylabel=f"best {metric} so far", title="best so far")
     ax.grid(alpha=0.3)
     paths.append(directory / "best_so_far.png")
     fig.tight_layout()
@@ -128,7 +128,8 @@ def plot_trials(table: pd.DataFrame, metric: str, mode: str, directory: Path, ta
     return paths
 
 
-def parameter_importances(table: pd.DataFrame, metric: str, mode: str, task: str = "cls") -> dict[str, dict[str, float]]:
+def parameter_importances(table: pd.DataFrame, metric: str, mode: str,
+                          task: str = "cls") -> dict[str, dict[str, float]]:
     """Optuna's parameter importances within each method that has enough finished trials to compare."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
