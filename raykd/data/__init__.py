@@ -1,1 +1,1 @@
-"""raykd.data"""
+"""Data: classification and SR datasets, replayable views, MATLAB-compatible degradation, built-ins, downloads."""

@@ -1,1 +1,1 @@
-"""raykd.losses"""
+"""Losses: differentiable wavelets and the distillation terms the methods combine."""

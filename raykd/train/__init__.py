@@ -1,1 +1,1 @@
-"""raykd.train"""
+"""Training: the one training function, its tasks (classification, SR), checkpoints and the Ray Train worker."""

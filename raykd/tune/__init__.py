@@ -1,1 +1,1 @@
-"""raykd.tune"""
+"""Sweeps: Ray Tune + Optuna search spaces, the sweep driver, the shared script flags and the reports."""
