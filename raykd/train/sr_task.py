@@ -11,7 +11,7 @@ crops, flips and rotates that image with each batch's ``box`` exactly like the H
 fresh patches from one cache entry, and a sweep over the patch size or seed reuses it too.
 
 The SR image is the output named ``"logits"`` (what :func:`raykd.models.features.forward_features` calls the
-forward's result, and what the SR methods request); ``"output"`` is accepted as another name for it.
+forward's result, and what the SR methods request).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from raykd.teachers.sources import Fetch, run_teacher
 from raykd.train.config import TrainConfig
 from raykd.train.tasks import TASKS, Task
 
-SR_IMAGE_OUTPUTS = ("logits", "output")  # names of the SR image itself (tiled, cacheable)
 # Bumped whenever what a cached SR teacher row means changes (crop convention, dtype, tiling rule).
 SR_TEACHER_FORMAT = 1
 
@@ -183,14 +182,12 @@ class SRTask(Task):
     def teacher_forward(self, model: nn.Module, x: Tensor, outputs: Sequence[str]) -> dict[str, Tensor]:
         """The SR image, tiled (``cfg.tile``/``cfg.tile_overlap``), float16, under autocast on CUDA; requests for
         intermediate features run untiled through :func:`run_teacher`."""
-        if all(name in SR_IMAGE_OUTPUTS for name in outputs):
+        if tuple(outputs) == ("logits",):
             device = _device_of(model)
             y = sr_forward(model, x.to(device), self.cfg.scale, self.cfg.tile, self.cfg.tile_overlap,
                            amp=device.type == "cuda").half()
-            return {name: y for name in outputs}
-        names = ["logits" if name == "output" else name for name in outputs]
-        out = run_teacher(model, x, names)
-        return {name: out[alias] for name, alias in zip(outputs, names)}
+            return {"logits": y}
+        return run_teacher(model, x, outputs)
 
     def cached_teacher(self, entry: CacheEntry, outputs: Sequence[str]) -> SRCachedTeacher:
         return SRCachedTeacher(entry, outputs, self.cfg.scale, self.train.base.lr_size)
