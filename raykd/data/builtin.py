@@ -1,4 +1,4 @@
-"""Built-in demo data that needs no download, and raykd's cache directory.
+"""Built-in demo data that needs no download.
 
 The classification demo is scikit-learn's copy of the UCI optical handwritten digits (1,797 real 8x8 images of
 the digits 0-9, shipped inside the scikit-learn package), upscaled and written in the ``tiny-imagenet-200``
@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from raykd.config import default_cache_dir
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _DEMO_FORMAT = 1
 # skimage.data photographs bundled with scikit-image itself (no download); camera and clock are greyscale.
@@ -25,10 +27,8 @@ SR_DEMO_IMAGES = {"train": ("astronaut", "camera", "coffee", "coins", "immunohis
 SR_DEMO_SCALES = (2, 3, 4)
 
 
-def default_cache_dir() -> Path:
-    """raykd's cache directory: ``$RAYKD_CACHE`` if set, else ``~/.cache/raykd``."""
-    env = os.environ.get("RAYKD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "raykd"
+def _default_root(name: str) -> Path:
+    return Path(default_cache_dir()) / "datasets" / name
 
 
 def make_demo_classification(root: str | os.PathLike | None = None, image_size: int = 32) -> Path:
@@ -42,7 +42,7 @@ def make_demo_classification(root: str | os.PathLike | None = None, image_size: 
     """
     if image_size < 8:
         raise ValueError(f"image_size={image_size}: the digits are 8x8, so the demo needs image_size >= 8")
-    root = Path(root).expanduser() if root is not None else default_cache_dir() / "datasets" / f"digits-{image_size}"
+    root = Path(root).expanduser() if root is not None else _default_root(f"digits-{image_size}")
     spec = {"dataset": "sklearn-digits", "image_size": image_size, "format": _DEMO_FORMAT}
     return _build_once(root, spec, lambda dst: _write_digits(dst, image_size), "digits demo")
 
@@ -57,7 +57,7 @@ def make_demo_sr(root: str | os.PathLike | None = None) -> Path:
     ``PairedSRDataset(root / "train", s)``. Idempotent, and built in a temporary sibling renamed into place,
     like :func:`make_demo_classification`.
     """
-    root = Path(root).expanduser() if root is not None else default_cache_dir() / "datasets" / "sr-demo"
+    root = Path(root).expanduser() if root is not None else _default_root("sr-demo")
     spec = {"dataset": "skimage-photos", "images": {k: list(v) for k, v in SR_DEMO_IMAGES.items()},
             "scales": list(SR_DEMO_SCALES), "format": _DEMO_FORMAT}
     return _build_once(root, spec, _write_sr_photos, "SR demo")

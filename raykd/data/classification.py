@@ -23,9 +23,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+from raykd.data.builtin import make_demo_classification
+from raykd.registry import DATASETS
 
-DATASET_KINDS = ("tinyimagenet", "cifar10", "cifar100", "imagefolder", "cub200", "demo")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -390,23 +391,43 @@ class Cub200(_FileDataset):
         return table
 
 
-def open_dataset(kind: str, root: str | os.PathLike | None = None, split: str = "train",
-                 **kw: Any) -> ClassificationDataset:
-    """Open a classification dataset by kind: one of ``DATASET_KINDS``.
+@DATASETS.register(name="tinyimagenet", scope="cls")
+def tinyimagenet(root: str | os.PathLike, split: str) -> TinyImageNet:
+    return TinyImageNet(root, split)
 
-    ``"demo"`` builds (once) the scikit-learn digits demo in the TinyImageNet layout; its ``root`` is optional
-    and ``kw`` goes to ``make_demo_classification`` (e.g. ``image_size``). Other kinds require ``root``; ``kw``
-    goes to the dataset class.
-    """
-    if kind == "demo":
-        from raykd.data.builtin import make_demo_classification
 
-        return TinyImageNet(make_demo_classification(root, **kw), split)
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}: expected one of {', '.join(DATASET_KINDS)}")
-    if root is None:
-        raise ValueError(f"dataset kind {kind!r} needs a root directory (only 'demo' builds its own)")
-    if kind in ("cifar10", "cifar100"):
-        return Cifar(root, split, num_classes=int(kind[5:]), **kw)
-    cls = {"tinyimagenet": TinyImageNet, "imagefolder": ImageFolder, "cub200": Cub200}[kind]
-    return cls(root, split, **kw)
+@DATASETS.register(name="cifar10", scope="cls")
+def cifar10(root: str | os.PathLike, split: str) -> Cifar:
+    return Cifar(root, split, num_classes=10)
+
+
+@DATASETS.register(name="cifar100", scope="cls")
+def cifar100(root: str | os.PathLike, split: str) -> Cifar:
+    return Cifar(root, split, num_classes=100)
+
+
+@DATASETS.register(name="imagefolder", scope="cls")
+def imagefolder(root: str | os.PathLike, split: str) -> ImageFolder:
+    return ImageFolder(root, split)
+
+
+@DATASETS.register(name="cub200", scope="cls")
+def cub200(root: str | os.PathLike, split: str) -> Cub200:
+    return Cub200(root, split)
+
+
+@DATASETS.register(name="demo", scope="cls")
+def demo(root: str | os.PathLike | None, split: str) -> TinyImageNet:
+    """The built-in digits demo in the TinyImageNet layout (:func:`raykd.data.builtin.make_demo_classification`;
+    ``root`` optional: default under the cache directory)."""
+    return TinyImageNet(make_demo_classification(root), split)
+
+
+def open_dataset(kind: str, root: str | os.PathLike | None = None, split: str = "train") -> ClassificationDataset:
+    """Open a classification dataset: a registered kind (:data:`raykd.registry.DATASETS`, scope ``"cls"``:
+    tinyimagenet, cifar10, cifar100, imagefolder, cub200, demo) or a plugin ``"pkg.mod:fn"`` called as
+    ``fn(root, split)``. Every kind but ``demo`` needs ``root``."""
+    opener = DATASETS.get(kind, scope="cls")
+    if root is None and kind != "demo":
+        raise ValueError(f"dataset {kind!r} needs a root directory (data.root); only 'demo' builds its own")
+    return opener(root, split)

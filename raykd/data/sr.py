@@ -1,4 +1,4 @@
-"""Super-resolution datasets in their published layouts, and the aligned random patches SR training uses.
+"""Super-resolution datasets in their published layouts.
 
 Layouts (the LR partner of ``<name>.<ext>`` is ``<name>x{s}.<ext>``, any image extension):
 
@@ -7,8 +7,7 @@ Layouts (the LR partner of ``<name>.<ext>`` is ``<name>x{s}.<ext>``, any image e
 * **DIV2K**: ``DIV2K_{train,valid}_HR/0001.png`` and ``DIV2K_{train,valid}_LR_bicubic/X{s}/0001x{s}.png``
   (:func:`download_div2k` fetches the official archives);
 * **HR-only** folders, whose LR inputs are made as the SR literature makes them, MATLAB's
-  ``imresize(modcrop(hr, s), 1/s)`` (:mod:`raykd.data.degrade`), and kept in memory and on disk under
-  ``default_cache_dir()/sr_lr/<fingerprint>/``.
+  ``imresize(modcrop(hr, s), 1/s)`` (:mod:`raykd.data.degrade`), once per sweep when the split is decoded.
 
 Every dataset gives ``(lr, hr)`` as uint8 HxWx3 arrays with ``lr * s == hr`` in size: an HR image whose sides are
 not multiples of ``s`` is cropped at the bottom and right ("modcrop"). Greyscale files (Set14's ``bridge.png``)
@@ -17,33 +16,25 @@ their PSNR/SSIM must be measured on the grey channel itself, not on the BT.601 l
 compresses the range to [16, 235] and reads about 0.09 dB too high on Set14). Layout errors (a missing partner,
 an LR whose size times ``s`` is not the modcropped HR size) are raised at construction, naming the files.
 
-Training patches are *views* (BasicSR's paired random crop + ``augment``): view ``k`` of image ``i`` is an LR box
-of ``patch`` x ``patch`` pixels at (top, left), then a horizontal flip and ``rot`` quarter turns, drawn from
-``np.random.default_rng([seed, i, k])`` alone. :func:`apply_view` applies one view to the LR image (``scale=1``)
-or to anything at HR resolution (``scale=s``: the HR image, a whole-image teacher output), so LR patch, HR patch
-and teacher patch stay aligned pixel for pixel.
+Training patches are drawn from the decoded pairs by :mod:`raykd.data.views`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
 
+from raykd.data.builtin import make_demo_sr
 from raykd.data.classification import IMAGE_EXTENSIONS, _is_image, _require_dir
 from raykd.data.degrade import imresize, modcrop
 from raykd.data.download import download, extract_folder
+from raykd.registry import DATASETS
 
-SR_KINDS = ("demo_sr", "paired", "hr_folder", "div2k")
 BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 DEGRADATION = "matlab_bicubic"  # how hr_folder LR inputs are made; part of their fingerprint
 _LR_CACHE_FORMAT = 1
@@ -121,12 +112,9 @@ def _listing(names: Sequence[str], limit: int = 10) -> str:
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-class SRDataset(Dataset):
-    """Base of the SR datasets: ``ds[i] -> (lr uint8 HxWx3, hr uint8 (s*H)x(s*W)x3)``.
-
-    Decoded pairs are kept in memory while they fit in ``cache_bytes`` (small sets are re-read every epoch);
-    DataLoader workers each hold their own copy.
-    """
+class SRDataset:
+    """Base of the SR datasets: ``pair(i) -> (lr uint8 HxWx3, hr uint8 (s*H)x(s*W)x3)``. A sweep decodes each
+    split once into :class:`raykd.data.arrays.PairArrays`; the dataset itself reads files only."""
 
     kind: ClassVar[str]
     lr_source: ClassVar[str]  # "files" (LR read from disk) or the degradation that makes it
@@ -136,19 +124,13 @@ class SRDataset(Dataset):
     hr_sizes: list[tuple[int, int]]  # modcropped (rows, cols)
     grey: list[bool]
 
-    def __init__(self, root: Path, scale: int, cache_bytes: int) -> None:
+    def __init__(self, root: Path, scale: int) -> None:
         if not isinstance(scale, (int, np.integer)) or scale < 1:
             raise ValueError(f"SR scale must be a positive integer, got {scale!r}")
         self.root, self.scale = root, int(scale)
-        self.cache_bytes = cache_bytes
-        self._memory: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._memory_used = 0
 
     def __len__(self) -> int:
         return len(self.hr_files)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.pair(i)
 
     def name(self, i: int) -> str:
         """The image's name: its HR file name without extension (``baby``, ``0001``)."""
@@ -165,16 +147,11 @@ class SRDataset(Dataset):
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(LR, modcropped HR), uint8 HxWx3 each (greyscale replicated)."""
-        if i in self._memory:
-            return self._memory[i]
         lr, hr = self._load(i)
         lr, hr = _rgb(lr), _rgb(modcrop(hr, self.scale))
         if lr.shape[:2] != self.lr_size(i) or hr.shape[:2] != self.hr_sizes[i]:
             raise ValueError(f"{self.hr_files[i]}: decoded LR {lr.shape[:2]} / HR {hr.shape[:2]} differ from the "
                              f"sizes in the file headers {self.lr_size(i)} / {self.hr_sizes[i]}")
-        if self._memory_used + lr.nbytes + hr.nbytes <= self.cache_bytes:
-            self._memory[i] = (lr, hr)
-            self._memory_used += lr.nbytes + hr.nbytes
         return lr, hr
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,11 +167,6 @@ class SRDataset(Dataset):
         the data on different machines agree; adding, removing or rewriting a file (to another size) changes it."""
         record = {"kind": self.kind, "scale": self.scale, "lr_source": self.lr_source, "samples": self._samples()}
         return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-    def check(self) -> None:
-        """Decode every pair; raise ``ValueError`` naming the first file that cannot be read or has the wrong size."""
-        for i in range(len(self)):
-            self.pair(i)
 
     def _modcropped(self, size: tuple[int, int]) -> tuple[int, int]:
         return size[0] - size[0] % self.scale, size[1] - size[1] % self.scale
@@ -212,8 +184,8 @@ class PairedSRDataset(SRDataset):
     lr_source = "files"
 
     def __init__(self, root: str | os.PathLike, scale: int, hr_dir: str = "HR",
-                 lr_dir: str = "LR_bicubic/X{scale}", cache_bytes: int = 512 * 2**20) -> None:
-        super().__init__(Path(root).expanduser(), scale, cache_bytes)
+                 lr_dir: str = "LR_bicubic/X{scale}") -> None:
+        super().__init__(Path(root).expanduser(), scale)
         _require_dir(self.root, f"{self.kind} SR root")
         hr_folder = _require_dir(self.root / hr_dir, "HR image folder")
         lr_folder = _require_dir(self.root / lr_dir.format(scale=self.scale), f"x{self.scale} LR image folder")
@@ -260,8 +232,7 @@ class DIV2K(PairedSRDataset):
 
     kind = "div2k"
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", scale: int = 4,
-                 cache_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "train", scale: int = 4) -> None:
         if split not in _DIV2K_SPLITS:
             raise ValueError(f"DIV2K split {split!r}: expected 'train' or 'valid' (or 'val')")
         split = _DIV2K_SPLITS[split]
@@ -269,25 +240,19 @@ class DIV2K(PairedSRDataset):
         if not (root / f"DIV2K_{split}_HR").is_dir() and (root / "DIV2K" / f"DIV2K_{split}_HR").is_dir():
             root = root / "DIV2K"
         self.split = split
-        super().__init__(root, scale, hr_dir=f"DIV2K_{split}_HR", lr_dir=f"DIV2K_{split}_LR_bicubic/X{{scale}}",
-                         cache_bytes=cache_bytes)
+        super().__init__(root, scale, hr_dir=f"DIV2K_{split}_HR", lr_dir=f"DIV2K_{split}_LR_bicubic/X{{scale}}")
 
 
 class HRFolderSRDataset(SRDataset):
     """HR images only (``<root>/HR/*`` if that folder exists, else ``<root>/*``); the LR input of each is
-    MATLAB's ``imresize(modcrop(hr, s), 1/s)``, bit-exact with the benchmark packs' LR files.
-
-    Degraded images are cached on disk as PNG under ``<cache_dir>/sr_lr/<fingerprint>/`` (default
-    ``cache_dir``: :func:`raykd.data.builtin.default_cache_dir`) when ``disk_cache``; a cached file is written
-    to a temporary name and renamed, and one with the wrong size is recomputed.
-    """
+    MATLAB's ``imresize(modcrop(hr, s), 1/s)``, bit-exact with the benchmark packs' LR files (computed once per
+    sweep when the split is decoded, and kept in the store with it)."""
 
     kind = "hr_folder"
     lr_source = DEGRADATION
 
-    def __init__(self, root: str | os.PathLike, scale: int, *, disk_cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None, cache_bytes: int = 512 * 2**20) -> None:
-        super().__init__(Path(root).expanduser(), scale, cache_bytes)
+    def __init__(self, root: str | os.PathLike, scale: int) -> None:
+        super().__init__(Path(root).expanduser(), scale)
         _require_dir(self.root, "HR-only SR root")
         folder = self.root / "HR" if (self.root / "HR").is_dir() else self.root
         files = _list_images(folder)
@@ -304,35 +269,10 @@ class HRFolderSRDataset(SRDataset):
             self.grey.append(grey)
         if small:
             raise ValueError(f"HR images smaller than the scale {self.scale} under {folder}: {_listing(small)}")
-        self.lr_cache: Path | None = None
-        if disk_cache:
-            from raykd.data.builtin import default_cache_dir
-
-            base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-            self.lr_cache = base / "sr_lr" / self.fingerprint()
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         hr = _read(self.hr_files[i])
-        cached = self.lr_cache / f"{self.name(i)}x{self.scale}.png" if self.lr_cache is not None else None
-        if cached is not None and cached.is_file():
-            try:
-                lr = _read(cached)
-            except ValueError:
-                lr = None  # a damaged cache file is rebuilt below
-            if lr is not None and lr.shape[:2] == self.lr_size(i) and lr.ndim == hr.ndim:
-                return lr, hr
-        lr = imresize(modcrop(hr, self.scale), 1.0 / self.scale)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{cached.stem}.", suffix=".png.tmp", dir=cached.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    Image.fromarray(lr).save(fh, format="PNG")
-                os.replace(tmp, cached)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return lr, hr
+        return imresize(modcrop(hr, self.scale), 1.0 / self.scale), hr
 
     def _samples(self) -> list[list[Any]]:
         return [[f.relative_to(self.root).as_posix(), f.stat().st_size] for f in self.hr_files]
@@ -351,28 +291,40 @@ def open_benchmark(name: str, root: str | os.PathLike, scale: int) -> PairedSRDa
                             "is a directory")
 
 
-def open_sr_dataset(kind: str, root: str | os.PathLike | None, scale: int, split: str = "train",
-                    **kw: Any) -> SRDataset:
-    """Open an SR dataset by kind (``SR_KINDS``).
+@DATASETS.register(name="demo_sr", scope="sr")
+def demo_sr(root: str | os.PathLike | None, split: str, scale: int) -> PairedSRDataset:
+    """The built-in photo demo (:func:`raykd.data.builtin.make_demo_sr`; ``root`` optional), split "train" or
+    "val"."""
+    if split not in ("train", "val"):
+        raise ValueError(f"demo_sr split {split!r}: expected 'train' or 'val'")
+    return PairedSRDataset(make_demo_sr(root) / split, scale)
 
-    ``"demo_sr"`` builds (once) the scikit-image photo demo (:func:`raykd.data.builtin.make_demo_sr`; ``root``
-    optional) and opens its ``split`` ("train" or "val"); ``"div2k"`` opens ``split`` of DIV2K; ``"paired"`` and
-    ``"hr_folder"`` open the folder ``root`` itself (``split`` is not used). ``kw`` goes to the dataset class.
-    """
-    if kind == "demo_sr":
-        from raykd.data.builtin import make_demo_sr
 
-        if split not in ("train", "val"):
-            raise ValueError(f"demo_sr split {split!r}: expected 'train' or 'val'")
-        return PairedSRDataset(make_demo_sr(root) / split, scale, **kw)
-    if kind not in SR_KINDS:
-        raise ValueError(f"unknown SR dataset kind {kind!r}: expected one of {', '.join(SR_KINDS)}")
-    if root is None:
-        raise ValueError(f"SR dataset kind {kind!r} needs a root directory (only 'demo_sr' builds its own)")
-    if kind == "div2k":
-        return DIV2K(root, split, scale, **kw)
-    cls = PairedSRDataset if kind == "paired" else HRFolderSRDataset
-    return cls(root, scale, **kw)
+@DATASETS.register(name="div2k", scope="sr")
+def div2k(root: str | os.PathLike, split: str, scale: int) -> DIV2K:
+    return DIV2K(root, split, scale)
+
+
+@DATASETS.register(name="paired", scope="sr")
+def paired(root: str | os.PathLike, split: str, scale: int) -> PairedSRDataset:
+    """A benchmark folder (HR/ + LR_bicubic/X{s}/); the folder is the split, ``split`` is not used."""
+    return PairedSRDataset(root, scale)
+
+
+@DATASETS.register(name="hr_folder", scope="sr")
+def hr_folder(root: str | os.PathLike, split: str, scale: int) -> HRFolderSRDataset:
+    """A folder of HR images (LR made by MATLAB bicubic); the folder is the split, ``split`` is not used."""
+    return HRFolderSRDataset(root, scale)
+
+
+def open_sr_dataset(kind: str, root: str | os.PathLike | None, scale: int, split: str = "train") -> SRDataset:
+    """Open an SR dataset: a registered kind (:data:`raykd.registry.DATASETS`, scope ``"sr"``: demo_sr, div2k,
+    paired, hr_folder) or a plugin ``"pkg.mod:fn"`` called as ``fn(root, split, scale)``. Every kind but demo_sr
+    needs ``root``."""
+    opener = DATASETS.get(kind, scope="sr")
+    if root is None and kind != "demo_sr":
+        raise ValueError(f"SR dataset {kind!r} needs a root directory (data.root); only 'demo_sr' builds its own")
+    return opener(root, split, scale)
 
 
 # ------------------------------------------------------------------------------------------------ DIV2K
@@ -407,125 +359,3 @@ def download_div2k(root: str | os.PathLike, scale: int = 4, splits: Sequence[str
             path = download(base_url + archive, root / archive, sha256=sha256, size=size, progress=progress)
             extract_folder(path, member, target)
     return root
-
-
-# ------------------------------------------------------------------------------------------------- views
-
-
-@dataclass(frozen=True)
-class PatchView:
-    """An LR box of ``size`` x ``size`` pixels at (``top``, ``left``), then a horizontal flip if ``flip``, then
-    ``rot`` counter-clockwise quarter turns (flip and rot90 together give all eight symmetries of the square)."""
-
-    top: int
-    left: int
-    size: int
-    flip: bool = False
-    rot: int = 0
-
-    def box(self) -> Tensor:
-        """The view as an int64 tensor ``[top, left, size, flip, rot]`` (what training batches carry)."""
-        return torch.tensor([self.top, self.left, self.size, int(self.flip), self.rot], dtype=torch.int64)
-
-    @classmethod
-    def from_box(cls, box: Tensor | Sequence[int]) -> "PatchView":
-        values = [int(v) for v in (box.tolist() if isinstance(box, Tensor) else box)]
-        if len(values) != 5:
-            raise ValueError(f"a patch box is [top, left, size, flip, rot], got {values}")
-        top, left, size, flip, rot = values
-        return cls(top, left, size, bool(flip), rot % 4)
-
-
-def draw_view(seed: int, index: int, k: int, lr_size: tuple[int, int], size: int, *, flip: bool = True,
-              rot90: bool = True) -> PatchView:
-    """View ``k`` of image ``index`` (LR of ``lr_size`` rows x cols) from ``np.random.default_rng([seed, index, k])``.
-
-    All four draws happen whatever ``flip``/``rot90`` say, so turning augmentation on does not move the crops.
-    """
-    h, w = lr_size
-    if size > h or size > w:
-        raise ValueError(f"LR patch {size}x{size} does not fit image {index} of {h}x{w}")
-    rng = np.random.default_rng([seed, index, k])
-    top = int(rng.integers(0, h - size + 1))
-    left = int(rng.integers(0, w - size + 1))
-    flipped = bool(rng.random() < 0.5)
-    rot = int(rng.integers(0, 4))
-    return PatchView(top, left, size, flipped and flip, rot if rot90 else 0)
-
-
-def crop_box(img: Any, view: PatchView, scale: int = 1) -> Any:
-    """The view's box times ``scale`` of ``img`` (..., H, W), a numpy array or tensor, unoriented and uncopied."""
-    top, left, size = view.top * scale, view.left * scale, view.size * scale
-    h, w = img.shape[-2:]
-    if top < 0 or left < 0 or top + size > h or left + size > w:
-        raise ValueError(f"patch box top={top} left={left} size={size} (LR box x{scale}) exceeds the {h}x{w} image")
-    return img[..., top:top + size, left:left + size]
-
-
-def orient(patch: Tensor, view: PatchView) -> Tensor:
-    """The view's flip, then its quarter turns, of an already cropped (..., C, h, w) patch."""
-    if view.flip:
-        patch = patch.flip(-1)
-    return torch.rot90(patch, view.rot, dims=(-2, -1)) if view.rot else patch
-
-
-def apply_view(img: Tensor, view: PatchView, scale: int = 1) -> Tensor:
-    """Crop, flip and rotate ``img`` (..., C, H, W) as ``view`` says, its box multiplied by ``scale``.
-
-    ``scale=1`` for the LR image; ``scale=s`` for anything at HR resolution (the HR image, a teacher's whole-image
-    SR output), which then lands exactly on the LR patch's pixels times ``s``.
-    """
-    return orient(crop_box(img, view, scale), view)
-
-
-def to_tensor(img: np.ndarray) -> Tensor:
-    """uint8 HxWx3 -> float32 (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-
-
-class SRPatches(Dataset):
-    """Aligned random training patches of an SR dataset.
-
-    Item ``i`` is a patch of image ``i // repeat`` (``repeat`` patches per image and epoch); in epoch ``e`` it is
-    view ``k = e * repeat + i % repeat``. Items are ``{"lr": (3, p, p), "hr": (3, p*s, p*s)`` float in [0, 1],
-    ``"index"``: the image, ``"view"``: ``k``, ``"box"``: ``PatchView.box()``}. Views never repeat, which is
-    what SR wants: the teacher cache holds whole-image outputs, so any crop of them is exact.
-    """
-
-    def __init__(self, base: SRDataset, patch_size: int, *, seed: int = 0, repeat: int = 1, flip: bool = True,
-                 rot90: bool = True) -> None:
-        if patch_size < 1 or repeat < 1:
-            raise ValueError(f"patch_size={patch_size} and repeat={repeat} must both be >= 1")
-        small = [f"{base.name(i)} (LR {base.lr_size(i)[0]}x{base.lr_size(i)[1]})" for i in range(len(base))
-                 if min(base.lr_size(i)) < patch_size]
-        if small:
-            raise ValueError(f"LR images smaller than the {patch_size}x{patch_size} patch in {base.root}: "
-                             f"{_listing(small)}; lower patch_size")
-        self.base, self.patch_size, self.seed, self.repeat = base, int(patch_size), int(seed), int(repeat)
-        self.flip, self.rot90 = flip, rot90
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.base) * self.repeat
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def view(self, image: int, k: int) -> PatchView:
-        """View ``k`` of image ``image``."""
-        return draw_view(self.seed, image, k, self.base.lr_size(image), self.patch_size, flip=self.flip,
-                         rot90=self.rot90)
-
-    def get(self, i: int, k: int) -> dict[str, Any]:
-        """Item ``i`` under view ``k``."""
-        image = i // self.repeat
-        view = self.view(image, k)
-        lr, hr = self.base.pair(image)
-        lr_t = torch.from_numpy(lr).permute(2, 0, 1)
-        hr_t = torch.from_numpy(hr).permute(2, 0, 1)
-        return {"lr": apply_view(lr_t, view).float().div_(255.0),
-                "hr": apply_view(hr_t, view, self.base.scale).float().div_(255.0),
-                "index": image, "view": k, "box": view.box()}
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.get(i, self.epoch * self.repeat + i % self.repeat)

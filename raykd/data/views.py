@@ -1,133 +1,121 @@
-"""Replayable augmentation: views of a sample that can be re-applied to its HR image, its LR image and looked up
-in a cache of teacher outputs.
+"""Replayable augmentation, computed for a whole batch as tensor ops on the training device.
 
-A view is a crop box (in HR pixels of the zero-padded image) and a horizontal flip, drawn from
-``np.random.default_rng([seed, index, k])``: it depends on nothing but the plan's seed, the sample index and the
-view number ``k``, so the teacher service that caches K views per sample and a student loader in another process
-produce the same view. Epoch ``e`` uses view ``e % num_views``.
+A view of a sample is drawn from (seed, sample index, view number) alone, by a counter-based hash
+(:func:`uniforms`: SplitMix64's finaliser, Steele, Lea & Flood 2014), so the teacher service, a trial and a
+restarted trial in other processes draw the same view without sharing any state, and a batch's views are drawn
+in one vectorised numpy call. Epoch ``e`` trains on view ``e`` (``DataConfig.view_for_epoch``).
+
+* Classification (:class:`CropFlip`): the image, resized to ``size`` when decoded, zero-padded by ``padding``, a
+  ``size`` crop at a drawn offset, mirrored with probability 1/2 when ``flip`` (the CIFAR / TinyImageNet KD recipe).
+  The crop and the flip of a whole uint8 batch are one gather; :func:`normalise` and :class:`LowResolution` (the
+  LR student input of DFD and ViMD) follow on the same device.
+* Super-resolution (:class:`PatchViews`): an LR box of ``patch`` pixels at a drawn position of each image, a
+  horizontal flip and a number of quarter turns (BasicSR's paired random crop and ``augment``); the same box times
+  the scale is cut from the HR image and from any whole-image teacher output, so LR patch, HR patch and teacher
+  patch stay aligned pixel for pixel. Flip and turns of a batch are one gather.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from raykd.data.classification import ClassificationDataset
+__all__ = ["VIEW_FORMAT", "uniforms", "CropFlip", "LowResolution", "PatchViews", "normalise", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
-# Bumped whenever the way views are drawn changes, so cached teacher outputs of old views are not reused.
-VIEW_PLAN_VERSION = 1
+# Bumped whenever the way views are drawn or applied changes: stored teacher outputs of old views get new keys.
+VIEW_FORMAT = 2
+# ImageNet statistics (timm's IMAGENET_DEFAULT_MEAN / _STD), the input convention of every raykd classifier.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return int(h), int(w)
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, index: np.ndarray, view: np.ndarray | int, count: int) -> np.ndarray:
+    """``count`` independent uniforms in [0, 1) per (sample, view): shape ``(len(index), count)``, float64, a pure
+    function of (seed, index, view), identical on every platform."""
+    index = np.asarray(index, dtype=np.int64)
+    view = np.broadcast_to(np.asarray(view, dtype=np.int64), index.shape)
+    if (index < 0).any() or (view < 0).any() or seed < 0:
+        raise ValueError(f"seed, sample indices and view numbers must be >= 0 (seed={seed})")
+    with np.errstate(over="ignore"):
+        h = _mix(np.full(index.shape, seed, dtype=np.uint64))
+        h = _mix(h ^ index.astype(np.uint64))
+        h = _mix(h ^ view.astype(np.uint64))
+        draws = [_mix(h ^ np.uint64(d + 1)) for d in range(count)]
+    return np.stack([(d >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 for d in draws], axis=-1)
+
+
+def _integers(u: np.ndarray, high: np.ndarray | int) -> np.ndarray:
+    """Integers in ``[0, high)`` from uniforms ``u``."""
+    return np.minimum(np.floor(u * high).astype(np.int64), np.asarray(high) - 1)
 
 
 @dataclass(frozen=True)
-class View:
-    """View ``k`` of sample ``index``: crop at (``top``, ``left``) of the padded HR image, then mirror if ``flip``."""
+class CropFlip:
+    """Classification views: a ``size`` crop of the image zero-padded by ``padding``, then a mirror if drawn."""
 
-    index: int
-    k: int
-    top: int
-    left: int
-    flip: bool
+    seed: int
+    size: int
+    padding: int = 4
+    flip: bool = True
+
+    def draw(self, index: np.ndarray, view: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(top, left, mirrored)`` per sample (top/left in the padded image). All three draws happen whatever
+        ``flip`` says, so turning it off does not move the crops."""
+        u = uniforms(self.seed, index, view, 3)
+        room = 2 * self.padding + 1
+        return _integers(u[:, 0], room), _integers(u[:, 1], room), (u[:, 2] < 0.5) & self.flip
+
+    def apply(self, images: Tensor, index: np.ndarray, view: np.ndarray | int) -> Tensor:
+        """The views of a batch: ``images`` uint8 ``(B, size, size, 3)`` (any device) -> float ``(B, 3, size, size)``
+        in [0, 1] on the same device."""
+        b, h, w, _ = images.shape
+        if (h, w) != (self.size, self.size):
+            raise ValueError(f"images are {h}x{w}; these views crop {self.size}x{self.size} (decode at that size)")
+        top, left, mirrored = self.draw(index, view)
+        device = images.device
+        p = self.padding
+        padded = F.pad(images, (0, 0, p, p, p, p)) if p else images
+        steps = torch.arange(self.size, device=device)
+        rows = torch.as_tensor(top, device=device)[:, None] + steps
+        cols = torch.as_tensor(left, device=device)[:, None] + torch.where(
+            torch.as_tensor(mirrored, device=device)[:, None], self.size - 1 - steps, steps)
+        batch = torch.arange(b, device=device)[:, None, None]
+        out = padded[batch, rows[:, :, None], cols[:, None, :]]
+        return out.permute(0, 3, 1, 2).float().div_(255.0)
+
+    def describe(self) -> dict[str, Any]:
+        """What determines the views, for content keys."""
+        return {"views": "crop_flip", "format": VIEW_FORMAT, "seed": self.seed, "size": self.size,
+                "padding": self.padding, "flip": self.flip}
 
 
-@dataclass(frozen=True)
-class ViewPlan:
-    """How views are drawn: ``num_views`` per sample, a ``crop`` (int or (h, w); None = the unpadded image size)
-    taken from the image zero-padded by ``padding`` on every side, and a random horizontal flip when ``flip``.
-
-    ``align`` makes crop offsets multiples of ``align`` HR pixels; set it to the LR factor so the same view can be
-    applied exactly to the LR image (``apply(..., scale=factor)``).
-    """
-
-    seed: int = 0
-    num_views: int = 1
-    crop: int | tuple[int, int] | None = None
-    padding: int = 0
-    flip: bool = False
-    align: int = 1
-
-    def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"ViewPlan seed={self.seed}: must be >= 0 (it seeds numpy's SeedSequence)")
-        if self.num_views < 1:
-            raise ValueError(f"ViewPlan num_views={self.num_views}: must be >= 1")
-        if self.padding < 0:
-            raise ValueError(f"ViewPlan padding={self.padding}: must be >= 0")
-        if self.align < 1:
-            raise ValueError(f"ViewPlan align={self.align}: must be >= 1")
-        if self.crop is not None:
-            crop = _pair(self.crop)
-            if min(crop) < 1:
-                raise ValueError(f"ViewPlan crop={self.crop}: sides must be >= 1")
-            object.__setattr__(self, "crop", crop)
-
-    def view_for_epoch(self, epoch: int) -> int:
-        """The view number used in ``epoch``."""
-        return epoch % self.num_views
-
-    def crop_size(self, image_size: int | Sequence[int]) -> tuple[int, int]:
-        """(h, w) of a view of an image of ``image_size``."""
-        return self.crop if self.crop is not None else _pair(image_size)
-
-    def view(self, index: int, k: int, image_size: int | Sequence[int]) -> View:
-        """View ``k`` of sample ``index`` for an HR image of ``image_size`` ((h, w) or a square side)."""
-        if not 0 <= k < self.num_views:
-            raise ValueError(f"view k={k} outside 0..{self.num_views - 1} of this ViewPlan")
-        h, w = _pair(image_size)
-        ch, cw = self.crop_size(image_size)
-        room_h, room_w = h + 2 * self.padding - ch, w + 2 * self.padding - cw
-        if room_h < 0 or room_w < 0:
-            raise ValueError(f"crop {ch}x{cw} does not fit an image of {h}x{w} padded by {self.padding}")
-        rng = np.random.default_rng([self.seed, index, k])
-        # All three draws happen whatever the settings, so turning flip on does not move the crops.
-        top = int(rng.integers(0, room_h // self.align + 1)) * self.align
-        left = int(rng.integers(0, room_w // self.align + 1)) * self.align
-        flip = bool(rng.random() < 0.5) and self.flip
-        return View(index=index, k=k, top=top, left=left, flip=flip)
-
-    def apply(self, img: Tensor, view: View, scale: int = 1) -> Tensor:
-        """Pad, crop and flip ``img`` (..., C, H, W) as ``view`` says.
-
-        ``img`` is the HR image when ``scale == 1``; for an image ``scale`` times smaller (the LR input, or an
-        LR-sized teacher output) padding and box are divided by ``scale``, which must divide them exactly.
-        """
-        pad, top, left = self.padding, view.top, view.left
-        h, w = img.shape[-2:]
-        ch, cw = self.crop_size((h * scale, w * scale))
-        if scale != 1:
-            parts = {"padding": pad, "top": top, "left": left, "crop height": ch, "crop width": cw}
-            bad = {k: v for k, v in parts.items() if v % scale}
-            if bad:
-                raise ValueError(f"view {bad} is not divisible by scale {scale}: use ViewPlan(align={scale}) and a "
-                                 f"crop and padding that are multiples of {scale}")
-            pad, top, left, ch, cw = pad // scale, top // scale, left // scale, ch // scale, cw // scale
-        if top + ch > h + 2 * pad or left + cw > w + 2 * pad:
-            raise ValueError(f"view box top={top} left={left} size {ch}x{cw} exceeds the {h}x{w} image padded by {pad}")
-        if pad:
-            img = F.pad(img, (pad, pad, pad, pad))
-        out = img[..., top:top + ch, left:left + cw]
-        return out.flip(-1) if view.flip else out
-
-    def to_dict(self) -> dict[str, Any]:
-        """A stable, JSON-able description for cache keys."""
-        return {"version": VIEW_PLAN_VERSION, "seed": self.seed, "num_views": self.num_views,
-                "crop": list(self.crop) if self.crop is not None else None, "padding": self.padding,
-                "flip": self.flip, "align": self.align}
+def normalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """``(x - mean) / std`` per channel of a ``(B, 3, H, W)`` batch."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
 
 
 @dataclass(frozen=True)
 class LowResolution:
-    """The LR input made from an HR tensor (..., C, H, W) in [0, 1].
+    """The LR input made from an HR batch ``(B, C, H, W)`` in [0, 1].
 
     ``mode="down"``: bicubic downscaling by ``factor`` with antialiasing (PIL's kernel, a = -0.5), to
     (H // factor, W // factor). ``mode="down_up"``: the same, then bicubic back up to (H, W): DFD's
@@ -148,66 +136,81 @@ class LowResolution:
         h, w = hr.shape[-2:]
         if h < self.factor or w < self.factor:
             raise ValueError(f"image of {h}x{w} is smaller than the LR factor {self.factor}")
-        x = hr.reshape(-1, *hr.shape[-3:]).float()
-        x = F.interpolate(x, size=(h // self.factor, w // self.factor), mode="bicubic", antialias=True,
+        x = F.interpolate(hr.float(), size=(h // self.factor, w // self.factor), mode="bicubic", antialias=True,
                           align_corners=False)
         if self.mode == "down_up":
             x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-        return x.clamp_(0, 1).reshape(*hr.shape[:-2], *x.shape[-2:])
+        return x.clamp_(0, 1)
 
 
-class ViewDataset(Dataset):
-    """Training/eval samples of a classification dataset under a ViewPlan.
+@dataclass(frozen=True)
+class PatchViews:
+    """Super-resolution views: ``repeat`` LR patches of ``patch`` pixels per image and epoch, flipped and turned.
 
-    Each image is resized to ``image_size`` x ``image_size`` (bicubic), viewed with view ``epoch % num_views``
-    (``set_epoch``; a view ``k`` directly with ``get(i, k)``), and normalised with ``mean``/``std``. Items are
-    ``{"hr", "lr" (only with ``lr``; made from the viewed HR), "label", "index", "view"}``.
-
-    When the resized set fits in ``cache_bytes`` it is decoded once at construction and kept as uint8, because
-    small sets are re-read every epoch. DataLoader workers see the epoch set before the loader's iterator is
-    created; with ``persistent_workers=True`` they keep the epoch they started with, so iterate with
-    non-persistent workers (the default) when ``num_views > 1``.
+    Item ``i`` of an epoch is a patch of image ``i // repeat``; in epoch ``e`` it is view ``e * repeat + i % repeat``
+    of that image, so every (image, epoch) pair draws fresh patches and none repeats.
     """
 
-    def __init__(self, base: ClassificationDataset, plan: ViewPlan, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], lr: LowResolution | None = None,
-                 cache_bytes: int = 512 * 2**20) -> None:
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean {list(mean)} and std {list(std)} need one value per RGB channel")
-        self.base, self.plan, self.image_size, self.lr = base, plan, int(image_size), lr
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.epoch = 0
-        self.cache: Tensor | None = None
-        if len(base) * 3 * self.image_size ** 2 <= cache_bytes:
-            self.cache = torch.empty((len(base), 3, self.image_size, self.image_size), dtype=torch.uint8)
-            for i in range(len(base)):
-                self.cache[i] = self._decode(i)
+    seed: int
+    patch: int
+    scale: int
+    repeat: int = 1
+    flip: bool = True
+    rot90: bool = True
 
-    def __len__(self) -> int:
-        return len(self.base)
+    def view_numbers(self, items: np.ndarray, epoch_view: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, view)`` of the epoch's items (``epoch_view``: the epoch's view number)."""
+        items = np.asarray(items, dtype=np.int64)
+        return items // self.repeat, epoch_view * self.repeat + items % self.repeat
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def draw(self, image: np.ndarray, view: np.ndarray, lr_sizes: np.ndarray) -> np.ndarray:
+        """Boxes ``(B, 5)`` int64: ``top, left`` of the LR box, ``size``, ``flip`` (0/1) and ``rot`` quarter turns.
+        All four draws happen whatever ``flip``/``rot90`` say, so turning augmentation on does not move the crops."""
+        lr_sizes = np.asarray(lr_sizes, dtype=np.int64).reshape(-1, 2)
+        small = np.flatnonzero((lr_sizes < self.patch).any(axis=1))
+        if small.size:
+            i = int(small[0])
+            raise ValueError(f"LR patch {self.patch}x{self.patch} does not fit image {int(image[i])} of "
+                             f"{lr_sizes[i, 0]}x{lr_sizes[i, 1]}: lower data.patch_size")
+        u = uniforms(self.seed, image, view, 4)
+        top = _integers(u[:, 0], lr_sizes[:, 0] - self.patch + 1)
+        left = _integers(u[:, 1], lr_sizes[:, 1] - self.patch + 1)
+        flip = (u[:, 2] < 0.5) & self.flip
+        rot = _integers(u[:, 3], 4) * int(self.rot90)
+        return np.stack([top, left, np.full_like(top, self.patch), flip.astype(np.int64), rot], axis=1)
 
-    def _decode(self, i: int) -> Tensor:
-        img = self.base.image(i)
-        if img.size != (self.image_size, self.image_size):
-            img = img.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    @staticmethod
+    def crop(images: Sequence[np.ndarray], boxes: np.ndarray, scale: int = 1, channels_last: bool = True
+             ) -> np.ndarray:
+        """The boxes times ``scale`` cut from each image (``(H, W, C)`` when ``channels_last``, else
+        ``(C, H, W)``): ``(B, p*scale, p*scale, C)`` or ``(B, C, p*scale, p*scale)``, unoriented."""
+        out = []
+        for img, (top, left, size, _, _) in zip(images, boxes.tolist()):
+            t, l, s = top * scale, left * scale, size * scale
+            h, w = (img.shape[0], img.shape[1]) if channels_last else img.shape[-2:]
+            if t + s > h or l + s > w:
+                raise ValueError(f"patch box top={t} left={l} size={s} (LR box x{scale}) exceeds the {h}x{w} image")
+            out.append(img[t:t + s, l:l + s] if channels_last else img[..., t:t + s, l:l + s])
+        return np.stack(out)
 
-    def hr_image(self, i: int) -> Tensor:
-        """Sample ``i`` resized, before any view: uint8 (3, image_size, image_size)."""
-        return self.cache[i] if self.cache is not None else self._decode(i)
+    @staticmethod
+    def orient(patches: Tensor, boxes: np.ndarray) -> Tensor:
+        """Each patch of ``(B, C, P, P)`` mirrored (if its box says so), then turned ``rot`` times
+        counter-clockwise (``torch.rot90`` on the last two axes): one gather for the batch."""
+        b, _, p, _ = patches.shape
+        device = patches.device
+        i = torch.arange(p, device=device).view(1, p, 1).expand(b, p, p)
+        j = torch.arange(p, device=device).view(1, 1, p).expand(b, p, p)
+        rot = torch.as_tensor(boxes[:, 4], device=device).view(b, 1, 1)
+        # rot90 k times: out[i, j] = in[src]; k=1: (j, P-1-i), k=2: (P-1-i, P-1-j), k=3: (P-1-j, i)
+        r = torch.where(rot == 1, j, torch.where(rot == 2, p - 1 - i, torch.where(rot == 3, p - 1 - j, i)))
+        c = torch.where(rot == 1, p - 1 - i, torch.where(rot == 2, p - 1 - j, torch.where(rot == 3, i, j)))
+        flipped = torch.as_tensor(boxes[:, 3], device=device).view(b, 1, 1).bool()
+        c = torch.where(flipped, p - 1 - c, c)
+        batch = torch.arange(b, device=device).view(b, 1, 1)
+        return patches.permute(0, 2, 3, 1)[batch, r, c].permute(0, 3, 1, 2)
 
-    def get(self, i: int, k: int) -> dict[str, Any]:
-        """Sample ``i`` under view ``k``."""
-        view = self.plan.view(i, k, self.image_size)
-        hr = self.plan.apply(self.hr_image(i).float() / 255, view)
-        item = {"hr": (hr - self.mean) / self.std, "label": self.base.label(i), "index": i, "view": k}
-        if self.lr is not None:
-            item["lr"] = (self.lr(hr) - self.mean) / self.std
-        return item
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.get(i, self.plan.view_for_epoch(self.epoch))
+    def describe(self) -> dict[str, Any]:
+        """What determines the views, for content keys (whole-image teacher outputs do not depend on it)."""
+        return {"views": "patches", "format": VIEW_FORMAT, "seed": self.seed, "patch": self.patch,
+                "scale": self.scale, "repeat": self.repeat, "flip": self.flip, "rot90": self.rot90}

@@ -1,55 +1,56 @@
 """Classification distillation methods: none, kd, dkd, figkd, dfd, fitnet, at.
 
-Default hyperparameters follow the papers, or mdistiller's CIFAR-100 configs (megvii-research/mdistiller,
-``mdistiller/engine/cfg.py``) where the paper leaves them to the implementation.
+Defaults follow the papers, or mdistiller's CIFAR-100 configs (megvii-research/mdistiller,
+``mdistiller/engine/cfg.py``) where a paper leaves them to the implementation; each class says which.
 """
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pywt
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raykd.losses.features import HintRegressor, at_loss, dfd_loss, hint_loss
 from raykd.losses.figkd import FiGKDLoss
 from raykd.losses.kd import dkd_terms, kd_loss
-from raykd.methods.base import Method, Outputs, Shapes, register_method
+from raykd.methods.base import (Choice, Float, Int, Method, Outputs, Param, Shapes, require_outputs,
+                                require_same_shape)
+from raykd.registry import METHODS
 
 __all__ = ["NoDistill", "KD", "DKD", "FiGKD", "DFD", "FitNet", "AT"]
+
+# the temperature of softmax-based losses: > 0, searched over the range the KD literature uses
+TEMPERATURE = Float(4.0, low=0.0, low_open=True, search=(1.0, 8.0))
+WAVELETS = tuple(pywt.wavelist(kind="discrete"))
 
 
 def _ce(student: Outputs, target: Tensor) -> Tensor:
     return F.cross_entropy(student["logits"], target)
 
 
-def _require_outputs(method: str, key: str, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-    for side, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
-        if key not in shapes:
-            raise ValueError(f"method {method!r}: the {side} provided no {key!r} output (got {sorted(shapes)})")
+class _LogitMethod(Method):
+    """Methods that compare student and teacher logits, which must have one shape."""
+
+    def teacher_outputs(self) -> tuple[str, ...]:
+        return ("logits",)
+
+    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
+        require_same_shape(self.name, "logits", student_shapes, teacher_shapes)
 
 
-def _require_same_shape(method: str, key: str, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-    _require_outputs(method, key, student_shapes, teacher_shapes)
-    if tuple(student_shapes[key]) != tuple(teacher_shapes[key]):
-        raise ValueError(
-            f"method {method!r}: student and teacher {key!r} shapes must match, "
-            f"got {tuple(student_shapes[key])} and {tuple(teacher_shapes[key])}"
-        )
-
-
-@register_method
+@METHODS.register()
 class NoDistill(Method):
     """The student alone, trained with cross-entropy (the ``none`` baseline)."""
 
     name = "none"
-    defaults: ClassVar[dict[str, Any]] = {}
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         return {"ce": _ce(student, target)}
 
 
-@register_method
-class KD(Method):
+@METHODS.register()
+class KD(_LogitMethod):
     """Hinton et al. 2015: ``w_ce * CE + w_kd * T^2 KL`` (:func:`raykd.losses.kd.kd_loss`).
 
     Defaults from mdistiller's KD config: ``w_ce`` 0.1, ``w_kd`` 0.9, ``T`` 4 (Hinton et al. advise a much
@@ -57,24 +58,17 @@ class KD(Method):
     """
 
     name = "kd"
-    defaults: ClassVar[dict[str, Any]] = {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}
-
-    def teacher_outputs(self) -> tuple[str, ...]:
-        return ("logits",)
-
-    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_same_shape(self.name, "logits", student_shapes, teacher_shapes)
+    hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(0.1), "w_kd": Float(0.9, search=(0.1, 1.0)),
+                                           "T": TEMPERATURE}
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
-        return {
-            "ce": p["w_ce"] * _ce(student, target),
-            "kd": p["w_kd"] * kd_loss(student["logits"], teacher["logits"], p["T"]),
-        }
+        return {"ce": p["w_ce"] * _ce(student, target),
+                "kd": p["w_kd"] * kd_loss(student["logits"], teacher["logits"], p["T"])}
 
 
-@register_method
-class DKD(Method):
+@METHODS.register()
+class DKD(_LogitMethod):
     """Decoupled KD (Zhao et al., CVPR 2022, eq. 7): ``w_ce * CE + warm * (alpha * TCKD + beta * NCKD)``.
 
     ``warm = min(epoch / warmup_epochs, 1)`` ramps the distillation terms in linearly (``warmup_epochs = 0``
@@ -83,70 +77,53 @@ class DKD(Method):
     """
 
     name = "dkd"
-    defaults: ClassVar[dict[str, Any]] = {"w_ce": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup_epochs": 20}
-
-    def teacher_outputs(self) -> tuple[str, ...]:
-        return ("logits",)
-
-    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_same_shape(self.name, "logits", student_shapes, teacher_shapes)
+    hparams: ClassVar[dict[str, Param]] = {
+        "w_ce": Float(1.0), "alpha": Float(1.0, search=(0.25, 4.0), log=True),
+        "beta": Float(8.0, search=(1.0, 16.0), log=True), "T": TEMPERATURE, "warmup_epochs": Int(20)}
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
         warm = min(epoch / p["warmup_epochs"], 1.0) if p["warmup_epochs"] > 0 else 1.0
         tckd, nckd = dkd_terms(student["logits"], teacher["logits"], target, p["T"])
-        return {
-            "ce": p["w_ce"] * _ce(student, target),
-            "tckd": warm * p["alpha"] * tckd,
-            "nckd": warm * p["beta"] * nckd,
-        }
+        return {"ce": p["w_ce"] * _ce(student, target), "tckd": warm * p["alpha"] * tckd,
+                "nckd": warm * p["beta"] * nckd}
 
 
-@register_method
-class FiGKD(Method):
-    """FiGKD (Kim 2025, arXiv:2505.11897): ``w_ce * CE + w_hf * D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``.
+@METHODS.register()
+class FiGKD(_LogitMethod):
+    """FiGKD (Kim 2025, arXiv:2505.11897): ``w_ce * CE + w_hf * D(HF(DWT(M(z_s / T))), HF(DWT(M(z_t / T))))``.
 
-    See :func:`raykd.losses.figkd.figkd_hf_loss` for every knob. The paper's weights and temperature could not
-    be retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar level, MSE)
-    are neutral starting points for a sweep, not published values.
+    See :mod:`raykd.losses.figkd` for every knob. ``T`` and ``w_hf`` are confounded (no softmax: the term scales
+    as ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. The paper's weights could not be
+    retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar level, MSE) are
+    neutral starting points for a sweep, not published values.
     """
 
     name = "figkd"
-    defaults: ClassVar[dict[str, Any]] = {
-        "w_ce": 1.0,
-        "w_hf": 1.0,
-        "T": 1.0,
-        "level": 1,
-        "wavelet": "haar",
-        "distance": "mse",
-    }
+    hparams: ClassVar[dict[str, Param]] = {
+        "w_ce": Float(1.0, search=(0.1, 1.0)), "w_hf": Float(1.0, search=(0.1, 10.0), log=True),
+        "T": Float(1.0, low_open=True), "level": Int(1, low=1, grid=(1, 2)),
+        "wavelet": Choice("haar", WAVELETS, search=("haar", "db2")),
+        "distance": Choice("mse", ("mse", "l1"), search=("mse", "l1"))}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
         self.hf = FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"])
 
-    def teacher_outputs(self) -> tuple[str, ...]:
-        return ("logits",)
-
-    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_same_shape(self.name, "logits", student_shapes, teacher_shapes)
-
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
-        return {
-            "ce": p["w_ce"] * _ce(student, target),
-            "hf": p["w_hf"] * self.hf(student["logits"], teacher["logits"]),
-        }
+        return {"ce": p["w_ce"] * _ce(student, target),
+                "hf": p["w_hf"] * self.hf(student["logits"], teacher["logits"])}
 
 
-@register_method
+@METHODS.register()
 class DFD(Method):
     """Deep feature distillation for LR recognition (Zhu et al., ICASSP 2019; seed 002).
 
     ``w_ce * CE + lambda * 1/2 ||f_s(x_lr) - f_t(x_hr)||^2`` on penultimate features
     (:func:`raykd.losses.features.dfd_loss`); the student sees the LR input, the teacher the HR one.
-    ``lambda`` defaults to 1 (unit weight): the paper's value could not be retrieved when this was written.
+    ``lambda`` defaults to 2: the paper reports its best results around lambda = 2.
 
     The paper distils between copies of one architecture, so the features have one width. When a sweep pairs
     networks of different widths, a learned linear map (FitNet's regressor) takes the student's feature to the
@@ -155,28 +132,26 @@ class DFD(Method):
 
     name = "dfd"
     student_input = "lr"
-    defaults: ClassVar[dict[str, Any]] = {"w_ce": 1.0, "lambda": 1.0}
+    hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(1.0), "lambda": Float(2.0, search=(0.01, 10.0), log=True)}
 
     def teacher_outputs(self) -> tuple[str, ...]:
         return ("penultimate",)
 
     def student_outputs(self) -> tuple[str, ...]:
-        return ("logits", "penultimate")
+        return ("penultimate",)
 
     def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_outputs(self.name, "penultimate", student_shapes, teacher_shapes)
+        require_outputs(self.name, "penultimate", student_shapes, teacher_shapes)
         s, t = tuple(student_shapes["penultimate"]), tuple(teacher_shapes["penultimate"])
         self.projection = HintRegressor(s, t) if s != t else nn.Identity()
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
-        return {
-            "ce": p["w_ce"] * _ce(student, target),
-            "dfd": p["lambda"] * dfd_loss(self.projection(student["penultimate"]), teacher["penultimate"]),
-        }
+        return {"ce": p["w_ce"] * _ce(student, target),
+                "dfd": p["lambda"] * dfd_loss(self.projection(student["penultimate"]), teacher["penultimate"])}
 
 
-@register_method
+@METHODS.register()
 class FitNet(Method):
     """FitNets (Romero et al., ICLR 2015, eq. 3): ``w_ce * CE + w_hint * MSE(r(f_s), f_t)`` at one stage.
 
@@ -187,7 +162,7 @@ class FitNet(Method):
     """
 
     name = "fitnet"
-    defaults: ClassVar[dict[str, Any]] = {"w_ce": 1.0, "w_hint": 100.0, "stage": 1}
+    hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(1.0), "w_hint": Float(100.0), "stage": Int(1, low=None)}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -201,23 +176,21 @@ class FitNet(Method):
         return (self._key,)
 
     def student_outputs(self) -> tuple[str, ...]:
-        return ("logits", self._key)
+        return (self._key,)
 
     def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        _require_outputs(self.name, self._key, student_shapes, teacher_shapes)
+        require_outputs(self.name, self._key, student_shapes, teacher_shapes)
         self.regressor = HintRegressor(tuple(student_shapes[self._key]), tuple(teacher_shapes[self._key]))
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         if self.regressor is None:
             raise RuntimeError("method 'fitnet': call bind(student_shapes, teacher_shapes) before the first forward")
         p = self.params
-        return {
-            "ce": p["w_ce"] * _ce(student, target),
-            "hint": p["w_hint"] * hint_loss(self.regressor(student[self._key]), teacher[self._key]),
-        }
+        return {"ce": p["w_ce"] * _ce(student, target),
+                "hint": p["w_hint"] * hint_loss(self.regressor(student[self._key]), teacher[self._key])}
 
 
-@register_method
+@METHODS.register()
 class AT(Method):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017, eq. 2): ``w_ce * CE + w_at * sum_j AT_j``.
 
@@ -227,14 +200,15 @@ class AT(Method):
     """
 
     name = "at"
-    defaults: ClassVar[dict[str, Any]] = {"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}
+    hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(1.0), "w_at": Float(1000.0),
+                                           "p": Float(2.0, low_open=True)}
     stages: ClassVar[tuple[int, ...]] = (-3, -2, -1)
 
     def teacher_outputs(self) -> tuple[str, ...]:
         return tuple(f"stage:{k}" for k in self.stages)
 
     def student_outputs(self) -> tuple[str, ...]:
-        return ("logits", *self.teacher_outputs())
+        return self.teacher_outputs()
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params

@@ -21,13 +21,15 @@ Normalisation (the letter gives the formula only; it is fixed here from the auth
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from raykd.losses.kd import kd_loss
-from raykd.methods.base import Method, Outputs, Shapes, register_method
+from raykd.methods.base import Choice, Float, Method, Outputs, Param, Shapes
+from raykd.methods.classification import TEMPERATURE
+from raykd.registry import METHODS
 
 __all__ = ["ViMD", "hidden_state_loss"]
 
@@ -37,18 +39,20 @@ def hidden_state_loss(hidden_s: Tensor, hidden_t: Tensor) -> Tensor:
     over batch, tokens and channels of one layer. The teacher's states are detached."""
     if hidden_s.dim() != 4 or hidden_s.shape != hidden_t.shape:
         raise ValueError(
-            "raykd/methods/vimd.py: hidden states must both be batch-first (B, layers, tokens, dim) of one shape; "
+            "hidden states must both be batch-first (B, layers, tokens, dim) of one shape; "
             f"got student {tuple(hidden_s.shape)} and teacher {tuple(hidden_t.shape)}"
         )
     per_layer = (hidden_s - hidden_t.detach()).square().mean(dim=(0, 2, 3))
     return per_layer.sum()
 
 
-@register_method
+@METHODS.register()
 class ViMD(Method):
     """``CE + alpha * (KL_T + beta * sum_i ||H_i^t - H_i^s||^2)`` (see the module docstring for the exact terms).
 
     Returns the terms already weighted: ``ce``, ``kd`` = ``alpha * KL_T`` and ``hidden`` = ``alpha * beta * sum``.
+    ``terms`` reaches the columns of the paper's Table II ablation: ``"both"`` (the method), ``"logits"`` (logit
+    distillation only) and ``"hidden"`` (hidden-state distillation only); ``beta = 0`` is in the sweep's grid.
     The student sees the LR image (SRVM-Net), the teacher the HR one (HRVM-Net). Both sides must expose
     ``"hidden"`` with the same number of layers and the same per-layer shape, which holds when they share one
     Vim configuration, as in the paper (:meth:`bind` checks it).
@@ -56,35 +60,34 @@ class ViMD(Method):
 
     name = "vimd"
     student_input = "lr"
-    defaults: ClassVar[dict[str, Any]] = {"alpha": 1.0, "beta": 20.0, "T": 4.0}
+    hparams: ClassVar[dict[str, Param]] = {
+        "alpha": Float(1.0, search=(0.1, 4.0), log=True), "beta": Float(20.0, grid=(0.0, 1.0, 5.0, 20.0, 100.0)),
+        "T": TEMPERATURE, "terms": Choice("both", ("both", "logits", "hidden"))}
 
     def teacher_outputs(self) -> tuple[str, ...]:
-        return ("logits", "hidden")
+        return {"both": ("logits", "hidden"), "logits": ("logits",), "hidden": ("hidden",)}[self.params["terms"]]
 
     def student_outputs(self) -> tuple[str, ...]:
-        return ("logits", "hidden")
+        return ("hidden",) if "hidden" in self.teacher_outputs() else ()
 
     def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
-        for key in ("logits", "hidden"):
+        for key in self.teacher_outputs():
             for side, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
                 if key not in shapes:
                     raise ValueError(f"method 'vimd': the {side} provided no {key!r} output (got {sorted(shapes)}); "
                                      "use Vim-based models (vim_*, srvm_*) on both sides")
-        s, t = tuple(student_shapes["hidden"]), tuple(teacher_shapes["hidden"])
-        if s != t:
-            raise ValueError(
-                f"method 'vimd': student hidden states {s} and teacher hidden states {t} differ; per sample they are "
-                "(layers, tokens, dim), so both need the same depth and embed_dim and the student's super-resolved "
-                "image must have the teacher's HR size (LR size x SR scale = image_size)"
-            )
-        if tuple(student_shapes["logits"]) != tuple(teacher_shapes["logits"]):
-            raise ValueError(f"method 'vimd': student and teacher 'logits' shapes must match, got "
-                             f"{tuple(student_shapes['logits'])} and {tuple(teacher_shapes['logits'])}")
+            s, t = tuple(student_shapes[key]), tuple(teacher_shapes[key])
+            if s != t:
+                raise ValueError(
+                    f"method 'vimd': student {key!r} {s} and teacher {key!r} {t} differ; hidden states are (layers, "
+                    "tokens, dim) per sample, so both need the same depth and embed_dim and the student's "
+                    "super-resolved image must have the teacher's HR size (LR size x SR scale = image_size)")
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
-        return {
-            "ce": F.cross_entropy(student["logits"], target),
-            "kd": p["alpha"] * kd_loss(student["logits"], teacher["logits"], p["T"]),
-            "hidden": p["alpha"] * p["beta"] * hidden_state_loss(student["hidden"], teacher["hidden"]),
-        }
+        terms = {"ce": F.cross_entropy(student["logits"], target)}
+        if "logits" in teacher:
+            terms["kd"] = p["alpha"] * kd_loss(student["logits"], teacher["logits"], p["T"])
+        if "hidden" in teacher:
+            terms["hidden"] = p["alpha"] * p["beta"] * hidden_state_loss(student["hidden"], teacher["hidden"])
+        return terms

@@ -38,15 +38,15 @@ State-dict keys follow the official code: ``conv_first``, ``patch_embed.norm``,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor
 
-from raykd.models.registry import register_model
+from raykd.models.registry import create_model, register_model
 from raykd.models.sr_common import check_scale
 from raykd.models.swinir import (
     PatchEmbed,
@@ -59,9 +59,7 @@ from raykd.models.swinir import (
     window_reverse,
 )
 
-__all__ = ["KnowledgeAggregator", "DCTSwinLayer", "dct_matrix", "mtkd_aggregator", "train_aggregator"]
-
-
+__all__ = ["KnowledgeAggregator", "DCTSwinLayer", "MTKDTeacher", "dct_matrix", "mtkd_aggregator", "mtkd_teacher"]
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
     """Orthonormal DCT-II matrix ``D`` (n x n): ``D[k, i] = c_k sqrt(2/n) cos(pi (2i + 1) k / (2n))`` with
@@ -255,53 +253,47 @@ def mtkd_aggregator(num_teachers: int = 3, scale: int = 4, **kwargs) -> Knowledg
     return KnowledgeAggregator(num_teachers, check_scale(scale, "mtkd_aggregator"), **{**config, **kwargs})
 
 
-def train_aggregator(
-    model: nn.Module,
-    batches: Iterable[tuple[Sequence[Tensor], Tensor]],
-    *,
-    epochs: int,
-    lr: float,
-    device: str | torch.device,
-    progress: Callable[[int, float], None] | None = None,
-) -> dict[str, float | int | list[float]]:
-    """MTKD stage 1 (Sec. 3.1): fit the aggregator to the ground truth with ``L1(agg(teachers), HR)`` and Adam.
+class MTKDTeacher(nn.Module):
+    """The aggregated MTKD teacher as one SR model: ``I_MT = agg(T_1(lr), ..., T_N(lr))`` (MTKD Sec. 3.1).
 
-    ``batches`` is re-iterated once per epoch and yields ``(teacher_outputs, hr)``: the list of N
-    ``(B, 3, sH, sW)`` teacher outputs in teacher-name order (e.g. read from the teacher cache) and the
-    ``(B, 3, sH, sW)`` ground truth. The official code trains with Adam (betas 0.9/0.999, no weight decay) at
-    ``lr = 2e-4``, halved at 200k and 400k of 500k iterations, batch 16 of 256 x 256 HR patches; here the
-    learning rate is constant and chosen by the caller (2e-4 is the paper's). ``progress(epoch, mean_l1)`` is
-    called after every epoch (1-based). The model is left on ``device`` in eval mode, ready to serve as a
-    frozen teacher.
-
-    Returns ``{"loss": last epoch's mean L1, "epoch_losses": [...], "steps": optimizer steps,
-    "samples": samples seen}``.
+    ``teachers`` are the N SR networks in teacher-name order (the aggregator's channel order); ``forward`` takes an
+    LR batch ``(B, 3, h, w)`` in [0, 1] and returns the aggregated ``(B, 3, s*h, s*w)`` image. Its weights are one
+    state dict (``teachers.<i>.*``, ``aggregator.*``), so the teacher service stores and serves it like any teacher.
     """
-    if epochs < 1:
-        raise ValueError(f"train_aggregator: epochs={epochs} must be >= 1")
-    device = torch.device(device)
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
-    epoch_losses: list[float] = []
-    steps = samples = 0
-    for epoch in range(1, epochs + 1):
-        total, seen = 0.0, 0
-        for outputs, hr in batches:
-            x = torch.cat([t.to(device, torch.float32, non_blocking=True) for t in outputs], dim=1)
-            hr = hr.to(device, torch.float32, non_blocking=True)
-            loss = F.l1_loss(model(x), hr)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * hr.shape[0]
-            seen += hr.shape[0]
-            steps += 1
-        if seen == 0:
-            raise ValueError("train_aggregator: `batches` yielded no batch; it must be re-iterable (a list or a "
-                             "DataLoader, not a generator that is exhausted after the first epoch)")
-        samples += seen
-        epoch_losses.append(total / seen)
-        if progress is not None:
-            progress(epoch, epoch_losses[-1])
-    model.eval()
-    return {"loss": epoch_losses[-1], "epoch_losses": epoch_losses, "steps": steps, "samples": samples}
+
+    def __init__(self, teachers: Sequence[nn.Module], aggregator: KnowledgeAggregator) -> None:
+        super().__init__()
+        if len(teachers) != aggregator.num_teachers:
+            raise ValueError(f"MTKDTeacher: {len(teachers)} teachers but the aggregator was built for "
+                             f"num_teachers={aggregator.num_teachers}")
+        self.teachers = nn.ModuleList(teachers)
+        self.aggregator = aggregator
+        self.scale = aggregator.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.aggregator([teacher(x) for teacher in self.teachers])
+
+
+_TEACHER_KEYS = frozenset({"name", "model", "model_kwargs"})
+
+
+@register_model
+def mtkd_teacher(teachers: Sequence[Mapping[str, Any]], aggregator_kwargs: Mapping[str, Any] | None = None,
+                 scale: int = 4) -> MTKDTeacher:
+    """The aggregated MTKD teacher (:class:`MTKDTeacher`): ``teachers`` lists the N SR networks in name order as
+    ``{"model": registry name, "model_kwargs": {...}, "name": teacher name (informative)}``; the aggregator is
+    ``mtkd_aggregator(num_teachers=N, scale=scale, **aggregator_kwargs)``."""
+    if not teachers:
+        raise ValueError("mtkd_teacher: teachers is empty; give one {'model': ..., 'model_kwargs': ...} per teacher")
+    nets = []
+    for i, entry in enumerate(teachers):
+        unknown = sorted(set(entry) - _TEACHER_KEYS)
+        if unknown or "model" not in entry:
+            raise ValueError(f"mtkd_teacher: teachers[{i}] = {dict(entry)} must have 'model' and may have "
+                             f"{sorted(_TEACHER_KEYS - {'model'})}; unknown keys: {unknown}")
+        kwargs = dict(entry.get("model_kwargs") or {})
+        if kwargs.setdefault("scale", scale) != scale:
+            raise ValueError(f"mtkd_teacher: teachers[{i}] ({entry['model']}) has scale={kwargs['scale']} but the "
+                             f"aggregated teacher is x{scale}")
+        nets.append(create_model(entry["model"], **kwargs))
+    return MTKDTeacher(nets, mtkd_aggregator(len(nets), scale, **dict(aggregator_kwargs or {})))

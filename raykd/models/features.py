@@ -2,7 +2,8 @@
 
 The output names are the vocabulary of :mod:`raykd.methods.base`:
 
-- ``"logits"``: what the model's ``forward`` returns (always included in the result);
+- the model's own output, what its ``forward`` returns, always included under the name the caller gives it
+  (``"logits"`` for a classifier, ``"image"`` for a super-resolution network);
 - ``"penultimate"``: the input of the classifier head ``model.get_classifier()``, flattened to ``(B, D)``;
 - ``"stage:<k>"``: the output of stage ``k``, indexed like a Python list (``stage:-1`` is the last stage).
   Stages are ``model.stage_names`` for raykd nets and the modules of ``model.feature_info`` for timm models
@@ -10,7 +11,7 @@ The output names are the vocabulary of :mod:`raykd.methods.base`:
 - any other string: a submodule path, e.g. ``"layer2.0.conv1"``.
 
 A model that defines ``extract(x, names) -> dict[str, Tensor]`` (e.g. the Vim encoder's hidden states) gets
-the whole request instead, and must return ``"logits"`` and every requested name.
+the whole request instead, and must return its own output under ``"output"`` and every requested name.
 """
 from __future__ import annotations
 
@@ -23,15 +24,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 
+__all__ = ["capture", "layer_index", "output_shapes", "stage_names", "unwrap_model"]
+
+
 def layer_index(name: str, prefix: str, count: int, owner: str) -> int:
     """The layer ``name = "<prefix>:<k>"`` points at among ``count`` layers, ``k`` indexed like a Python list;
-    a clear error naming ``owner`` (the model's file) otherwise."""
+    a clear error naming ``owner`` (the model's class) otherwise."""
     try:
         return range(count)[int(name[len(prefix) + 1:])]
     except (ValueError, IndexError):
         raise ValueError(f"{owner}: {name!r} is not '{prefix}:<k>' with an integer k in [{-count}, {count})") from None
-
-__all__ = ["forward_features", "feature_shapes", "stage_names", "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -61,8 +63,8 @@ def _unknown(net: nn.Module, name: str, why: str) -> ValueError:
         else f"no 'stage:<k>' ({type(net).__name__} has neither stage_names nor a timm feature_info)"
     )
     return ValueError(
-        f"raykd/models/features.py: unknown output name {name!r} for {type(net).__name__}: {why}. Valid names: "
-        f"'logits', 'penultimate', {stage_help}, or a submodule path from model.named_modules()"
+        f"unknown output name {name!r} for {type(net).__name__}: {why}. Valid names: the model's own output, "
+        f"'penultimate', {stage_help}, or a submodule path from model.named_modules()"
     )
 
 
@@ -116,8 +118,9 @@ def _call_as_forward(model: nn.Module, net: nn.Module, fn: Callable[[Tensor], An
             net.forward = shadowed
 
 
-def forward_features(model: nn.Module, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-    """One forward pass of ``model`` on ``x``, returning ``"logits"`` and every output named in ``names``.
+def capture(model: nn.Module, x: Tensor, names: Sequence[str], output: str = "logits") -> dict[str, Tensor]:
+    """One forward pass of ``model`` on ``x``, returning its own output under ``output`` and every output named
+    in ``names``.
 
     Gradients flow through the returned tensors exactly as through the model (wrap the call in
     ``torch.no_grad()`` for a frozen teacher). ``model`` may be wrapped in ``DistributedDataParallel``:
@@ -125,22 +128,19 @@ def forward_features(model: nn.Module, x: Tensor, names: Sequence[str]) -> dict[
     removed before returning, also when the forward raises.
     """
     if isinstance(names, str):
-        raise TypeError(f"raykd/models/features.py: names must be a sequence of output names, not the string {names!r}")
+        raise TypeError(f"names must be a sequence of output names, not the string {names!r}")
     net = unwrap_model(model)
-    wanted = list(dict.fromkeys(["logits", *names]))
+    wanted = [n for n in dict.fromkeys(names) if n != output]
 
     extract = getattr(net, "extract", None)
     if callable(extract):
         out = _call_as_forward(model, net, lambda inp: extract(inp, tuple(wanted)), x)
-        missing = [n for n in wanted if n not in out]
+        missing = [n for n in ["output", *wanted] if n not in out]
         if missing:
-            raise KeyError(
-                f"raykd/models/features.py: {type(net).__name__}.extract returned {sorted(out)} but not the "
-                f"requested {missing}"
-            )
-        return {n: out[n] for n in wanted}
+            raise KeyError(f"{type(net).__name__}.extract returned {sorted(out)} but not the requested {missing}")
+        return {output: out["output"], **{n: out[n] for n in wanted}}
 
-    targets = {name: _resolve(net, name) for name in wanted if name != "logits"}
+    targets = {name: _resolve(net, name) for name in wanted}
     captured: dict[str, list[tuple[Any, int | None]]] = {name: [] for name in targets}
     handles = []
     try:
@@ -149,47 +149,40 @@ def forward_features(model: nn.Module, x: Tensor, names: Sequence[str]) -> dict[
                 handles.append(module.register_forward_pre_hook(partial(_capture_input, captured[name])))
             else:
                 handles.append(module.register_forward_hook(partial(_capture_output, captured[name])))
-        logits = model(x)
+        result_tensor = model(x)
     finally:
         for handle in handles:
             handle.remove()
 
-    if not isinstance(logits, Tensor):
-        raise TypeError(
-            f"raykd/models/features.py: {type(net).__name__}.forward returned {type(logits).__name__}; "
-            "forward_features needs a model whose forward returns the logits tensor"
-        )
-    result = {"logits": logits}
+    if not isinstance(result_tensor, Tensor):
+        raise TypeError(f"{type(net).__name__}.forward returned {type(result_tensor).__name__}; capture needs a model "
+                        "whose forward returns one tensor")
+    result = {output: result_tensor}
     for name, store in captured.items():
         module_desc = f"{name!r} ({type(targets[name][0]).__name__})"
         if len(store) != 1:
-            raise RuntimeError(
-                f"raykd/models/features.py: module for {module_desc} ran {len(store)} times in one forward of "
-                f"{type(net).__name__}; pick a module that runs exactly once"
-            )
+            raise RuntimeError(f"module for {module_desc} ran {len(store)} times in one forward of "
+                               f"{type(net).__name__}; pick a module that runs exactly once")
         value, version = store[0]
         if not isinstance(value, Tensor):
-            raise TypeError(
-                f"raykd/models/features.py: module for {module_desc} produced {type(value).__name__}, not a "
-                "Tensor; name a submodule whose output is a single tensor"
-            )
+            raise TypeError(f"module for {module_desc} produced {type(value).__name__}, not a Tensor; name a "
+                            "submodule whose output is a single tensor")
         # A later in-place op (e.g. ReLU(inplace=True)) would silently turn the capture into another value.
         if _version(value) != version:
-            raise RuntimeError(
-                f"raykd/models/features.py: the tensor captured for {module_desc} was modified in place later in "
-                f"the forward of {type(net).__name__}; name the module that consumes it (e.g. the activation) "
-                "instead"
-            )
+            raise RuntimeError(f"the tensor captured for {module_desc} was modified in place later in the forward "
+                               f"of {type(net).__name__}; name the module that consumes it (e.g. the activation) "
+                               "instead")
         result[name] = value.flatten(1) if name == "penultimate" else value
     return result
 
 
-def feature_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Per-sample shapes (batch dimension dropped) of ``"logits"`` and ``names`` for inputs of ``input_shape``.
+def output_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int], output: str = "logits"
+                  ) -> dict[str, tuple[int, ...]]:
+    """Per-sample shapes (batch dimension dropped) of the model's ``output`` and ``names`` for inputs of
+    ``input_shape`` (no batch, e.g. ``(3, 32, 32)``).
 
-    ``input_shape`` excludes the batch, e.g. ``(3, 32, 32)``. The probe is one no-grad forward of a zero batch
-    of 2 in eval mode on the model's own device and dtype, run on the unwrapped network so that no DDP
-    collective is issued; every submodule's train/eval flag is restored afterwards.
+    The probe is one no-grad forward of a zero batch of 2 in eval mode on the model's own device and dtype, run on
+    the unwrapped network so that no DDP collective is issued; every submodule's train/eval flag is restored.
     """
     net = unwrap_model(model)
     params = [p for p in net.parameters() if p.is_floating_point()]
@@ -200,7 +193,7 @@ def feature_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence
     try:
         net.eval()
         with torch.no_grad():
-            out = forward_features(net, probe, names)
+            out = capture(net, probe, names, output)
     finally:
         for module, training in modes:
             module.training = training

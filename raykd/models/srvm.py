@@ -22,22 +22,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from raykd.models.registry import register_model
 from raykd.models.srresnet import SRResNet, srresnet
 from raykd.models.vim import VisionMamba, vim_micro, vim_tiny
-from raykd.train.checkpoint import load_model_weights
+from raykd.models.weights import load_weights
 
 __all__ = ["SRVMNet", "srvm_micro", "srvm_tiny"]
 
 
 def _imagenet_stats() -> tuple[Tensor, Tensor]:
-    # Imported here, not at module level: raykd.train.tasks imports the data and teacher modules, which import
-    # raykd.models, so a top-level import would be circular.
-    from raykd.train.tasks import IMAGENET_MEAN, IMAGENET_STD
-
-    return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
 
 
 class SRVMNet(nn.Module):
@@ -100,7 +97,7 @@ def _srvm(sr_defaults: dict[str, Any], vim_fn: Callable[..., VisionMamba], num_c
           vim_kwargs: dict[str, Any]) -> SRVMNet:
     sr: SRResNet = srresnet(scale=scale, **{**sr_defaults, **(sr_kwargs or {})})
     if sr_checkpoint is not None:
-        load_model_weights(sr, sr_checkpoint)
+        load_weights(sr, sr_checkpoint)
     if freeze_sr is None:
         freeze_sr = sr_checkpoint is not None
     elif freeze_sr and sr_checkpoint is None:

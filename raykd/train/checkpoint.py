@@ -1,14 +1,12 @@
-"""Training checkpoints: model weights, optimiser, scheduler, method state, epoch and every RNG state.
+"""Training checkpoints: the model (a :mod:`raykd.models.checkpoint` directory) plus everything a resumed run
+needs to continue exactly: optimiser, scheduler, loss scaler, method state, every RNG state, the epoch, the
+metrics and the run's counters.
 
-A checkpoint is a directory::
-
-    model.safetensors   the model's weights (loads without running any pickle)
-    state.pt            optimiser, scheduler, method (e.g. a FitNet regressor), RNG states; loaded weights_only
-    meta.json           what was trained (model name and kwargs, method, epoch, metrics): enough to rebuild it
-
-It is written under a temporary name and renamed when complete, so a crash never leaves a half-written
-checkpoint under the final name. Resuming restores the RNG states too, so a resumed run reproduces the
-uninterrupted one exactly (on CPU).
+A new checkpoint is written to a temporary sibling directory, then swapped in by renames: the old one is renamed
+to ``<dir>.old``, the new one to ``<dir>``, and only then is the old one deleted. A crash at any point leaves a
+complete checkpoint under ``<dir>`` or ``<dir>.old``, and :func:`find_checkpoint` returns whichever is complete
+(checked against its manifest), so ``--resume`` always finds one. Resuming restores the RNG states too, so a
+resumed run reproduces the uninterrupted one exactly (on CPU).
 """
 from __future__ import annotations
 
@@ -23,26 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
+from raykd.models.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, CheckpointError, load_model, manifest, verify
+from raykd.models.features import unwrap_model
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DDP / DataParallel wrapper."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "capture_rng", "restore_rng"]
 
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG a training step draws from, in a form ``torch.load(weights_only=True)`` accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-    }
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    gauss), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -57,91 +48,58 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(
-    directory: str | os.PathLike,
-    *,
-    model: nn.Module,
-    meta: dict[str, Any],
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    method: nn.Module | None = None,
-) -> Path:
-    """Write a checkpoint to ``directory`` atomically (replacing an older one there) and return its path."""
+def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, meta: dict[str, Any],
+                    state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint to ``directory`` (replacing an older one there without ever leaving none) and return its
+    path. ``state``: state dicts to restore on resume (``optimizer``, ``scheduler``, ``scaler``, ``method``); RNG
+    states are added. ``meta`` gets the manifest of the files."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    old = directory.with_name(directory.name + ".old")
     try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+        weights = {k: v.detach().contiguous().cpu() for k, v in unwrap_model(model).state_dict().items()}
         save_file(weights, str(tmp / MODEL_FILE))
-        state: dict[str, Any] = {"rng": capture_rng()}
-        if optimizer is not None:
-            state["optimizer"] = optimizer.state_dict()
-        if scheduler is not None:
-            state["scheduler"] = scheduler.state_dict()
-        if method is not None:
-            state["method"] = method.state_dict()
-        torch.save(state, tmp / STATE_FILE)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        if state is not None:
+            torch.save({**state, "rng": capture_rng()}, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps({**meta, "files": manifest(tmp)}, indent=2, sort_keys=True,
+                                                default=str))
         if directory.exists():
-            shutil.rmtree(directory)
+            if old.exists():  # left by a crash after the last swap: the current one is complete
+                shutil.rmtree(old)
+            os.replace(directory, old)
         os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
 
 
-def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {directory} is not a raykd checkpoint directory")
-    return json.loads(path.read_text())
-
-
-def load_checkpoint(
-    directory: str | os.PathLike,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    method: nn.Module | None = None,
-    restore_rng_state: bool = True,
-) -> dict[str, Any]:
-    """Restore everything :func:`save_checkpoint` wrote into the given objects; returns the metadata."""
+def find_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The complete checkpoint at ``directory``, or at ``<directory>.old`` after a crash mid-swap, or ``None``."""
     directory = Path(directory)
-    meta = read_meta(directory)
-    load_model_weights(model, directory)
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if method is not None and "method" in state:
-        method.load_state_dict(state["method"])
-    if restore_rng_state:
-        restore_rng(state["rng"])
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / META_FILE).is_file():
+            try:
+                verify(candidate)
+                return candidate
+            except CheckpointError:
+                continue
+    return None
+
+
+def load_checkpoint(directory: str | os.PathLike, *, model: nn.Module, restore: dict[str, Any] | None = None,
+                    rng: bool = True) -> dict[str, Any]:
+    """Restore a checkpoint's weights into ``model`` and its saved state into the objects of ``restore`` (name ->
+    object with ``load_state_dict``); restore RNG states when ``rng``. Returns the metadata."""
+    meta = verify(directory)
+    load_model(directory, unwrap_model(model))
+    if restore or rng:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        for name, target in (restore or {}).items():
+            if name in state:
+                target.load_state_dict(state[name])
+        if rng:
+            restore_rng(state["rng"])
     return meta
-
-
-def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load weights into ``model`` (strict) from a checkpoint directory, a ``.safetensors`` file, or a torch
-    state-dict file (read with ``weights_only=True``; ``{"state_dict": ...}``/``{"model": ...}`` wrappers accepted)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights not found at {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-                state = state[wrapper]
-    result = unwrap(model).load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"weights in {path} do not fit {type(unwrap(model)).__name__}: "
-            f"missing {result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}, "
-            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
-        )

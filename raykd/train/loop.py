@@ -1,38 +1,47 @@
-"""One training function for teachers and students, in-process or inside a Ray Train worker.
+"""One training function for teachers and students, in-process or inside a Ray trial or Train worker.
 
-``train(config, report=...)`` builds the data, the model and the method's loss, optionally resumes from a
-checkpoint, and for every epoch: trains (summing the method's named losses, mdistiller-style), evaluates
-top-1/top-5, writes a checkpoint and calls ``report(metrics, checkpoint_dir)``. Ray Train and Ray Tune plug in
-through that callback, a :class:`Runtime` (device, rank, world size, DDP wrapper) and an optional teacher
-source (cache or actor); nothing here imports Ray.
+``train(config, ...)`` sets the run up (:func:`setup`: task, method, student, teacher source, optimiser), optionally
+resumes from a checkpoint, and for every epoch trains (:func:`train_epoch`: batches built on the device, the next
+one prepared while the current one trains, the method's named losses summed mdistiller-style), evaluates, writes a
+checkpoint and calls ``report(metrics, checkpoint_dir)``. Ray Tune and Ray Train plug in through that callback, a
+:class:`Runtime` (device, rank, world size, DDP wrapper) and a teacher source; nothing here imports Ray.
 """
 from __future__ import annotations
 
 import math
+import queue
 import random
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Subset, default_collate
 
-from raykd.methods import create_method
+from raykd.config import OptimConfig, TrainConfig, to_json
+from raykd.methods import Method, create_method
 from raykd.models import create_model
-from raykd.models.features import forward_features
+from raykd.models.checkpoint import read_meta
+from raykd.models.features import capture, output_shapes
+from raykd.models.weights import load_weights
 from raykd.teachers.sources import InProcessTeacher, TeacherSource
-from raykd.teachers.specs import TeacherSpec
+from raykd.teachers.spec import TeacherSpec
 from raykd.train.checkpoint import load_checkpoint, save_checkpoint
-from raykd.train.config import TrainConfig
-from raykd.train.tasks import Task, build_task
+from raykd.train.tasks import Task, build_task, task_builds
 
-# what a checkpoint's meta.json says about the run, beside the epoch's metrics
-RUN_META = ("model", "model_kwargs", "method", "method_params", "config", "data_fingerprint")
+__all__ = ["Runtime", "Run", "train", "setup", "train_epoch", "resolve_device", "shard_order", "seed_everything",
+           "NonFiniteLoss"]
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
+COUNTERS = ("teacher_samples_computed", "cache_hits")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops before saving such weights."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -49,6 +58,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m
+    all_sum: Callable[[dict[str, int]], dict[str, int]] = lambda values: values
 
     @property
     def is_main(self) -> bool:
@@ -61,44 +71,83 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def shard_order(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[int]:
-    """This worker's sample indices for ``epoch``: one shuffle shared by all workers (seeded by seed and epoch),
+def shard_order(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This worker's item indices for ``epoch``: one shuffle shared by all workers (seeded by seed and epoch),
     dealt round-robin and cut to equal length so every DDP worker takes the same number of steps."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    per_worker = n // world_size
-    return order[rank::world_size][:per_worker]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
+    return order[rank::world_size][: n // world_size]
 
 
-def teacher_spec(cfg: TrainConfig) -> TeacherSpec:
-    """The teacher named by the config: a raykd checkpoint directory, or a weights file plus ``teacher_model``."""
-    if cfg.teacher is None:
-        raise ValueError(f"method {cfg.method!r} distils from a teacher: set 'teacher' to a checkpoint")
-    path = Path(cfg.teacher)
-    if path.is_dir():
-        return TeacherSpec.from_checkpoint(path)
-    if cfg.teacher_model is None:
-        raise ValueError(f"teacher {path} is a bare weights file: also set 'teacher_model' (its registry name)")
-    return TeacherSpec(name=cfg.teacher_model, model=cfg.teacher_model, model_kwargs=cfg.teacher_kwargs,
-                       checkpoint=str(path))
+@dataclass
+class Run:
+    """Everything :func:`setup` builds for one run."""
+
+    cfg: TrainConfig
+    task: Task
+    method: Method
+    student: nn.Module
+    model: nn.Module  # the student as trained (DDP-wrapped on several workers)
+    source: TeacherSource | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    input_key: str
+    runtime: Runtime
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        needed = {self.input_key}
+        if self.source is not None and getattr(self.source, "input_key", None):
+            needed.add(self.source.input_key)
+        return tuple(sorted(needed))
 
 
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":  # the KD literature's classification recipe
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":  # the SR literature's (EDSR/RCAN/SwinIR: Adam, betas 0.9/0.99)
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'sgd' or 'adam'")
+def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    if device.type != "cuda" or not enabled:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
-    if cfg.schedule == "step":
-        milestones = [max(1, int(cfg.epochs * 0.5)), max(1, int(cfg.epochs * 0.75))]
+def build_student(cfg: TrainConfig, task: Task) -> nn.Module:
+    """The model ``cfg.model`` names, with the task's fixed kwargs (classes, scale), started from
+    ``model.init_from`` when given."""
+    student = create_model(cfg.model.name, **{**task.model_kwargs(), **cfg.model.kwargs})
+    if cfg.model.init_from is not None:
+        load_weights(student, cfg.model.init_from, keymap=cfg.model.init_keymap)
+    return student
+
+
+def param_groups(model: nn.Module, extra: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """The parameters to optimise: those the model lists in ``no_weight_decay()`` (when ``optim.no_decay``) in a
+    group without weight decay; the rest, and the method's learned parts, with ``optim.weight_decay``."""
+    skip = set(model.no_weight_decay()) if optim.no_decay and hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name in skip else decay).append(param)
+    decay += [p for p in extra.parameters() if p.requires_grad]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(optim: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if optim.name == "sgd":  # the KD literature's classification recipe
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+    if optim.name == "adam":  # the SR literature's (EDSR/RCAN/SwinIR; MTKD, DVMSR)
+        return torch.optim.Adam(groups, lr=optim.lr, betas=optim.betas)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+
+
+def make_scheduler(optim: OptimConfig, optimizer: torch.optim.Optimizer) -> Any:
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
+    if optim.schedule == "step":
+        milestones = [max(1, int(optim.epochs * 0.5)), max(1, int(optim.epochs * 0.75))]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; use 'cosine', 'step' or 'constant'")
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def average_gradients(module: nn.Module) -> None:
@@ -115,131 +164,188 @@ def average_gradients(module: nn.Module) -> None:
             offset += g.numel()
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def train(
-    config: TrainConfig | dict[str, Any],
-    *,
-    report: Report | None = None,
-    teacher: Callable[[Task], TeacherSource] | None = None,
-    runtime: Runtime | None = None,
-    checkpoint_dir: str | Path | None = None,
-    resume_from: str | Path | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Train ``config.model`` with ``config.method`` and return the last epoch's metrics, including the best
-    value of the task's metric so far (``best_val_top1`` for classification).
-
-    ``teacher`` builds the source of teacher outputs for the task (cache, actor); default: the config's
-    teacher, run in-process.
-    ``checkpoint_dir`` receives a checkpoint after every epoch (main worker only); ``resume_from`` continues a
-    run from such a checkpoint, reproducing the uninterrupted run.
-    """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    rt = runtime or Runtime(device=resolve_device(cfg.device))
-    device = rt.device
-    seed_everything(cfg.seed)
-
-    method = create_method(cfg.method, cfg.task, **cfg.method_params)
-    task = build_task(cfg, cfg.student_input or method.student_input)
-    model_kwargs = {**task.model_kwargs(), **cfg.model_kwargs}
-    student = create_model(cfg.model, **model_kwargs)
-    input_key, metric = task.input_key, task.metric
-
-    needs_teacher = bool(method.teacher_outputs())
-    source = None
-    if needs_teacher:
-        source = teacher(task) if teacher is not None else \
-            InProcessTeacher(teacher_spec(cfg).build(device), method.teacher_outputs(), task.teacher_input_key,
-                             task.teacher_forward)
-
-    # one probe batch fixes the shapes a method's learned parts (e.g. a FitNet regressor) are built for
-    probe = default_collate([task.train[i] for i in range(min(2, len(task.train)))])
-    with torch.no_grad():
-        student.eval()
-        student_shapes = {k: tuple(v.shape[1:]) for k, v in
-                          forward_features(student, probe[input_key], method.student_outputs()).items()}
-        student.train()
-        teacher_shapes = {k: tuple(v.shape[1:]) for k, v in source.request(probe)().items()} if needs_teacher else {}
-    if needs_teacher and "logits" in teacher_shapes and teacher_shapes["logits"] != student_shapes["logits"]:
-        raise ValueError(f"teacher predicts {teacher_shapes['logits']} classes but the student {student_shapes['logits']}")
+def setup(cfg: TrainConfig, task: Task, runtime: Runtime, source: TeacherSource | None, start_epoch: int = 0
+          ) -> Run:
+    """Build the method (its hyperparameters checked), the student, the teacher source and the optimiser; probe
+    the output shapes (one forward of each side) so the method can build its learned parts."""
+    device = runtime.device
+    method = create_method(cfg.method.name, cfg.data.task, cfg.method.params)
+    input_key = cfg.method.student_input or method.student_input
+    student = build_student(cfg, task)
+    if method.teacher_outputs() and source is None:
+        if cfg.teacher is None:
+            raise ValueError(f"method {cfg.method.name!r} distils from a teacher: set the teacher (TeacherConfig; "
+                             "`raykd distill --teacher DIR`)")
+        spec = TeacherSpec.from_config(cfg.teacher)
+        source = InProcessTeacher(spec.build(device), method.teacher_outputs(), task.teacher_input, task.output)
+    if not method.teacher_outputs():
+        source = None
+    probe = task.batch(np.arange(min(2, len(task))), start_epoch, device, tuple({input_key, task.teacher_input}))
+    student_shapes = output_shapes(student, method.student_outputs(), tuple(probe[input_key].shape[1:]), task.output)
+    teacher_shapes = {}
+    if source is not None:
+        source.begin_epoch(start_epoch)
+        teacher_shapes = {k: tuple(v.shape[1:]) for k, v in source.request(probe, count=False)().items()}
     method.bind(student_shapes, teacher_shapes)
-
     student.to(device)
     method.to(device)
-    model = rt.wrap_model(student)
-    params = list(student.parameters()) + list(method.parameters())
-    optimizer = make_optimizer(cfg, params)
-    scheduler = make_scheduler(cfg, optimizer)
-    amp_dtype = _amp_dtype(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    amp_dtype = _amp_dtype(device, cfg.runtime.amp)
+    if device.type == "cuda" and cfg.runtime.channels_last:
+        student.to(memory_format=torch.channels_last)
+    model = runtime.wrap_model(student)
+    optimizer = make_optimizer(cfg.optim, param_groups(student, method, cfg.optim))
+    return Run(cfg, task, method, student, model, source, optimizer, make_scheduler(cfg.optim, optimizer),
+               torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), amp_dtype, input_key, runtime)
 
-    start_epoch, best = 0, -math.inf
-    metrics: dict[str, Any] = {}
+
+def _prefetched(make: Callable[[np.ndarray], dict[str, Any]], chunks: list[np.ndarray]) -> Iterator[dict[str, Any]]:
+    """``make(chunk)`` for every chunk, the next one built on a background thread while the caller trains on the
+    current one (numpy gathers and torch ops release the GIL)."""
+    results: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                results.put(("batch", make(chunk)))
+            results.put(("done", None))
+        except BaseException as err:  # re-raised in the training thread
+            results.put(("error", err))
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)
+
+
+def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """One epoch (0-based ``epoch``, view ``data.view_for_epoch(epoch)``): mean of every loss term, throughput."""
+    cfg, rt, device = run.cfg, run.runtime, run.runtime.device
+    order = shard_order(len(run.task), seed=cfg.seed, epoch=epoch, rank=rt.rank, world_size=rt.world_size)
+    batch_size = cfg.optim.batch_size
+    if cfg.optim.steps_per_epoch is not None:
+        order = order[: cfg.optim.steps_per_epoch * batch_size]
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if run.source is not None:
+        run.source.begin_epoch(epoch)
+    batches = _prefetched(lambda idx: run.task.batch(idx, epoch, device, run.inputs), chunks)
+    if cfg.runtime.progress and rt.is_main:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=len(chunks), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
+    run.model.train()
+    sums: dict[str, float] = {}
+    seen, started = 0, time.perf_counter()
+    for step, batch in enumerate(batches):
+        x = batch[run.input_key]
+        if device.type == "cuda" and cfg.runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # the teacher's answer is requested first and collected after the student's forward, so a remote
+        # (live) teacher works while the student computes
+        fetch = run.source.request(batch) if run.source is not None else None
+        if step == 0:
+            on_first_step()
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            student_out = capture(run.model, x, run.method.student_outputs(), run.task.output)
+            teacher_out = fetch() if fetch is not None else {}
+            losses = run.method({k: v.float() for k, v in student_out.items()}, teacher_out,
+                                batch[run.task.target_key], epoch + 1)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            terms = {k: float(v) for k, v in losses.items()}
+            raise NonFiniteLoss(f"training loss is {float(total)} at epoch {epoch + 1}, step {step + 1} (terms "
+                                f"{terms}; method {cfg.method.name} {run.method.params}, lr {cfg.optim.lr}): stopping "
+                                "before any such weights are saved; lower the learning rate or the loss weights")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(total).backward()
+        if rt.world_size > 1:
+            average_gradients(run.method)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        n = len(x)
+        seen += n
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.item() * n
+        sums["loss"] = sums.get("loss", 0.0) + total.item() * n
+    elapsed = time.perf_counter() - started
+    run.scheduler.step()
+    return {**{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            "samples_per_s": seen * rt.world_size / max(elapsed, 1e-9)}
+
+
+def check_resume(meta: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
+    """Refuse to continue a checkpoint as a different run: the model, method and hyperparameters must match."""
+    saved = meta.get("config", {})
+    current = to_json(cfg)
+    changed = [f"{group}: {saved.get(group)} -> {current[group]}" for group in ("model", "method")
+               if saved.get(group) is not None and saved.get(group) != current[group]]
+    if changed:
+        raise ValueError(f"cannot resume {where} as a different run: " + "; ".join(changed) +
+                         ". Resume with the same model and method, or write to a new directory")
+
+
+def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource | None = None,
+          runtime: Runtime | None = None, checkpoint_dir: str | Path | None = None,
+          resume_from: str | Path | None = None, report: Report | None = None, started: float | None = None,
+          ) -> dict[str, Any]:
+    """Train ``cfg.model`` with ``cfg.method`` and return the last epoch's metrics (``best_<metric>`` included).
+
+    ``task``: the run's data (default: built from ``cfg.data``); ``teacher``: the source of teacher outputs (default:
+    ``cfg.teacher`` run in this process). ``checkpoint_dir`` receives a checkpoint after every epoch (main worker
+    only); ``resume_from`` continues a run from such a checkpoint, reproducing the uninterrupted run and its
+    counters. ``started``: when the caller started (``time.perf_counter()``), for ``startup_s``, the time to the
+    first training step.
+    """
+    started = time.perf_counter() if started is None else started
+    rt = runtime or Runtime(device=resolve_device(cfg.runtime.device))
+    task = task or build_task(cfg.data, cfg.seed)
+    seed_everything(cfg.seed)
+    start_epoch, best, metrics, offsets = 0, -math.inf, {}, dict.fromkeys(COUNTERS, 0)
+    meta = None
     if resume_from is not None:
-        meta = load_checkpoint(resume_from, model=student, optimizer=optimizer, scheduler=scheduler, method=method)
-        start_epoch, best = meta["epoch"], meta.get(f"best_{metric}", -math.inf)
-        metrics = {k: v for k, v in meta.items() if k not in RUN_META}  # what a finished run returns as it is
-
-    for epoch in range(start_epoch, cfg.epochs):
-        task.train.set_epoch(epoch)
-        order = shard_order(len(task.train), seed=cfg.seed, epoch=epoch, rank=rt.rank, world_size=rt.world_size)
-        if cfg.steps_per_epoch is not None:
-            order = order[: cfg.steps_per_epoch * cfg.batch_size]
-        loader = DataLoader(Subset(task.train, order), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                            pin_memory=device.type == "cuda")
-        model.train()
-        sums: dict[str, float] = {}
-        seen, started = 0, time.perf_counter()
-        batches = loader
-        if progress and rt.is_main:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for batch in batches:
-            target = batch[task.target_key].to(device, non_blocking=True)
-            x = batch[input_key].to(device, non_blocking=True)
-            # the teacher's answer is requested first and collected after the student's forward, so a remote
-            # (actor) teacher works while the student computes
-            fetch_teacher = source.request(batch) if needs_teacher else None
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                student_out = forward_features(model, x, method.student_outputs())
-                teacher_out = {k: v.to(device, non_blocking=True) for k, v in fetch_teacher().items()} \
-                    if fetch_teacher is not None else {}
-                losses = method({k: v.float() for k, v in student_out.items()}, teacher_out, target, epoch + 1)
-            total = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if rt.world_size > 1:
-                average_gradients(method)
-            scaler.step(optimizer)
-            scaler.update()
-            n = len(x)
-            seen += n
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item() * n
-            sums["loss"] = sums.get("loss", 0.0) + total.item() * n
-            if progress and rt.is_main:
-                batches.set_postfix(loss=f"{total.item():.3f}")
-        elapsed = time.perf_counter() - started
-        scheduler.step()
-
-        metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics.update(task.evaluate(model, device))
+        meta = read_meta(resume_from)
+        check_resume(meta, cfg, Path(resume_from))
+        start_epoch = meta["epoch"]
+    run = setup(cfg, task, rt, teacher, min(start_epoch, cfg.optim.epochs - 1))
+    metric = task.metric
+    if meta is not None:
+        load_checkpoint(resume_from, model=run.student, restore={"optimizer": run.optimizer, "scheduler": run.scheduler,
+                                                                  "scaler": run.scaler, "method": run.method})
+        best = meta.get(f"best_{metric}", -math.inf)
+        offsets = {k: int(meta.get(k, 0)) for k in COUNTERS}
+        metrics = {k: v for k, v in meta.items() if k not in ("config", "files", "model", "model_kwargs")}
+    startup: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        metrics = train_epoch(run, epoch, lambda: startup.setdefault("startup_s", time.perf_counter() - started))
+        metrics.update(task.evaluate(run.model, rt.device, run.input_key))
         best = max(best, metrics[metric])
-        metrics.update({"epoch": epoch + 1, f"best_{metric}": best, "lr": optimizer.param_groups[0]["lr"],
-                        "samples_per_s": seen * rt.world_size / max(elapsed, 1e-9)})
+        counters = rt.all_sum(run.source.counters() if run.source is not None else dict.fromkeys(COUNTERS, 0))
+        metrics.update({"epoch": epoch + 1, f"best_{metric}": best, "lr": run.optimizer.param_groups[0]["lr"],
+                        "task_builds": task_builds(), **startup,
+                        **{k: offsets[k] + counters[k] for k in COUNTERS}})
         saved = None
         if checkpoint_dir is not None and rt.is_main:
-            meta = {"model": cfg.model, "model_kwargs": model_kwargs, "method": cfg.method,
-                    "method_params": method.params, "config": cfg.to_dict(), "data_fingerprint": task.fingerprint}
-            meta.update(metrics)
-            saved = save_checkpoint(checkpoint_dir, model=student, meta=meta, optimizer=optimizer,
-                                    scheduler=scheduler, method=method)
+            meta_out = {"model": cfg.model.name, "model_kwargs": {**task.model_kwargs(), **cfg.model.kwargs},
+                        "config": to_json(cfg), "method_params": run.method.params, **metrics}
+            saved = save_checkpoint(checkpoint_dir, model=run.student, meta=meta_out, state={
+                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict(), "method": run.method.state_dict()})
         if report is not None:
             report(dict(metrics), saved)
     return metrics
+

@@ -1,149 +1,168 @@
-"""What differs between classification and super-resolution training, behind one small interface.
+"""What differs between classification and super-resolution training: their data and their evaluation.
 
-The training loop, the teacher actors and the sweep only talk to a :class:`Task`: its training set (items are
-dicts with at least ``index`` and ``view``), which batch entries are the student's input and the target, how
-the teacher's outputs for a (sample, view) are computed and served from the cache, and how a model is
-evaluated. ``build_task(cfg)`` picks the task by ``cfg.task``.
+A :class:`Task` holds a run's decoded train and val splits (:mod:`raykd.data.arrays`), builds its batches on the
+training device (:mod:`raykd.data.batches`) and evaluates a model. Tasks are registered in
+:data:`raykd.registry.TASKS` under the data's task name; :func:`build_task` builds one per (data, seed, splits)
+per process and reuses it, so a process running many trials (Tune reuses trial actors) builds its task once.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Sequence
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, default_collate
 
-from raykd.data.classification import open_dataset
-from raykd.data.views import LowResolution, ViewDataset, ViewPlan
-from raykd.teachers.cache import CacheEntry
-from raykd.teachers.sources import CachedTeacher, run_teacher
-from raykd.train.config import TrainConfig
+from raykd.config import DataConfig
+from raykd.data.arrays import ImageArrays, PairArrays, load_split
+from raykd.data.batches import ClassificationBatches, SRBatches
+from raykd.data.store import Store
+from raykd.metrics import psnr, ssim
+from raykd.models.features import unwrap_model
+from raykd.models.tiling import super_resolve
+from raykd.registry import TASKS
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["Task", "ClassificationTask", "SRTask", "build_task", "task_builds"]
 
 
 class Task:
-    """Base of the training tasks. Subclasses set ``train`` (a Dataset with ``set_epoch``), ``fingerprint``,
-    ``num_views`` and the class attributes."""
+    """A run's data and evaluation. Subclasses set the class attributes and ``train`` (its batches)."""
 
-    name: ClassVar[str]
     metric: ClassVar[str]  # reported every epoch and maximised by sweeps
-    target_key: ClassVar[str]
-    teacher_input_key: ClassVar[str]  # the batch entry a live teacher runs on
-    train: Dataset
-    fingerprint: str
-    num_views: int
-    teacher_rows: int  # (sample, view) rows a full pass of the teacher computes
+    output: ClassVar[str]  # what the model's own output is called ("logits", "image")
+    target_key: ClassVar[str]  # the batch entry the loss compares with
+    teacher_input: ClassVar[str]  # the batch entry an in-process or live teacher runs on
+    train: ClassificationBatches | SRBatches
 
-    def __init__(self, cfg: TrainConfig, student_input: str = "hr"):
-        self.cfg = cfg
-        self.input_key = student_input
+    def __init__(self, data: DataConfig, train: Any, val: Any, seed: int) -> None:
+        self.data, self.seed = data, seed
+        self.train_arrays, self.val_arrays = train, val
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def batch(self, indices: np.ndarray, epoch: int, device: torch.device, inputs: tuple[str, ...]
+              ) -> dict[str, Any]:
+        """Training batch of items ``indices`` in epoch ``epoch`` (its view is ``data.view_for_epoch(epoch)``)."""
+        return self.train.batch(indices, self.data.view_for_epoch(epoch), device, inputs)
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the task fixes about the model (number of classes, SR scale)."""
         raise NotImplementedError
 
-    def teacher_inputs(self) -> dict[str, Any]:
-        """Everything about the teacher's input besides the dataset files, for cache keys."""
-        raise NotImplementedError
-
-    def teacher_batches(self, indices: Sequence[int], batch_size: int) -> Iterator[dict[str, Any]]:
-        """Batches of every view of ``indices`` as the teacher sees them: dicts with ``index``, ``view`` and
-        ``input``."""
-        raise NotImplementedError
-
-    def teacher_forward(self, model: nn.Module, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
-        return run_teacher(model, x, outputs)
-
-    def cached_teacher(self, entry: CacheEntry, outputs: Sequence[str]):
-        """The trainer-side source serving this task's batches from a cache entry."""
-        return CachedTeacher(entry, outputs)
-
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, device: torch.device, input_key: str) -> dict[str, float]:
         raise NotImplementedError
 
 
-def view_plan(cfg: TrainConfig) -> ViewPlan:
-    """The replayable augmentation of the training set: K views per sample (epoch e uses view e mod K)."""
-    return ViewPlan(seed=cfg.seed, num_views=cfg.num_views, crop=cfg.image_size, padding=cfg.crop_padding,
-                    flip=cfg.flip)
-
-
+@TASKS.register(name="cls")
 class ClassificationTask(Task):
     """Image classification, optionally with a low-resolution student input (DFD, ViMD)."""
 
-    name = "cls"
     metric = "val_top1"
+    output = "logits"
     target_key = "label"
-    teacher_input_key = "hr"
+    teacher_input = "hr"
 
-    def __init__(self, cfg: TrainConfig, student_input: str = "hr"):
-        super().__init__(cfg, student_input)
-        train_base = open_dataset(cfg.data, cfg.data_root, "train")
-        val_base = open_dataset(cfg.data, cfg.data_root, "val")
-        if cfg.check_data:  # every image opened first: a broken file stops the run before training starts
-            for base in (train_base, val_base):
-                base.check()
-        if list(val_base.classes) != list(train_base.classes):
-            raise ValueError(f"{cfg.data} at {cfg.data_root}: val classes differ from train classes")
-        lowres = LowResolution(cfg.lr_factor, cfg.lr_mode) if student_input == "lr" else None
-        self.train = ViewDataset(train_base, view_plan(cfg), cfg.image_size, IMAGENET_MEAN, IMAGENET_STD, lr=lowres)
-        self.val = ViewDataset(val_base, ViewPlan(), cfg.image_size, IMAGENET_MEAN, IMAGENET_STD, lr=lowres)
-        self.num_classes = len(train_base.classes)
-        self.fingerprint = train_base.fingerprint()
-        self.num_views = cfg.num_views
-        self.teacher_rows = len(self.train) * self.num_views
+    def __init__(self, data: DataConfig, train: ImageArrays, val: ImageArrays, seed: int) -> None:
+        super().__init__(data, train, val, seed)
+        if tuple(val.classes) != tuple(train.classes):
+            raise ValueError(f"{data.dataset} at {data.root}: the val split's classes differ from the train split's")
+        self.num_classes = len(train.classes)
+        self.train = ClassificationBatches(train, data, seed)
+        self.val = ClassificationBatches(val, data, seed, views=False)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes}
 
-    def teacher_inputs(self) -> dict[str, Any]:
-        return {"plan": self.train.plan.to_dict(), "image_size": self.cfg.image_size, "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD)}
-
-    def teacher_batches(self, indices: Sequence[int], batch_size: int) -> Iterator[dict[str, Any]]:
-        for k in range(self.num_views):
-            for start in range(0, len(indices), batch_size):
-                batch = default_collate([self.train.get(i, k) for i in indices[start:start + batch_size]])
-                yield {"index": batch["index"].numpy(), "view": batch["view"].numpy(), "input": batch["hr"]}
-
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, device: torch.device, input_key: str) -> dict[str, float]:
         """Top-1 / top-5 accuracy (percent) and mean cross-entropy on the val split."""
-        loader = DataLoader(self.val, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
         was_training = model.training
         model.eval()
-        correct1 = correct5 = total = 0
+        correct1 = correct5 = 0
         loss_sum = 0.0
-        for batch in loader:
-            x = batch[self.input_key].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += (top[:, 0] == y).sum().item()
-            correct5 += (top == y[:, None]).any(dim=1).sum().item()
-            total += y.numel()
-        model.train(was_training)
-        return {"val_top1": 100.0 * correct1 / total, "val_top5": 100.0 * correct5 / total,
-                "val_loss": loss_sum / total}
+        n = len(self.val)
+        try:
+            for start in range(0, n, 256):
+                batch = self.val.batch(np.arange(start, min(n, start + 256)), 0, device, (input_key,))
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    logits = model(batch[input_key]).float()
+                y = batch["label"]
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                correct1 += (top[:, 0] == y).sum().item()
+                correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        finally:
+            model.train(was_training)
+        return {"val_top1": 100.0 * correct1 / n, "val_top5": 100.0 * correct5 / n, "val_loss": loss_sum / n}
 
 
-TASKS: dict[str, type[Task]] = {"cls": ClassificationTask}
+@TASKS.register(name="sr")
+class SRTask(Task):
+    """Super-resolution at ``data.scale``: aligned LR/HR training patches; whole val images super-resolved (tiled
+    when ``data.tile`` > 0) and measured as the SR literature does (:mod:`raykd.metrics`: BT.601 Y, luma rounded
+    when ``data.y_channel == "matlab"``, ``scale`` pixels of border, uint8; greyscale images on their channel)."""
+
+    metric = "val_psnr"
+    output = "image"
+    target_key = "hr"
+    teacher_input = "lr"
+
+    def __init__(self, data: DataConfig, train: PairArrays, val: PairArrays, seed: int) -> None:
+        super().__init__(data, train, val, seed)
+        self.train = SRBatches(train, data, seed)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"scale": self.data.scale}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, device: torch.device, input_key: str = "lr") -> dict[str, float]:
+        """Mean PSNR (dB) and SSIM over the val images. A greyscale image is measured on one channel: the HR's,
+        against the mean of the output's three channels."""
+        net = unwrap_model(model)  # no DDP collectives: every worker evaluates the same images
+        was_training = net.training
+        net.eval()
+        s, rounding = self.data.scale, self.data.y_channel == "matlab"
+        val = self.val_arrays
+        psnrs, ssims = [], []
+        try:
+            for i in range(len(val)):
+                lr = torch.from_numpy(np.array(val.lr[i])).permute(2, 0, 1)[None].float().div_(255.0)
+                out = super_resolve(net, lr.to(device), s, self.data.tile, self.data.tile_overlap)[0]
+                out, ref = out.permute(1, 2, 0).numpy(), val.hr[i]
+                if val.grey[i]:
+                    out, ref = out.mean(axis=2), ref[:, :, 0]
+                psnrs.append(psnr(out, ref, s, y_rounding=rounding))
+                ssims.append(ssim(out, ref, s, y_rounding=rounding))
+        finally:
+            net.train(was_training)
+        return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
 
 
-def build_task(cfg: TrainConfig, student_input: str = "hr") -> Task:
-    """The task ``cfg.task`` names, with its data built for a student that sees ``student_input``."""
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}: expected one of {sorted(TASKS)}")
-    if student_input not in ("hr", "lr"):
-        raise ValueError(f"student_input {student_input!r}: expected 'hr' or 'lr'")
-    return TASKS[cfg.task](cfg, student_input)
+_BUILT: dict[Any, Task] = {}
+_BUILDS = {"count": 0}
 
 
-# SR lives in its own module, which subclasses Task and adds itself to TASKS; imported last so that either module
-# can be imported first.
-import raykd.train.sr_task  # noqa: E402,F401
+def task_builds() -> int:
+    """How many tasks this process has built (a sweep builds each task once per process)."""
+    return _BUILDS["count"]
+
+
+def build_task(data: DataConfig, seed: int, splits: Mapping[str, Any] | None = None, store: Store | None = None
+               ) -> Task:
+    """The task of ``data``: from ``splits`` (``{"train": arrays, "val": arrays}``, e.g. from the object store)
+    or decoded here (through ``store`` when given). Built once per process for each (data, seed, splits)."""
+    if data.task == "sr" and data.val_root is None and data.val_dataset is None and data.dataset in ("paired",
+                                                                                                    "hr_folder"):
+        raise ValueError(f"SR dataset {data.dataset!r} has no val split: set data.val_root to a benchmark folder in "
+                         "the HR + LR_bicubic/X{s} layout (e.g. Set5)")
+    if splits is None:
+        splits = {split: load_split(data, split, store) for split in ("train", "val")}
+    key = (data, seed, splits["train"].key, splits["val"].key)
+    if key not in _BUILT:
+        _BUILT.clear()  # one task per process at a time: a reused trial process keeps only its current data
+        _BUILT[key] = TASKS.get(data.task)(data, splits["train"], splits["val"], seed)
+        _BUILDS["count"] += 1
+    return _BUILT[key]

@@ -1,0 +1,100 @@
+"""raykd's checkpoint directory: a model's weights, what it is, and a manifest that proves the files whole.
+
+A checkpoint is a directory::
+
+    model.safetensors   the model's weights (loads without running any pickle)
+    state.pt            training state (optimiser, scheduler, method, RNG states; training checkpoints only)
+    meta.json           the model's registry name and kwargs, the run's config and metrics, and ``files``: the
+                        sha256 and size of every other file, written last
+
+:func:`read_meta` refuses a directory whose ``meta.json`` is missing or unparsable, naming the file;
+:func:`verify` checks every file against the manifest, so a truncated or corrupt checkpoint (a crashed copy, a
+damaged disk) is found before a model is built from it. :mod:`raykd.train.checkpoint` writes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch.nn as nn
+
+__all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "manifest",
+           "load_model"]
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or corrupt; the message names the file."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{file name: {"sha256", "bytes"}}`` of every file in ``directory`` but ``meta.json``."""
+    directory = Path(directory)
+    return {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(directory.iterdir()) if p.is_file() and p.name != META_FILE}
+
+
+def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint directory, or :class:`CheckpointError` naming what is wrong."""
+    directory = Path(directory)
+    path = directory / META_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a directory: expected a raykd checkpoint directory holding "
+                              f"{MODEL_FILE} and {META_FILE}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: {directory} is not a raykd checkpoint directory")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise CheckpointError(f"{path} does not describe a model (no 'model' entry)")
+    return meta
+
+
+def verify(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read ``meta.json`` and check every file of its manifest (size, sha256); return the metadata."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    for name, expected in (meta.get("files") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing from the checkpoint")
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path} does not match the checkpoint's manifest (truncated or modified: "
+                                  f"{path.stat().st_size} bytes, expected {expected['bytes']})")
+    if not (directory / MODEL_FILE).is_file():
+        raise CheckpointError(f"{directory / MODEL_FILE} is missing from the checkpoint")
+    return meta
+
+
+def load_model(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
+    """Load a checkpoint directory's weights into ``model`` (strict; a mismatch names the keys and the file)."""
+    path = Path(directory) / MODEL_FILE
+    try:
+        state = safetensors.torch.load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for damaged files
+        raise CheckpointError(f"{path} cannot be read as safetensors ({err})") from None
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"weights in {path} do not fit {type(model).__name__}: {err}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"weights in {path} do not fit {type(model).__name__}: missing "
+                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+    return model

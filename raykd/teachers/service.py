@@ -1,0 +1,396 @@
+"""The teacher service: one Ray actor per sweep that produces every epoch's teacher outputs, once, ahead of the
+trials that read them.
+
+``TeacherService`` (named ``raykd-teachers-<sweep>`` in the dashboard) owns the teacher actors
+(:class:`TeacherActor`: frozen teachers, ``replicas`` per teacher, each with its CPU/GPU share) and, per teacher,
+produces tables of outputs (:class:`raykd.teachers.store.TeacherTable`) in epoch order:
+
+* classification: epoch ``e``'s table holds the teacher's outputs for view ``e`` of every training sample (the
+  fresh crop and flip epoch ``e`` trains on), so students train on fresh views at no per-trial teacher cost;
+* super-resolution: one table of whole-image outputs, cut with each patch's box, serves every epoch.
+
+Each table is looked up in the persistent store first (its content key, :func:`table_key`), else computed by the
+actors in chunks (a chunk is all or nothing: an actor killed mid-chunk is restarted by Ray and the chunk redone)
+and saved; either way it is put in the object store once, where every trial on a node maps the same copy. The
+service stays ``ahead`` epochs beyond the epoch the furthest trial trains on: epochs no trial reaches are never
+computed, and a trial blocks only when its epoch's table is not ready yet (it prefetches the next one while it
+trains). At most ``keep_epochs`` tables are held in the object store; a restarted trial that needs an older one
+gets it back from the store. Once the last table any trial can need exists, the actors are released, so their
+CPUs/GPUs go to trials.
+
+Outputs too large to store (24 layers of Vim hidden states on CUB, say) are served live: trials send their batch
+to the actors (:class:`LiveTeacher`). ``mode="auto"`` picks live when one table would exceed
+``live_threshold_bytes``.
+
+Progress is printed by the service (rows done, rows/s, ETA), and counted in the dashboard as
+``ray_raykd_teacher_samples_computed_total{teacher}``.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from raykd import telemetry
+from raykd.config import DataConfig, TeacherServiceConfig
+from raykd.data.arrays import ImageArrays, PairArrays
+from raykd.data.batches import ClassificationBatches, SRBatches
+from raykd.data.store import Store
+from raykd.teachers.sources import Counted, Fetch, StoredTeacher, TeacherSource, run_sr_teacher, run_teacher
+from raykd.teachers.spec import TeacherSpec
+from raykd.teachers.store import TeacherTable, table_key
+
+__all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service"]
+
+CHUNK_ROWS = 1024  # rows per actor task: small enough that a killed actor loses little, large enough to batch
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """A teacher and the outputs the sweep's methods need from it."""
+
+    spec: TeacherSpec
+    outputs: tuple[str, ...]
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batches(arrays: ImageArrays | PairArrays, data: DataConfig, seed: int) -> ClassificationBatches | SRBatches:
+    return ClassificationBatches(arrays, data, seed) if data.task == "cls" else SRBatches(arrays, data, seed)
+
+
+@ray.remote
+class TeacherActor:
+    """One frozen teacher on its own device (a GPU when the actor was given one), reading the sweep's decoded
+    training split from the object store."""
+
+    def __init__(self, spec: TeacherSpec, weights: bytes, data: DataConfig, arrays: list) -> None:
+        self.spec, self.data = spec, data
+        self.device = _device()
+        self.model = spec.build(self.device, weights)
+        self.arrays = ray.get(arrays[0])
+        self.views: dict[int, ClassificationBatches | SRBatches] = {}
+
+    def batches(self, seed: int) -> ClassificationBatches | SRBatches:
+        if seed not in self.views:
+            self.views[seed] = _batches(self.arrays, self.data, seed)
+        return self.views[seed]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def compute(self, seed: int, view: int, indices: np.ndarray, outputs: Sequence[str], batch_size: int
+                ) -> dict[str, np.ndarray]:
+        """Outputs (float16) for view ``view`` (views of ``seed``) of samples ``indices`` (classification)."""
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for start in range(0, len(indices), batch_size):
+            x = self.batches(seed).batch(indices[start:start + batch_size], view, self.device)["hr"]
+            for name, value in run_teacher(self.model, x, outputs).items():
+                parts[name].append(value.half().cpu().numpy())
+        telemetry.teacher_samples_computed(self.spec.name, len(indices))
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+    def compute_whole(self, images: Sequence[int], outputs: Sequence[str]) -> dict[str, list[np.ndarray]]:
+        """Outputs (float16) on whole LR images (super-resolution)."""
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for image in images:
+            out = run_sr_teacher(self.model, self.batches(0).whole(int(image), self.device), outputs,
+                                 self.data.scale, self.data.tile, self.data.tile_overlap)
+            for name, value in out.items():
+                parts[name].append(value[0].half().numpy())
+        telemetry.teacher_samples_computed(self.spec.name, len(images))
+        return parts
+
+    def row_bytes(self, outputs: Sequence[str]) -> int:
+        """Bytes of one stored row of ``outputs`` (a probe forward on sample 0, not counted as computed)."""
+        if self.data.task == "cls":
+            x = self.batches(0).batch(np.zeros(1, dtype=np.int64), 0, self.device)["hr"]
+            out = run_teacher(self.model, x, outputs)
+        else:
+            out = run_sr_teacher(self.model, self.batches(0).whole(0, self.device), outputs, self.data.scale,
+                                 self.data.tile, self.data.tile_overlap)
+        return sum(value[0].numel() * 2 for value in out.values())
+
+    def forward(self, x: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Live mode: outputs for a batch a trainer sent."""
+        output = "logits" if self.data.task == "cls" else "image"
+        out = run_teacher(self.model, torch.from_numpy(x), outputs, output)
+        telemetry.teacher_samples_computed(self.spec.name, len(x))
+        return {name: value.cpu().numpy() for name, value in out.items()}
+
+
+class _Progress:
+    """A line every ``every`` seconds while a table is computed: rows done, rows/s, ETA."""
+
+    def __init__(self, label: str, total: int, every: float = 10.0) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.started = self.last = time.perf_counter()
+        self.done = 0
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / max(rate, 1e-9)
+            print(f"{self.label}: {self.done}/{self.total} rows, {rate:.0f} rows/s, ETA {eta:.0f} s", flush=True)
+            self.last = now
+
+
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=-1)
+class TeacherService:
+    """See the module docstring. Built by :func:`start_service`; trials reach it through :class:`ServiceClient`.
+
+    Tables are produced per *stream*, a (teacher, seed) pair: views are drawn from the run's seed, so the runs of a
+    seeds stage read their own streams, each made once for all the methods that share the teacher."""
+
+    def __init__(self, requests: list[TeacherRequest], data: DataConfig, arrays: list, epochs: int,
+                 config: TeacherServiceConfig, store_root: str) -> None:
+        self.requests = {r.spec.name: r for r in sorted(requests, key=lambda r: r.spec.name)}
+        self.data, self.arrays, self.epochs, self.config = data, arrays, epochs, config
+        self.store = Store(store_root)
+        self.split = ray.get(arrays[0])
+        self.num_rows = len(self.split)
+        self.actors: dict[str, list[Any]] = {}
+        self.modes: dict[str, str] = {}
+        self.frontier: dict[tuple[str, int], int] = {}
+        self.wakeup: dict[tuple[str, int], asyncio.Event] = {}
+        self.ready: dict[tuple[str, int, int | None], Any] = {}
+        self.pending: dict[tuple[str, int, int | None], asyncio.Future] = {}
+        self.producers: dict[tuple[str, int], asyncio.Task] = {}
+        self.stats = {name: {"samples_computed": 0, "tables_built": 0, "tables_loaded": 0, "table_bytes": 0}
+                      for name in self.requests}
+
+    # ------------------------------------------------------------------------------------------- trials
+
+    async def start(self, seed: int) -> dict[str, str]:
+        """Decide every teacher's mode and start producing the first ``ahead`` epochs of ``seed`` while trials
+        start up; returns the modes."""
+        modes = {name: await self.mode(name) for name in self.requests}
+        for name, mode in modes.items():
+            if mode == "stored":
+                self._stream(name, seed)
+        return modes
+
+    async def mode(self, teacher: str) -> str:
+        """``"stored"`` or ``"live"`` for ``teacher`` (decided once, on first use)."""
+        if teacher not in self.requests:
+            raise KeyError(f"teacher service has no teacher {teacher!r}; it serves {sorted(self.requests)}")
+        if teacher not in self.modes:
+            mode = self.config.mode
+            if mode == "auto":
+                per_row = await self._actors(teacher)[0].row_bytes.remote(self.requests[teacher].outputs)
+                mode = "live" if per_row * self.num_rows > self.config.live_threshold_bytes else "stored"
+            self.modes[teacher] = mode
+        return self.modes[teacher]
+
+    async def describe(self, teacher: str) -> tuple[str, int]:
+        """``(mode, epochs)`` of ``teacher``."""
+        return await self.mode(teacher), self.epochs
+
+    async def table(self, teacher: str, seed: int, epoch: int, training: bool = True) -> list:
+        """``[ObjectRef]`` of the table epoch ``epoch`` (0-based) of a run with ``seed`` reads, once it exists.
+        ``training``: the caller trains on that epoch now (the service then produces up to ``ahead`` epochs beyond
+        it); a prefetch passes ``False``."""
+        if await self.mode(teacher) != "stored":
+            raise RuntimeError(f"teacher {teacher!r} is served live; ask for its actors instead")
+        if not 0 <= epoch < self.epochs:
+            raise ValueError(f"epoch {epoch} is outside this sweep's {self.epochs} epochs")
+        stream = self._stream(teacher, seed)
+        if training and epoch + self.config.ahead > self.frontier[stream]:
+            self.frontier[stream] = min(epoch + self.config.ahead, self.epochs - 1)
+            self.wakeup[stream].set()
+        return [await self._ensure(teacher, seed, self._view(epoch))]
+
+    async def live_actors(self, teacher: str) -> list:
+        if await self.mode(teacher) != "live":
+            raise RuntimeError(f"teacher {teacher!r} is served from stored tables; ask for tables instead")
+        return self._actors(teacher)
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        return {name: dict(stats) for name, stats in self.stats.items()}
+
+    def actor_pids(self, teacher: str) -> list[int]:
+        """Process ids of ``teacher``'s actors (fault tests kill them)."""
+        return ray.get([actor.pid.remote() for actor in self.actors.get(teacher, [])])
+
+    def shutdown(self) -> None:
+        for task in self.producers.values():
+            task.cancel()
+        for name in list(self.actors):
+            self._release(name)
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _view(self, epoch: int) -> int | None:
+        return None if self.data.task == "sr" else self.data.view_for_epoch(epoch)
+
+    def _stream(self, teacher: str, seed: int) -> tuple[str, int]:
+        stream = (teacher, seed)
+        if stream not in self.producers:
+            self.frontier[stream] = min(self.config.ahead, self.epochs - 1)
+            self.wakeup[stream] = asyncio.Event()
+            self.producers[stream] = asyncio.get_running_loop().create_task(self._produce(teacher, seed))
+        return stream
+
+    def _actors(self, teacher: str) -> list:
+        if teacher not in self.actors:
+            spec = self.requests[teacher].spec
+            weights = ray.put(spec.weights_bytes())
+            cfg = self.config
+            self.actors[teacher] = [
+                TeacherActor.options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4,
+                                     max_task_retries=-1).remote(spec, weights, self.data, self.arrays)
+                for _ in range(cfg.replicas)]
+        return self.actors[teacher]
+
+    def _release(self, teacher: str) -> None:
+        for actor in self.actors.pop(teacher, []):
+            ray.kill(actor, no_restart=True)
+
+    async def _produce(self, teacher: str, seed: int) -> None:
+        """Make the tables of epochs 0, 1, ... of a stream as its frontier allows; once every stream has made its
+        last table, release the teacher's actors (a new stream gets new ones)."""
+        stream = (teacher, seed)
+        for epoch in range(self.epochs):
+            while epoch > self.frontier[stream]:
+                self.wakeup[stream].clear()
+                await self.wakeup[stream].wait()
+            await self._ensure(teacher, seed, self._view(epoch))
+        if all(task.done() or task is asyncio.current_task()
+               for (name, _), task in self.producers.items() if name == teacher):
+            self._release(teacher)
+
+    async def _ensure(self, teacher: str, seed: int, view: int | None) -> Any:
+        key = (teacher, seed, view)
+        if key in self.ready:
+            return self.ready[key]
+        if key not in self.pending:
+            self.pending[key] = asyncio.get_running_loop().create_task(self._make(teacher, seed, view))
+        try:
+            return await asyncio.shield(self.pending[key])
+        finally:
+            self.pending.pop(key, None)
+
+    def _key(self, teacher: str, seed: int, view: int | None) -> str:
+        request = self.requests[teacher]
+        inputs = _batches(self.split, self.data, seed).describe()
+        if self.data.task == "sr":
+            inputs.update(tile=self.data.tile, tile_overlap=self.data.tile_overlap)
+        return table_key(request.spec.identity(), inputs, request.outputs, view, self._top_k())
+
+    async def _make(self, teacher: str, seed: int, view: int | None) -> Any:
+        key = self._key(teacher, seed, view)
+        table = await asyncio.to_thread(self.store.load, key)
+        stats = self.stats[teacher]
+        if table is not None:
+            found = TeacherTable(table)
+            stats["tables_loaded"] += 1
+        else:
+            outputs = await self._compute(teacher, seed, view)
+            meta = {"teacher": teacher, "seed": seed, "view": view}
+            found = await asyncio.to_thread(TeacherTable.save, self.store, key, np.arange(self.num_rows), outputs,
+                                            meta, self._top_k())
+            stats["tables_built"] += 1
+            stats["samples_computed"] += self.num_rows
+        stats["table_bytes"] = found.nbytes
+        telemetry.cache_bytes(teacher, found.nbytes)
+        ref = ray.put(found)
+        self.ready[(teacher, seed, view)] = ref
+        self._evict(teacher)
+        return ref
+
+    def _top_k(self) -> int | None:
+        return self.config.top_k if self.data.task == "cls" else None
+
+    def _evict(self, teacher: str) -> None:
+        held = [key for key in self.ready if key[0] == teacher]
+        for key in held[:max(0, len(held) - self.config.keep_epochs)]:
+            del self.ready[key]
+
+    async def _compute(self, teacher: str, seed: int, view: int | None) -> dict[str, Any]:
+        """Every row of one table, in chunks spread over the teacher's actors (a bounded number in flight)."""
+        outputs = self.requests[teacher].outputs
+        actors = self._actors(teacher)
+        chunks = np.array_split(np.arange(self.num_rows), math.ceil(self.num_rows / CHUNK_ROWS))
+        label = f"teacher {teacher}" + (f", seed {seed}, view {view}" if view is not None else ", whole images")
+        progress = _Progress(label, self.num_rows)
+        slots = asyncio.Semaphore(2 * len(actors))
+        cycle = itertools.cycle(actors)
+
+        async def run(chunk: np.ndarray) -> dict[str, Any]:
+            async with slots:
+                actor = next(cycle)
+                if view is None:
+                    result = await actor.compute_whole.remote(chunk.tolist(), outputs)
+                else:
+                    result = await actor.compute.remote(seed, view, chunk, outputs, self.config.batch_size)
+                progress.add(len(chunk))
+                return result
+
+        parts = await asyncio.gather(*(run(chunk) for chunk in chunks))
+        if view is None:
+            return {name: [row for part in parts for row in part[name]] for name in outputs}
+        return {name: np.concatenate([part[name] for part in parts]) for name in outputs}
+
+
+class LiveTeacher(Counted):
+    """Each batch goes to one of a teacher's actors (round robin) while the student computes."""
+
+    def __init__(self, actors: Sequence[Any], outputs: Sequence[str], input_key: str = "hr"):
+        super().__init__()
+        self.outputs, self.input_key = tuple(outputs), input_key
+        self._actors = itertools.cycle(actors)
+
+    def request(self, batch: dict[str, Any], count: bool = True) -> Fetch:
+        x = batch[self.input_key]
+        ref = next(self._actors).forward.remote(x.detach().cpu().numpy(), self.outputs)
+        self.samples_computed += len(x) * count
+        device = x.device
+        # arrays from the object store are read-only; copy them to the batch's device
+        return lambda: {name: torch.tensor(value, device=device) for name, value in ray.get(ref).items()}
+
+
+class ServiceClient:
+    """What a trial holds: the service's handle and the teacher it reads; :meth:`source` builds the trainer's
+    source (stored tables with prefetch, or live actors)."""
+
+    def __init__(self, service: Any, teacher: str, outputs: Sequence[str]) -> None:
+        self.service, self.teacher, self.outputs = service, teacher, tuple(outputs)
+
+    def source(self, task: str, scale: int, seed: int) -> TeacherSource:
+        mode, epochs = ray.get(self.service.describe.remote(self.teacher))
+        if mode == "live":
+            return LiveTeacher(ray.get(self.service.live_actors.remote(self.teacher)), self.outputs,
+                               "hr" if task == "cls" else "lr")
+
+        def prefetch(epoch: int) -> None:
+            if epoch < epochs:  # fire and forget: the service makes the table while this epoch trains
+                self.service.table.remote(self.teacher, seed, epoch, False)
+
+        def table(epoch: int) -> TeacherTable:
+            return ray.get(ray.get(self.service.table.remote(self.teacher, seed, epoch, True))[0])
+
+        return StoredTeacher(table, self.outputs, prefetch, scale if task == "sr" else None)
+
+
+def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: Any, epochs: int,
+                  config: TeacherServiceConfig, store_root: str, name: str) -> Any:
+    """The sweep's teacher service, named ``raykd-teachers-<name>`` (replacing a stale one of that name)."""
+    actor_name = f"raykd-teachers-{name}"
+    try:
+        ray.kill(ray.get_actor(actor_name), no_restart=True)
+    except ValueError:
+        pass
+    return TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)

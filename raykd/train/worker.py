@@ -1,0 +1,119 @@
+"""The one trial path, for 1..N workers: :func:`train_worker` runs inside a Ray Tune trial (one worker) or as
+every Ray Train worker of a ``TorchTrainer`` (several, DDP), and only the session it reports through differs.
+
+A trial receives a :class:`TrialSpec`: its full :class:`~raykd.config.TrainConfig`, the object-store references of
+the sweep's decoded splits (mapped zero-copy; the task is built once per process), and the client of the teacher
+service it reads from. Metrics gain ``wall_s`` (since the trial function was called), ``startup_s`` (to the first
+training step), ``node`` (where it ran) and the teacher counters, summed over workers and carried across
+restarts by the checkpoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray import tune
+
+from raykd import telemetry
+from raykd.config import TrainConfig
+from raykd.methods import method_class
+from raykd.teachers.service import ServiceClient
+from raykd.train.loop import Runtime, resolve_device, train
+from raykd.train.tasks import build_task
+
+__all__ = ["TrialSpec", "train_worker"]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial trains: its config, the sweep's decoded splits (``{"train": ref, "val": ref}``) and the
+    teacher service client of its method (``None`` for methods without a teacher)."""
+
+    cfg: TrainConfig
+    splits: dict[str, Any]
+    teacher: ServiceClient | None = None
+    name: str = "trial"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _TuneSession:
+    """A single-worker trial: reports and checkpoints go straight to Tune."""
+
+    def runtime(self, cfg: TrainConfig) -> Runtime:
+        return Runtime(device=resolve_device(cfg.runtime.device))
+
+    def previous(self) -> Any:
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+
+class _TrainSession:
+    """One of several Ray Train workers: DDP model, counters summed over workers, reports through Ray Train."""
+
+    def runtime(self, cfg: TrainConfig) -> Runtime:
+        ctx = ray.train.get_context()
+        return Runtime(device=ray.train.torch.get_device(), rank=ctx.get_world_rank(),
+                       world_size=ctx.get_world_size(), wrap_model=ray.train.torch.prepare_model,
+                       all_sum=_all_sum)
+
+    def previous(self) -> Any:
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _all_sum(values: dict[str, int]) -> dict[str, int]:
+    totals = torch.tensor(list(values.values()), dtype=torch.float64)
+    torch.distributed.all_reduce(totals)
+    return {k: int(v) for k, v in zip(values, totals.tolist())}
+
+
+@contextlib.contextmanager
+def _resume_dir(previous: Any) -> Iterator[Path | None]:
+    if previous is None:
+        yield None
+    else:
+        with previous.as_directory() as path:
+            yield Path(path)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Train ``config["trial"]`` (a :class:`TrialSpec`); ``config["distributed"]``: this is a Ray Train worker."""
+    started = time.perf_counter()
+    spec: TrialSpec = config["trial"]
+    session = _TrainSession() if config.get("distributed") else _TuneSession()
+    cfg = spec.cfg
+    task = build_task(cfg.data, cfg.seed, {name: ray.get(ref) for name, ref in spec.splits.items()})
+    method = method_class(cfg.method.name, cfg.data.task)
+    source = None
+    if spec.teacher is not None and method(**cfg.method.params).teacher_outputs():
+        source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed)
+    node = socket.gethostname()
+    exported = {"cache_hits": 0}
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        metrics = {**metrics, "wall_s": time.perf_counter() - started, "node": node, **spec.extra}
+        telemetry.student_throughput(spec.name, metrics["samples_per_s"])
+        if spec.teacher is not None:
+            telemetry.cache_hits(spec.teacher.teacher, metrics["cache_hits"] - exported["cache_hits"])
+            exported["cache_hits"] = metrics["cache_hits"]
+        session.report(metrics, checkpoint_dir)
+
+    with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, _resume_dir(session.previous()) as resume:
+        train(cfg, task=task, teacher=source, runtime=session.runtime(cfg), checkpoint_dir=Path(tmp) / "checkpoint",
+              resume_from=resume, report=report, started=started)
