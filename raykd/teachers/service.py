@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raykd import telemetry
 from raykd.config import DataConfig, TeacherServiceConfig
@@ -163,6 +165,8 @@ class TeacherService:
         self.split = ray.get(arrays[0])
         self.num_rows = len(self.split)
         self.actors: dict[str, list[Any]] = {}
+        self.groups: dict[str, Any] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
         self.modes: dict[str, str] = {}
         self.frontier: dict[tuple[str, int], int] = {}
         self.wakeup: dict[tuple[str, int], asyncio.Event] = {}
@@ -174,13 +178,16 @@ class TeacherService:
 
     # ------------------------------------------------------------------------------------------- trials
 
-    async def start(self, seed: int) -> dict[str, str]:
-        """Decide every teacher's mode and start producing the first ``ahead`` epochs of ``seed`` while trials
-        start up; returns the modes."""
+    async def start(self, seeds: Sequence[int]) -> dict[str, str]:
+        """Decide every teacher's mode, reserve its actors' resources and start producing the first ``ahead``
+        epochs of each seed's stream while the trials start up; returns the modes. The driver calls it before
+        trials ask for resources, so teachers never wait behind trials that wait for teachers."""
         modes = {name: await self.mode(name) for name in self.requests}
         for name, mode in modes.items():
+            await self._actors(name)
             if mode == "stored":
-                self._stream(name, seed)
+                for seed in seeds:
+                    self._stream(name, seed)
         return modes
 
     async def mode(self, teacher: str) -> str:
@@ -190,7 +197,7 @@ class TeacherService:
         if teacher not in self.modes:
             mode = self.config.mode
             if mode == "auto":
-                per_row = await self._actors(teacher)[0].row_bytes.remote(self.requests[teacher].outputs)
+                per_row = await (await self._actors(teacher))[0].row_bytes.remote(self.requests[teacher].outputs)
                 mode = "live" if per_row * self.num_rows > self.config.live_threshold_bytes else "stored"
             self.modes[teacher] = mode
         return self.modes[teacher]
@@ -216,7 +223,7 @@ class TeacherService:
     async def live_actors(self, teacher: str) -> list:
         if await self.mode(teacher) != "live":
             raise RuntimeError(f"teacher {teacher!r} is served from stored tables; ask for tables instead")
-        return self._actors(teacher)
+        return await self._actors(teacher)
 
     def statistics(self) -> dict[str, dict[str, int]]:
         return {name: dict(stats) for name, stats in self.stats.items()}
@@ -244,20 +251,38 @@ class TeacherService:
             self.producers[stream] = asyncio.get_running_loop().create_task(self._produce(teacher, seed))
         return stream
 
-    def _actors(self, teacher: str) -> list:
-        if teacher not in self.actors:
-            spec = self.requests[teacher].spec
-            weights = ray.put(spec.weights_bytes())
-            cfg = self.config
-            self.actors[teacher] = [
-                TeacherActor.options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4,
-                                     max_task_retries=-1).remote(spec, weights, self.data, self.arrays)
-                for _ in range(cfg.replicas)]
+    async def _actors(self, teacher: str) -> list:
+        """The teacher's actors, created on first use in a placement group that reserves their CPUs/GPUs until
+        they are released: an actor Ray restarts after a failure gets its place back instead of queueing behind
+        trials that are waiting for its tables."""
+        async with self.locks.setdefault(teacher, asyncio.Lock()):
+            if teacher not in self.actors:
+                await self._create_actors(teacher)
         return self.actors[teacher]
+
+    async def _create_actors(self, teacher: str) -> None:
+        spec = self.requests[teacher].spec
+        weights = ray.put(spec.weights_bytes())
+        cfg = self.config
+        bundle = {k: v for k, v in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)) if v > 0}
+        group = placement_group([bundle] * cfg.replicas, strategy="PACK") if bundle else None
+        if group is not None:
+            self.groups[teacher] = group
+            await group.ready()
+        self.actors[teacher] = [
+            TeacherActor.options(
+                num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4, max_task_retries=-1,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+                if group is not None else None,
+            ).remote(spec, weights, self.data, self.arrays)
+            for i in range(cfg.replicas)]
 
     def _release(self, teacher: str) -> None:
         for actor in self.actors.pop(teacher, []):
             ray.kill(actor, no_restart=True)
+        group = self.groups.pop(teacher, None)
+        if group is not None:
+            remove_placement_group(group)
 
     async def _produce(self, teacher: str, seed: int) -> None:
         """Make the tables of epochs 0, 1, ... of a stream as its frontier allows; once every stream has made its
@@ -322,7 +347,7 @@ class TeacherService:
     async def _compute(self, teacher: str, seed: int, view: int | None) -> dict[str, Any]:
         """Every row of one table, in chunks spread over the teacher's actors (a bounded number in flight)."""
         outputs = self.requests[teacher].outputs
-        actors = self._actors(teacher)
+        actors = await self._actors(teacher)
         chunks = np.array_split(np.arange(self.num_rows), math.ceil(self.num_rows / CHUNK_ROWS))
         label = f"teacher {teacher}" + (f", seed {seed}, view {view}" if view is not None else ", whole images")
         progress = _Progress(label, self.num_rows)

@@ -308,10 +308,10 @@ def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource 
     ``task``: the run's data (default: built from ``cfg.data``); ``teacher``: the source of teacher outputs (default:
     ``cfg.teacher`` run in this process). ``checkpoint_dir`` receives a checkpoint after every epoch (main worker
     only); ``resume_from`` continues a run from such a checkpoint, reproducing the uninterrupted run and its
-    counters. ``started``: when the caller started (``time.perf_counter()``), for ``startup_s``, the time to the
-    first training step.
+    counters. ``started``: when the caller started (``time.time()``), for ``startup_s``, the time to the first
+    training step.
     """
-    started = time.perf_counter() if started is None else started
+    started = time.time() if started is None else started
     rt = runtime or Runtime(device=resolve_device(cfg.runtime.device))
     task = task or build_task(cfg.data, cfg.seed)
     seed_everything(cfg.seed)
@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource 
         metrics = {k: v for k, v in meta.items() if k not in ("config", "files", "model", "model_kwargs")}
     startup: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
-        metrics = train_epoch(run, epoch, lambda: startup.setdefault("startup_s", time.perf_counter() - started))
+        metrics = train_epoch(run, epoch, lambda: startup.setdefault("startup_s", time.time() - started))
         metrics.update(task.evaluate(run.model, rt.device, run.input_key))
         best = max(best, metrics[metric])
         counters = rt.all_sum(run.source.counters() if run.source is not None else dict.fromkeys(COUNTERS, 0))

@@ -10,7 +10,6 @@ restarts by the checkpoints.
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ class TrialSpec:
     splits: dict[str, Any]
     teacher: ServiceClient | None = None
     name: str = "trial"
+    started: float | None = None  # time.time() when the trial function was called
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,8 +94,8 @@ def _resume_dir(previous: Any) -> Iterator[Path | None]:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Train ``config["trial"]`` (a :class:`TrialSpec`); ``config["distributed"]``: this is a Ray Train worker."""
-    started = time.perf_counter()
     spec: TrialSpec = config["trial"]
+    started = spec.started or time.time()
     session = _TrainSession() if config.get("distributed") else _TuneSession()
     cfg = spec.cfg
     task = build_task(cfg.data, cfg.seed, {name: ray.get(ref) for name, ref in spec.splits.items()})
@@ -103,11 +103,11 @@ def train_worker(config: dict[str, Any]) -> None:
     source = None
     if spec.teacher is not None and method(**cfg.method.params).teacher_outputs():
         source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed)
-    node = socket.gethostname()
+    node = ray.get_runtime_context().get_node_id()
     exported = {"cache_hits": 0}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        metrics = {**metrics, "wall_s": time.perf_counter() - started, "node": node, **spec.extra}
+        metrics = {**metrics, "wall_s": time.time() - started, "node": node, **spec.extra}
         telemetry.student_throughput(spec.name, metrics["samples_per_s"])
         if spec.teacher is not None:
             telemetry.cache_hits(spec.teacher.teacher, metrics["cache_hits"] - exported["cache_hits"])

@@ -1,218 +1,260 @@
 """A Ray Tune + Optuna sweep over distillation methods and their hyperparameters.
 
-The teachers' outputs are prepared once by the teacher service before any trial starts (cache hit, or one
-pass of the teacher actors), put in Ray's object store and handed to every trial with ``tune.with_parameters``.
-Each trial trains one student: directly in the trial when it has one worker (less start-up), or through a
-``TorchTrainer`` with several DDP workers (Ray Train V2: the trial function launches the trainer and relays its
-reports with ``TuneReportCallback``). ASHA stops weak trials early; crashed trials are retried from their last
-checkpoint; an interrupted sweep resumes where it stopped.
+:func:`run_sweep` decodes the data once (:mod:`raykd.data.arrays`) and puts it in the object store, checks every
+teacher against the data and the student before any work starts, starts the sweep's teacher service
+(:mod:`raykd.teachers.service`), and runs the trials: Optuna's define-by-run space over the methods' own search
+spaces, ASHA early stopping, Tune's retries from checkpoints, trial actors reused between trials (so a process
+builds its task once). Each trial trains one student through :func:`raykd.train.worker.train_worker`: directly in
+the trial with one worker, or in every worker of a ``TorchTrainer`` with several (Ray Train V2, checkpoints on the
+sweep's storage so any node can resume them). A seeds stage then retrains the best configuration of each method
+with ``sweep.seeds`` seeds, and :mod:`raykd.tune.report` writes the results.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import itertools
-import tempfile
+import os
+import stat
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
+import torch
 from ray import tune
 
 from raykd import telemetry
+from raykd.config import SweepConfig, TrainConfig, override, to_json
+from raykd.data.arrays import load_split
+from raykd.data.store import Store
 from raykd.methods import create_method
-from raykd.teachers.pool import TeacherHandle, TeacherService, TrialSources
-from raykd.teachers.specs import TeacherSpec
-from raykd.train.config import TrainConfig
-from raykd.train.loop import train
-from raykd.train.tasks import TASKS, build_task
+from raykd.models.features import capture
+from raykd.registry import TASKS
+from raykd.teachers.service import ServiceClient, TeacherRequest, start_service
+from raykd.teachers.spec import TeacherSpec
+from raykd.train.loop import build_student
+from raykd.train.tasks import build_task
+from raykd.train.worker import TrialSpec, train_worker
 from raykd.tune.report import write_report
-from raykd.tune.spaces import SPACES, DefineByRun, check_methods, default_points, trial_method
+from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 
+__all__ = ["run_sweep", "SweepPayload", "check_teacher", "decoded_splits"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 
 
-@dataclass
-class SweepConfig:
-    name: str = "sweep"
-    methods: list[str] = field(default_factory=lambda: ["none", "kd", "dkd", "figkd", "dfd"])
-    num_samples: int = 16
-    metric: str | None = None  # default: the task's (val_top1, val_psnr)
-    mode: str = "max"
-    workers_per_trial: int = 1
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
-    max_concurrent_trials: int | None = None  # default: as many as the cluster's resources hold
-    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
-    max_failures: int = 2  # retries of a crashed trial (from its last checkpoint)
-    storage: str = "runs"  # results go to <storage>/<name>/
-    cache_dir: str = "~/.cache/raykd"
-    teacher_mode: str = "auto"  # "auto", "cached" or "live"
-    teacher_replicas: int = 1
-    teacher_gpus: float = 0
-    resume: bool = False
-    seed: int = 0
-    verbose: int = 1
+@dataclass(frozen=True)
+class SweepPayload:
+    """What every trial of a sweep shares (put in the object store once by ``tune.with_parameters``)."""
 
-    @property
-    def directory(self) -> Path:
-        return Path(self.storage).expanduser().resolve() / self.name
+    base: TrainConfig
+    splits: dict[str, Any]
+    clients: dict[str, ServiceClient]
+    scaling: Any
+    max_failures: int
+    storage: str
+
+    def trial(self, config: Mapping[str, Any]) -> TrialSpec:
+        method, params = trial_method(dict(config))
+        cfg = override(self.base, {"method.name": method, "method.params": params,
+                                   "seed": int(config.get("seed", self.base.seed))})
+        trial = tune.get_context().get_trial_name()
+        return TrialSpec(cfg, self.splits, self.clients.get(method), name=trial, started=time.time(),
+                         extra={"seed": cfg.seed})
 
 
-def trial_config(base: dict[str, Any], config: dict[str, Any]) -> TrainConfig:
-    method, params = trial_method(config)
-    return TrainConfig.from_dict({**base, "method": method, "method_params": params, "check_data": False})
-
-
-def run_trial(config: dict[str, Any], *, base: dict[str, Any], teachers: dict[str, TeacherHandle],
-              workers_per_trial: int, cpus_per_worker: float, gpus_per_worker: float, max_failures: int) -> None:
-    """One Tune trial: train the student the sampled config describes and report every epoch."""
-    cfg = trial_config(base, config)
-    handle = teachers.get(cfg.method)
-    trial = tune.get_context().get_trial_name()
-    started = time.perf_counter()
-
-    sources = TrialSources(handle) if handle is not None else None
-    hits_exported = 0
-
-    def relay(metrics: dict[str, Any]) -> dict[str, Any]:
-        """Adds what a trial row needs (wall time; the teacher counters, which multi-worker trials already
-        summed over their workers) and feeds the dashboard."""
-        nonlocal hits_exported
-        counters = sources.counters() if sources is not None else {"cache_hits": 0, "teacher_samples_computed": 0}
-        metrics = {**counters, **metrics, "wall_s": time.perf_counter() - started}
-        telemetry.student_throughput(trial, metrics["samples_per_s"])
-        if handle is not None:
-            telemetry.cache_hits(handle.name, metrics["cache_hits"] - hits_exported)
-            hits_exported = metrics["cache_hits"]
-        return metrics
-
-    if workers_per_trial == 1:
-        def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
-            tune.report(relay(metrics), checkpoint=checkpoint)
-
-        previous = tune.get_checkpoint()
-        resume = previous.as_directory() if previous is not None else contextlib.nullcontext(None)
-        with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, resume as resume_dir:
-            train(cfg, report=report, teacher=sources, checkpoint_dir=Path(tmp) / "checkpoint",
-                  resume_from=resume_dir)
+def run_trial(config: dict[str, Any], payload: SweepPayload) -> None:
+    """One Tune trial: the student its config describes, trained by the one trial path for 1..N workers."""
+    spec = payload.trial(config)
+    if payload.scaling.num_workers == 1:
+        train_worker({"trial": spec})
         return
-
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raykd.train.ray_worker import train_worker
-
-    class Relay(TuneReportCallback):
-        """Adds the trial's wall time and feeds the dashboard before handing the report to Tune."""
-
-        def after_report(self, run_context, metrics, checkpoint):
-            super().after_report(run_context, [relay(metrics[0])], checkpoint)
-
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"train": cfg.to_dict(), "teacher": handle},
-        scaling_config=ScalingConfig(num_workers=workers_per_trial, use_gpu=gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": cpus_per_worker, "GPU": gpus_per_worker}),
-        run_config=RunConfig(name=f"{trial}-train", storage_path=str(Path(tempfile.gettempdir()) / "raykd-train"),
-                             failure_config=FailureConfig(max_failures=max_failures), callbacks=[Relay()]),
-    )
-    trainer.fit()
+    TorchTrainer(train_worker, train_loop_config={"trial": spec, "distributed": True}, scaling_config=payload.scaling,
+                 run_config=RunConfig(name=f"{spec.name}-train", storage_path=payload.storage,
+                                      failure_config=FailureConfig(max_failures=payload.max_failures),
+                                      callbacks=[TuneReportCallback()])).fit()
 
 
-def concurrent_trials(sweep: SweepConfig) -> int:
-    """How many trials the cluster holds at once, from its CPUs and GPUs (at least one)."""
-    if sweep.max_concurrent_trials:
-        return sweep.max_concurrent_trials
-    resources = ray.cluster_resources()
-    per_trial = sweep.cpus_per_worker * sweep.workers_per_trial + (DRIVER_CPU if sweep.workers_per_trial > 1 else 0)
-    fits = [resources.get("CPU", 1) // max(per_trial, 1e-9)]
-    if sweep.gpus_per_worker:
-        fits.append(resources.get("GPU", 0) // (sweep.gpus_per_worker * sweep.workers_per_trial))
-    return max(1, int(min(fits)))
+def decoded_splits(base: TrainConfig, cache_dir: str) -> dict[str, Any]:
+    """The data's train and val splits, decoded once (or read back from the store) and put in the object store."""
+    store = Store(Path(cache_dir).expanduser() / "store") if "://" not in cache_dir else Store(f"{cache_dir}/store")
+    return {split: ray.put(load_split(base.data, split, store)) for split in ("train", "val")}
 
 
-def teacher_needs(method: str, task: str) -> tuple[str, ...]:
-    """Every teacher output ``method`` may ask for in this sweep: the union over its searched categorical knobs
-    (DVMSR's ``position`` switches between the SR image and a feature), the other knobs at their defaults."""
-    choices = {name: knob.choices for name, knob in SPACES[task][method].items() if knob.kind == "choice"}
-    outputs = {o for combo in itertools.product(*choices.values())
-               for o in create_method(method, task, **dict(zip(choices, combo))).teacher_outputs()}
-    return tuple(sorted(outputs))
+def check_teacher(spec: TeacherSpec, base: TrainConfig, splits: Mapping[str, Any]) -> None:
+    """Refuse, before any teacher pass, a teacher that does not fit the run: its weights must load into its model,
+    and its output must have the student's shape (the number of classes, the SR scale)."""
+    task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    cls = base.data.task == "cls"
+    probe = task.batch(np.arange(min(2, len(task))), 0, torch.device("cpu"), ("hr", "lr") if cls else ("lr",))
+    with torch.no_grad():
+        teacher = capture(spec.build("cpu"), probe[task.teacher_input], [], task.output)[task.output]
+        student = build_student(base, task).eval()(probe[(base.method.student_input or "hr") if cls else "lr"])
+    if (cls and teacher.shape[1] != student.shape[1]) or (not cls and teacher.shape[1:] != student.shape[1:]):
+        what = f"{teacher.shape[1]} classes, the data has {student.shape[1]}" if cls else \
+            f"{tuple(teacher.shape[1:])} images for {tuple(student.shape[1:])} (x{base.data.scale})"
+        raise ValueError(f"teacher {spec.name!r} ({spec.checkpoint}) does not fit this sweep: it predicts {what}; "
+                         f"give a teacher trained on {base.data.dataset} ({task.model_kwargs()})")
 
 
-def run_sweep(base: TrainConfig, teacher: TeacherSpec | dict[str, TeacherSpec], sweep: SweepConfig) -> dict[str, Any]:
-    """Run (or, with ``sweep.resume``, continue) the sweep; returns the summary written beside the results.
+def _check_resume_storage(directory: str) -> None:
+    """``Tuner.restore`` unpickles ``tuner.pkl`` from the sweep directory, so whoever can write there runs code in
+    this driver: refuse a local directory that another user owns or that group/others may write."""
+    if "://" in directory:
+        return
+    for path in (Path(directory), Path(directory) / "tuner.pkl"):
+        if not path.exists():
+            continue
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"--resume refuses {path}: it is owned by uid {info.st_uid} (you are {os.getuid()}) "
+                                  f"or writable by others (mode {stat.filemode(info.st_mode)}); resuming unpickles "
+                                  "Tune's state from it, so only resume a sweep directory only you can write")
 
-    ``teacher`` serves every method that distils, or is a ``{method: teacher}`` mapping where methods distil
-    from different teachers (MTKD's aggregated teacher against L1-KD's single one)."""
-    from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
+
+def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, name: str, *, search: bool,
+           grid: list[dict[str, Any]] | None = None) -> Any:
+    from ray.tune import RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    methods = check_methods(sweep.methods, base.task)
-    metric = sweep.metric or TASKS[base.task].metric
+    directory = str(Path(sweep.directory).parent / name) if "://" not in sweep.directory else \
+        f"{sweep.directory.rsplit('/', 1)[0]}/{name}"
+    if sweep.resume and Tuner.can_restore(directory):
+        _check_resume_storage(directory)
+        return Tuner.restore(directory, trainable=trainable, resume_errored=True)
+    if search:
+        searcher = OptunaSearch(space=DefineByRun(sweep.methods, base.data.task), metric=metric, mode=sweep.mode,
+                                points_to_evaluate=default_points(sweep.methods, base.data.task), seed=sweep.seed)
+        epochs = base.optim.epochs
+        tune_config = TuneConfig(metric=metric, mode=sweep.mode, search_alg=searcher, num_samples=sweep.num_samples,
+                                 scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs,
+                                                         grace_period=min(sweep.grace_period, epochs)),
+                                 max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True)
+        param_space = None
+    else:
+        tune_config = TuneConfig(metric=metric, mode=sweep.mode, max_concurrent_trials=sweep.max_concurrent_trials,
+                                 reuse_actors=True)
+        param_space = {"run": tune.grid_search(grid)}
+    return Tuner(trainable, tune_config=tune_config, param_space=param_space,
+                 run_config=RunConfig(name=name, storage_path=directory.rsplit("/", 1)[0],
+                                      failure_config=sweep.failure, verbose=sweep.verbose,
+                                      callbacks=_loggers(sweep.log)))
+
+
+def _loggers(names: tuple[str, ...]) -> list[Any]:
+    callbacks = []
+    if "mlflow" in names:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(experiment_name="raykd"))
+    if "tensorboard" in names:
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    return callbacks
+
+
+def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpec] | None, sweep: SweepConfig,
+              splits: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or, with ``sweep.resume``, continue) the sweep; returns the summary written beside the results.
+
+    ``teachers`` serves every method that distils, or is a ``{method: teacher}`` mapping where methods distil from
+    different teachers (MTKD's aggregated teacher against L1-KD's single one). ``splits``: the decoded data already
+    in the object store (:func:`decoded_splits`; decoded here when not given)."""
+    task_name = base.data.task
+    methods = check_methods(sweep.methods, task_name)
+    for method in methods:  # every method's defaults checked before any work
+        create_method(method, task_name)
+    metric = sweep.metric or TASKS.get(task_name).metric
     started = time.perf_counter()
-    build_task(base)  # every image checked once, before any trial starts; trials skip it
-    needs = {m: teacher_needs(m, base.task) for m in methods}
-    per_method = teacher if isinstance(teacher, dict) else {m: teacher for m in methods if needs[m]}
+    telemetry.start()
+    needs = {m: teacher_needs(m, task_name) for m in methods}
+    per_method = dict(teachers) if isinstance(teachers, Mapping) else \
+        {m: teachers for m in methods if needs[m] and teachers is not None}
     missing = [m for m in methods if needs[m] and m not in per_method]
     if missing:
         raise ValueError(f"methods {missing} distil from a teacher but none was given for them")
-    services = {}  # one service per teacher, each serving the union of what its methods need
-    for spec in {s.name: s for s in per_method.values()}.values():
-        services[spec.name] = TeacherService([spec], base, Path(sweep.cache_dir).expanduser(),
-                                             replicas=sweep.teacher_replicas, num_gpus=sweep.teacher_gpus)
+    splits = dict(splits) if splits is not None else decoded_splits(base, sweep.cache_dir)
+    specs = {spec.name: spec for m, spec in per_method.items() if needs.get(m)}
+    outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name and m in needs
+                                   for o in needs[m]})) for name in specs}
+    for spec in specs.values():
+        check_teacher(spec, base, splits)
+    service = None
+    if specs:
+        service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
+                                splits["train"], base.optim.epochs, sweep.teachers, _store_root(sweep.cache_dir),
+                                sweep.name)
+        ray.get(service.start.remote([base.seed]))
     try:
-        handles = {}
-        for name, service in services.items():
-            outputs = sorted({o for m, spec in per_method.items() if spec.name == name for o in needs[m]})
-            handles[name] = service.handles(outputs, sweep.teacher_mode)[name]
-        teachers = {m: handles[spec.name] for m, spec in per_method.items() if needs[m]}
-        for name, service in services.items():
-            if not handles[name].live:  # outputs are in the object store: the actors' CPUs/GPUs go to trials
-                service.shutdown()
-        base_dict = {k: v for k, v in base.to_dict().items() if k not in ("method", "method_params")}
-        trainable = tune.with_parameters(
-            run_trial, base=base_dict, teachers=teachers, workers_per_trial=sweep.workers_per_trial,
-            cpus_per_worker=sweep.cpus_per_worker, gpus_per_worker=sweep.gpus_per_worker,
-            max_failures=sweep.max_failures)
-        # a single-worker trial trains in the trial itself; a multi-worker trial only drives its TorchTrainer, whose
-        # workers ask for their own resources (Tune refuses a trial that asks for nothing, hence a token share)
-        own = {"cpu": sweep.cpus_per_worker, "gpu": sweep.gpus_per_worker} if sweep.workers_per_trial == 1 \
-            else {"cpu": DRIVER_CPU}
-        trainable = tune.with_resources(trainable, own)
-        directory = sweep.directory
-        if sweep.resume and Tuner.can_restore(str(directory)):
-            tuner = Tuner.restore(str(directory), trainable=trainable, resume_errored=True)
-        else:
-            if sweep.resume:
-                print(f"--resume: no sweep to resume at {directory}; starting a new one")
-            searcher = OptunaSearch(space=DefineByRun(methods, base.task), metric=metric, mode=sweep.mode,
-                                    points_to_evaluate=default_points(methods, base.task), seed=sweep.seed)
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=max(base.epochs, 1),
-                                      grace_period=min(sweep.grace_period, max(base.epochs, 1)))
-            tuner = Tuner(
-                trainable,
-                tune_config=TuneConfig(metric=metric, mode=sweep.mode, search_alg=searcher,
-                                       scheduler=scheduler, num_samples=sweep.num_samples,
-                                       max_concurrent_trials=concurrent_trials(sweep)),
-                run_config=RunConfig(name=sweep.name, storage_path=str(directory.parent),
-                                     failure_config=FailureConfig(max_failures=sweep.max_failures),
-                                     verbose=sweep.verbose),
-            )
-        results = tuner.fit()
+        clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
+                   if needs.get(m)}
+        payload = SweepPayload(base, splits, clients, sweep.scaling, sweep.failure.max_failures, _storage(sweep))
+        trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), _trial_resources(sweep))
+        results = _tuner(trainable, sweep, base, metric, sweep.name, search=True).fit()
+        seed_results = None
+        if sweep.seeds:
+            grid = _seed_grid(results, metric, sweep)
+            if grid and service is not None:
+                ray.get(service.start.remote(sorted({run["seed"] for run in grid})))
+            if grid:
+                seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
+                                                      _trial_resources(sweep))
+                seed_results = _tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds", search=False,
+                                      grid=grid).fit()
         best = results.get_best_result(metric=metric, mode=sweep.mode, scope="all")
-        if best.metrics is not None:
+        if best.metrics is not None and metric in best.metrics:
             telemetry.best_metric(metric, best.metrics.get(f"best_{metric}", best.metrics[metric]))
-        stats = {name: dataclasses.asdict(s) for service in services.values() for name, s in service.stats.items()}
-        return write_report(results, directory, task=base.task, sweep={**dataclasses.asdict(sweep), "metric": metric},
-                            base=base_dict, teacher_stats=stats, wall_s=time.perf_counter() - started)
+        stats = ray.get(service.statistics.remote()) if service is not None else {}
+        return write_report(results, seed_results, sweep.directory, task=task_name,
+                            sweep={**to_json(sweep), "metric": metric},
+                            base=to_json(base), teacher_stats=stats, wall_s=time.perf_counter() - started)
     finally:
-        for service in services.values():
-            service.shutdown()
+        if service is not None:
+            ray.get(service.shutdown.remote())
+            ray.kill(service, no_restart=True)
+
+
+def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:
+    run_trial(config["run"], payload)
+
+
+def _seed_grid(results: Any, metric: str, sweep: SweepConfig) -> list[dict[str, Any]]:
+    """The best configuration of each method (by its best epoch), once per seed ``seed + 1 .. seed + seeds``."""
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    for result in results:
+        config, history = result.config or {}, result.metrics_dataframe
+        if result.error is not None or history is None or metric not in history or "method" not in config:
+            continue
+        value = float(history[metric].max() if sweep.mode == "max" else history[metric].min())
+        method = config["method"]
+        if method not in best or (value > best[method][0]) == (sweep.mode == "max"):
+            best[method] = (value, {"method": method, method: dict(config.get(method, {}))})
+    return [{**config, "seed": sweep.seed + s} for _, config in best.values() for s in range(1, sweep.seeds + 1)]
+
+
+def _trial_resources(sweep: SweepConfig) -> dict[str, float]:
+    """A single-worker trial trains in the trial itself; a multi-worker trial only drives its TorchTrainer, whose
+    workers ask for their own resources (Tune refuses a trial that asks for nothing, hence a token share)."""
+    if sweep.workers_per_trial > 1:
+        return {"cpu": DRIVER_CPU}
+    per_worker = dict(sweep.scaling.resources_per_worker or {})
+    gpu = per_worker.pop("GPU", 1.0 if sweep.scaling.use_gpu else 0.0)
+    return {"cpu": per_worker.pop("CPU", 1.0), "gpu": gpu, **per_worker}
+
+
+def _storage(sweep: SweepConfig) -> str:
+    """Where multi-worker trials keep their Ray Train runs: beside the sweep's results (shared storage on a
+    cluster), never a node's own /tmp."""
+    return f"{sweep.directory}-train" if "://" in sweep.directory else str(Path(sweep.directory).parent /
+                                                                           f"{sweep.name}-train")
+
+
+def _store_root(cache_dir: str) -> str:
+    return f"{cache_dir.rstrip('/')}/store" if "://" in cache_dir else str(Path(cache_dir).expanduser() / "store")

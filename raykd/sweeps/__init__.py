@@ -1,0 +1,20 @@
+"""The paper settings raykd ships as sweeps: ``python sweeps/<name>.py`` and ``raykd sweep <name>`` run them."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from raykd.sweeps.figkd_tinyimagenet import FiGKDTinyImageNet
+from raykd.tune.spec import SweepSpec, run_spec
+
+__all__ = ["SWEEPS", "run"]
+
+SWEEPS: dict[str, type[SweepSpec]] = {spec.name: spec for spec in (FiGKDTinyImageNet,)}
+
+
+def run(name: str, argv: Sequence[str] | None = None) -> int:
+    """Run the sweep ``name`` (one of :data:`SWEEPS`) with command-line flags ``argv``."""
+    if name not in SWEEPS:
+        raise SystemExit(f"unknown sweep {name!r}; available: {', '.join(sorted(SWEEPS))}")
+    spec = SWEEPS[name]
+    return run_spec(spec(), argv, doc=sys.modules[spec.__module__].__doc__)

@@ -1,0 +1,190 @@
+"""Declarative sweeps: a sweep is a small :class:`SweepSpec` (its task, data, teacher and student, methods, and
+the full and smoke sizes), and :func:`run_spec` is the one program behind every ``python sweeps/<name>.py`` and
+``raykd sweep <name>``: flags, data, Ray, the teacher (trained once), the sweep, the seeds stage, the summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ray
+
+from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
+                          default_cache_dir)
+from raykd.teachers.spec import TeacherSpec
+from raykd.tune.sweep import decoded_splits, run_sweep
+from raykd.tune.teachers import prepare_teacher
+
+__all__ = ["Profile", "SweepSpec", "run_spec", "connect"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A sweep's sizes for one kind of run: trials, epochs per trial and for the teacher, batch size."""
+
+    num_samples: int
+    epochs: int
+    teacher_epochs: int
+    batch_size: int
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at ``address`` ("auto" for the one this machine belongs to) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    context = ray.init(address=address) if address else ray.init()
+    if getattr(context, "dashboard_url", None):
+        print(f"Ray dashboard: http://{context.dashboard_url}")
+
+
+class SweepSpec:
+    """One paper setting. Subclasses set the class attributes and override what differs:
+
+    * :meth:`data`: the run's data (the built-in demo with ``--smoke``), or ``None`` after telling the user where
+      it looked and how to get the data;
+    * :meth:`student`, :meth:`teacher_model`, :meth:`optim`: the models and the optimiser (teacher and student
+      share the data and optimiser unless :meth:`teacher_config` says otherwise);
+    * :meth:`teachers`: the teacher of each distilling method (default: one trained teacher for all of them);
+    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`after` for sweep-specific flags and steps.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[str] = "cls"
+    methods: ClassVar[tuple[str, ...]]
+    full: ClassVar[Profile]
+    smoke: ClassVar[Profile]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def data(self, args: argparse.Namespace) -> DataConfig | None:
+        raise NotImplementedError
+
+    def student(self, args: argparse.Namespace) -> ModelConfig:
+        raise NotImplementedError
+
+    def teacher_model(self, args: argparse.Namespace) -> ModelConfig:
+        raise NotImplementedError
+
+    def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
+        raise NotImplementedError
+
+    def base(self, args: argparse.Namespace, data: DataConfig, profile: Profile) -> TrainConfig:
+        """The students' config (each trial fills in its method)."""
+        return TrainConfig(model=self.student(args), data=data, optim=self.optim(args, profile), seed=args.seed)
+
+    def teacher_config(self, args: argparse.Namespace, base: TrainConfig, profile: Profile) -> TrainConfig:
+        """How the teacher is trained when none is given: the students' data and optimiser, its own model and
+        epochs, no method."""
+        return replace(base, model=self.teacher_model(args), method=replace(base.method, student_input=None),
+                       optim=replace(base.optim, epochs=profile.teacher_epochs))
+
+    def teachers(self, args: argparse.Namespace, base: TrainConfig, profile: Profile, splits: Mapping[str, Any]
+                 ) -> TeacherSpec | Mapping[str, TeacherSpec]:
+        return prepare_teacher(args.teacher, self.teacher_config(args, base, profile), splits,
+                               cache_dir=args.cache_dir, gpus=min(args.gpus_per_worker, 1))
+
+    def sweep_overrides(self, args: argparse.Namespace, profile: Profile) -> dict[str, Any]:
+        return {}
+
+    def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
+        pass
+
+
+def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"sweeps/{spec.name}.py", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def sizes(key: str) -> str:
+        return f"default {getattr(spec.full, key)}; smoke {getattr(spec.smoke, key)}"
+
+    p.add_argument("--smoke", action="store_true",
+                   help="the whole pipeline on built-in data with small models (minutes on a laptop CPU)")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint directory (skips teacher training)")
+    p.add_argument("--num-samples", type=int, default=None, help=f"trials ({sizes('num_samples')})")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs per trial ({sizes('epochs')})")
+    p.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs ({sizes('teacher_epochs')})")
+    p.add_argument("--batch-size", type=int, default=None, help=sizes("batch_size"))
+    p.add_argument("--methods", nargs="+", default=list(spec.methods),
+                   help=f"methods to sweep (default {' '.join(spec.methods)})")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="retrain the best configuration of each method with this many seeds (default 3; 0: off)")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train DDP workers per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=1)
+    p.add_argument("--gpus-per-worker", type=float, default=0)
+    p.add_argument("--max-concurrent-trials", type=int, default=None,
+                   help="cap on trials at once (default: as many as the cluster, or its autoscaler, can hold)")
+    p.add_argument("--teacher-replicas", type=int, default=1, help="teacher actors per teacher")
+    p.add_argument("--top-k", type=int, default=None, help="store only the k largest teacher logits (default: all)")
+    p.add_argument("--storage", default="runs", help="where results go: <storage>/<name>/ (a path, NFS, s3:// or gs://)")
+    p.add_argument("--name", default=None, help=f"sweep name (default {spec.name}; smoke {spec.name}_smoke)")
+    p.add_argument("--cache-dir", default=default_cache_dir(),
+                   help="teacher outputs, decoded data, trained teachers and datasets (default $RAYKD_CACHE or "
+                        "~/.cache/raykd)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--log", nargs="*", default=[], choices=("mlflow", "tensorboard"),
+                   help="also log to MLflow (./mlruns) and/or TensorBoard (in the trials' directories)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--seed", type=int, default=0)
+    spec.add_arguments(p)
+    return p
+
+
+def _profile(spec: SweepSpec, args: argparse.Namespace) -> Profile:
+    profile = spec.smoke if args.smoke else spec.full
+    given = {k: getattr(args, k) for k in ("num_samples", "epochs", "teacher_epochs", "batch_size")
+             if getattr(args, k) is not None}
+    return replace(profile, **given)
+
+
+def sweep_config(spec: SweepSpec, args: argparse.Namespace, profile: Profile) -> SweepConfig:
+    """The :class:`SweepConfig` the shared flags describe."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": args.cpus_per_worker, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
+    values: dict[str, Any] = dict(
+        name=args.name or (f"{spec.name}_smoke" if args.smoke else spec.name), methods=tuple(args.methods),
+        num_samples=profile.num_samples,
+        scaling=ScalingConfig(num_workers=args.workers_per_trial, use_gpu=args.gpus_per_worker > 0,
+                              resources_per_worker=resources),
+        teachers=TeacherServiceConfig(replicas=args.teacher_replicas, num_gpus=min(args.gpus_per_worker, 1),
+                                      top_k=args.top_k),
+        max_concurrent_trials=args.max_concurrent_trials, storage=args.storage, cache_dir=args.cache_dir,
+        resume=args.resume, seed=args.seed, seeds=args.seeds, log=tuple(args.log))
+    values.update(spec.sweep_overrides(args, profile))
+    return SweepConfig(**values)
+
+
+def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None = None) -> int:
+    """Parse the flags, find the data, connect to Ray, prepare the teacher(s), run the sweep and print its
+    summary; 2 when the data is missing (after saying where it looked and how to get it)."""
+    args = _parser(spec, doc).parse_args(argv)
+    args.cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if "://" not in args.cache_dir else args.cache_dir
+    data = spec.data(args)
+    if data is None:
+        return 2
+    profile = _profile(spec, args)
+    base = spec.base(args, data, profile)
+    sweep = sweep_config(spec, args, profile)
+    connect(args.address)
+    splits = decoded_splits(base, args.cache_dir)
+    teachers = spec.teachers(args, base, profile, splits)
+    summary = run_sweep(base, teachers, sweep, splits=splits)
+    spec.after(args, sweep, base)
+    print_summary(sweep, summary)
+    return 0
+
+
+def print_summary(sweep: SweepConfig, summary: dict[str, Any]) -> None:
+    """The best-per-method table (with the seeds' mean +- std) and where the results are."""
+    table = Path(sweep.directory) / "summary.md"
+    print(table.read_text() if table.exists() else summary, flush=True)
+    print(f"results: {sweep.directory}")
+
+
+def main(spec: SweepSpec, doc: str | None = None) -> None:
+    """The body of ``sweeps/<name>.py``."""
+    sys.exit(run_spec(spec, doc=doc))

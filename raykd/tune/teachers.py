@@ -1,0 +1,85 @@
+"""A sweep's teacher, trained once: :func:`prepare_teacher` reuses a verified teacher from the trained-teacher
+store (:mod:`raykd.teachers.trained`) or trains it in one Ray task, resumably, and stores it."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raykd.config import RuntimeConfig, TrainConfig, to_json
+from raykd.models.checkpoint import read_meta
+from raykd.registry import TASKS
+from raykd.teachers.spec import TeacherSpec
+from raykd.teachers.trained import TrainedTeachers
+from raykd.train.checkpoint import find_checkpoint
+from raykd.train.loop import train
+from raykd.train.tasks import build_task
+
+__all__ = ["prepare_teacher", "node_resources"]
+
+
+def node_resources() -> list[dict[str, float]]:
+    """The total resources of every alive node."""
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def _fit_to_a_node(gpus: float) -> dict[str, float]:
+    """What a teacher-training task asks for: one GPU share and one CPU on GPU nodes; else as many CPUs as the
+    largest node has (never more than one node holds: a task cannot span nodes)."""
+    nodes = node_resources()
+    if gpus:
+        return {"num_gpus": gpus, "num_cpus": 1}
+    largest = max((n.get("CPU", 0.0) for n in nodes), default=1.0)
+    if largest < 1:
+        raise RuntimeError(f"no node of this cluster has a CPU to train the teacher on (nodes: {nodes}); add a CPU "
+                           "node, or give a trained teacher with --teacher")
+    return {"num_cpus": int(largest), "num_gpus": 0}
+
+
+def _train_teacher(cfg: TrainConfig, splits: Mapping[str, Any], partial: str) -> dict[str, bytes]:
+    """Train ``cfg`` (in whatever Ray worker runs this), checkpointing every epoch to ``partial`` and resuming from
+    it; returns the final checkpoint's files."""
+    task = build_task(cfg.data, cfg.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    resume = find_checkpoint(partial)
+    if resume is not None:
+        print(f"resuming teacher training from {resume} (epoch {read_meta(resume)['epoch']} done)", flush=True)
+    metric = TASKS.get(cfg.data.task).metric
+
+    def report(metrics: dict[str, Any], _checkpoint: Path | None) -> None:
+        print(f"teacher {cfg.model.name}: epoch {metrics['epoch']}/{cfg.optim.epochs} {metric} {metrics[metric]:.2f}",
+              flush=True)
+
+    train(cfg, task=task, checkpoint_dir=partial, resume_from=resume, report=report)
+    final = find_checkpoint(partial)
+    return {p.name: p.read_bytes() for p in final.iterdir() if p.is_file()}
+
+
+def prepare_teacher(checkpoint: str | Path | None, cfg: TrainConfig, splits: Mapping[str, Any], *,
+                    cache_dir: str | Path, gpus: float = 0, name: str | None = None) -> TeacherSpec:
+    """The sweep's teacher: ``checkpoint`` when given (verified), else the teacher ``cfg`` trains, from the store
+    when an earlier run made it (keyed by the training config and the decoded data), else trained now and stored.
+    A killed run resumes the training from its last epoch."""
+    if checkpoint is not None:
+        return TeacherSpec.from_checkpoint(checkpoint, name)
+    store = TrainedTeachers(cache_dir)
+    # the runtime (device, progress bars) does not change what is trained
+    document = {"config": to_json(dataclasses.replace(cfg, runtime=RuntimeConfig())),
+                "data": ray.get(splits["train"]).key}
+    target = store.path(cfg.model.name, document)
+    found = store.find(target, name)
+    if found is not None:
+        print(f"reusing teacher {target}")
+        return found
+    partial = store.partial(target)
+    print(f"training teacher {cfg.model.name} for {cfg.optim.epochs} epochs -> {target}", flush=True)
+    resources = _fit_to_a_node(gpus)
+    ref = ray.remote(**resources)(_train_teacher).remote(cfg, dict(splits), str(partial))
+    waited = time.perf_counter()
+    while not ray.wait([ref], timeout=60)[0]:
+        print(f"teacher training waits for {resources} ({time.perf_counter() - waited:.0f} s); cluster free now: "
+              f"{ray.available_resources()}", flush=True)
+    return store.commit(ray.get(ref), target, name)
