@@ -23,7 +23,9 @@ def _matrix_ref(z: np.ndarray, level: int, wavelet: str = "haar") -> np.ndarray:
     return np.pad(flat.reshape(h, w), ((0, sides[0] - h), (0, sides[1] - w)), mode="edge")
 
 
-def _hf_ref(s: np.ndarray, t: np.ndarray, T: float, wavelet: str, level: int, distance: str, bands: str = "high") -> float:
+def _hf_ref(
+    s: np.ndarray, t: np.ndarray, T: float, wavelet: str, level: int, distance: str, bands: str = "high"
+) -> float:
     """Mean over the matched subbands of the per-subband mean distance, batch included, via PyWavelets."""
     per_band: list[list[np.ndarray]] = []
     for i in range(s.shape[0]):

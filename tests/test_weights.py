@@ -85,7 +85,8 @@ def test_hustvl_vim_head_is_left_out_for_another_number_of_classes(tmp_path):
     path = tmp_path / "vim.pth"
     torch.save({"model": official}, path)
     model = create_model("vim_micro", num_classes=200, depth=2)
-    with pytest.raises(ValueError, match=r"head.weight: checkpoint \(1000, 48\) vs model \(200, 48\).*exclude=\('head',\)"):
+    mismatch = r"head.weight: checkpoint \(1000, 48\) vs model \(200, 48\).*exclude=\('head',\)"
+    with pytest.raises(ValueError, match=mismatch):
         load_weights(model, path, keymap="hustvl_vim")
     own_head = model.head.weight.clone()
     load_weights(model, path, keymap="hustvl_vim", exclude=("head",))

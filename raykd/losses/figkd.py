@@ -152,7 +152,8 @@ def figkd_hf_loss(
     if bands in ("low", "all"):
         pairs.append((coeffs_s[0], coeffs_t[0]))
     if bands in ("high", "all"):
-        pairs += [pair for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:]) for pair in zip(details_s, details_t)]
+        for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:]):
+            pairs += zip(details_s, details_t)
     dist = F.mse_loss if distance == "mse" else F.l1_loss
     return torch.stack([dist(band_s, band_t) for band_s, band_t in pairs]).mean()
 
@@ -174,7 +175,8 @@ class FiGKDLoss(nn.Module):
         super().__init__()
         _check_options(T, wavelet, level, distance, mode, bands)
         _check_level(level, num_classes, wavelet)
-        self.T, self.wavelet, self.level, self.distance, self.mode, self.bands = T, wavelet, level, distance, mode, bands
+        self.T, self.wavelet, self.level = T, wavelet, level
+        self.distance, self.mode, self.bands = distance, mode, bands
 
     def forward(self, logits_s: Tensor, logits_t: Tensor) -> Tensor:
         return figkd_hf_loss(
