@@ -1,6 +1,7 @@
 """One registry class for every kind of raykd component (BasicSR's ``Registry``, with scopes and plugins).
 
-``MODELS``, ``METHODS``, ``DATASETS`` and ``TASKS`` are instances. A component registers itself where it is
+``MODELS``, ``METHODS``, ``DATASETS``, ``TASKS`` and ``KEYMAPS`` (official checkpoint layouts,
+:mod:`raykd.models.weights`) are instances. A component registers itself where it is
 defined (``@MODELS.register()``); a name is looked up within an optional scope (a method or dataset belongs to
 a task: ``"none"`` is cross-entropy for ``"cls"`` and L1 for ``"sr"``).
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Registry", "MODELS", "METHODS", "DATASETS", "TASKS", "is_import_path"]
+__all__ = ["Registry", "MODELS", "METHODS", "DATASETS", "TASKS", "KEYMAPS", "is_import_path"]
 
 
 def is_import_path(name: str) -> bool:
@@ -114,3 +115,4 @@ MODELS = Registry("model")
 METHODS = Registry("method", scopes=("cls", "sr"))
 DATASETS = Registry("dataset", scopes=("cls", "sr"))
 TASKS = Registry("task")
+KEYMAPS = Registry("key map")

@@ -7,40 +7,45 @@ import pytest
 import pywt
 import torch
 
-from raykd.losses.figkd import FiGKDLoss, figkd_hf_loss, logits_to_matrix
+from raykd.losses.figkd import FiGKDLoss, figkd_hf_loss, logits_to_matrix, max_level
 
 
-def _matrix_ref(z: np.ndarray, level: int) -> np.ndarray:
-    """Independent layout: H = floor(sqrt(C)), W = ceil(C / H), zero fill, sides padded to multiples of 2^level."""
+def _matrix_ref(z: np.ndarray, level: int, wavelet: str = "haar") -> np.ndarray:
+    """Independent layout: H = floor(sqrt(C)), W = ceil(C / H), the last logit repeated to fill the grid, then the
+    last row / column repeated until both sides are multiples of 2^level and at least (taps - 1) * 2^level."""
     c = z.shape[0]
     h = int(np.floor(np.sqrt(c)))
     w = -(-c // h)
     m = 2**level
-    out = np.zeros((math.ceil(h / m) * m, math.ceil(w / m) * m))
-    flat = np.zeros(h * w)
-    flat[:c] = z
-    out[:h, :w] = flat.reshape(h, w)
-    return out
+    least = (pywt.Wavelet(wavelet).dec_len - 1) * m
+    flat = np.concatenate([z, np.full(h * w - c, z[-1])])
+    sides = [math.ceil(max(n, least) / m) * m for n in (h, w)]
+    return np.pad(flat.reshape(h, w), ((0, sides[0] - h), (0, sides[1] - w)), mode="edge")
 
 
-def _hf_ref(s: np.ndarray, t: np.ndarray, T: float, wavelet: str, level: int, distance: str) -> float:
-    """Mean over the 3*level detail subbands of the per-subband mean distance, batch included, via PyWavelets."""
+def _hf_ref(
+    s: np.ndarray, t: np.ndarray, T: float, wavelet: str, level: int, distance: str, bands: str = "high"
+) -> float:
+    """Mean over the matched subbands of the per-subband mean distance, batch included, via PyWavelets."""
     per_band: list[list[np.ndarray]] = []
     for i in range(s.shape[0]):
-        cs = pywt.wavedec2(_matrix_ref(s[i] / T, level), wavelet, mode="periodization", level=level)
-        ct = pywt.wavedec2(_matrix_ref(t[i] / T, level), wavelet, mode="periodization", level=level)
-        diffs = [bs - bt for ds, dt in zip(cs[1:], ct[1:]) for bs, bt in zip(ds, dt)]
+        cs = pywt.wavedec2(_matrix_ref(s[i] / T, level, wavelet), wavelet, mode="periodization", level=level)
+        ct = pywt.wavedec2(_matrix_ref(t[i] / T, level, wavelet), wavelet, mode="periodization", level=level)
+        diffs = [cs[0] - ct[0]] if bands in ("low", "all") else []
+        if bands in ("high", "all"):
+            diffs += [bs - bt for ds, dt in zip(cs[1:], ct[1:]) for bs, bt in zip(ds, dt)]
         per_band.append(diffs)
-    loss = 0.0
-    for k in range(3 * level):
+    terms = []
+    for k in range(len(per_band[0])):
         d = np.stack([sample[k] for sample in per_band])
-        loss += np.mean(d**2) if distance == "mse" else np.mean(np.abs(d))
-    return loss / (3 * level)
+        terms.append(np.mean(d**2) if distance == "mse" else np.mean(np.abs(d)))
+    return float(np.mean(terms))
 
 
 @pytest.mark.parametrize(
     ("c", "level", "shape"),
-    [(100, 1, (10, 10)), (200, 1, (14, 16)), (1000, 1, (32, 34)), (37, 2, (8, 8)), (3, 1, (2, 4)), (1, 2, (4, 4))],
+    [(100, 1, (10, 10)), (200, 1, (14, 16)), (1000, 1, (32, 34)), (37, 2, (8, 8)), (3, 1, (2, 4)), (1, 1, (2, 2)),
+     (67, 3, (8, 16))],
 )
 def test_logits_to_matrix_layout(c: int, level: int, shape: tuple[int, int]) -> None:
     z = torch.arange(1, 2 * c + 1, dtype=torch.float64).view(2, c)
@@ -57,7 +62,7 @@ def test_logits_to_matrix_layout(c: int, level: int, shape: tuple[int, int]) -> 
         (37, 1.0, "haar", 1, "mse"),  # not a square: 6 x 7 grid padded to 6 x 8
         (200, 4.0, "haar", 1, "l1"),  # T != 1, L1
         (3, 1.0, "haar", 1, "mse"),  # C < 4
-        (2, 2.0, "haar", 2, "l1"),  # C < 4, two levels
+        (2, 2.0, "haar", 1, "l1"),  # C < 4
         (100, 2.0, "haar", 2, "mse"),  # two levels: 12 x 12
         (100, 1.0, "db2", 1, "mse"),  # another filter bank
     ],
@@ -92,6 +97,48 @@ def test_gradients_reach_the_student_only() -> None:
     assert s.grad is not None and s.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("c", [200, 67, 100])
+@pytest.mark.parametrize("wavelet, level", [("haar", 1), ("haar", 2), ("db2", 1)])
+def test_adding_a_constant_to_every_logit_changes_nothing(c: int, wavelet: str, level: int) -> None:
+    """The filler adds no detail: shifting all logits (softmax and ranking unchanged) leaves LH, HL, HH alone."""
+    g = torch.Generator().manual_seed(c)
+    s = torch.randn(4, c, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(4, c, generator=g, dtype=torch.float64) * 3
+    base = figkd_hf_loss(s, t, wavelet=wavelet, level=level)
+    for shift_s, shift_t in ((5.0, 0.0), (0.0, -12.5), (100.0, 100.0), (-3.0, 7.0)):
+        shifted = figkd_hf_loss(s + shift_s, t + shift_t, wavelet=wavelet, level=level)
+        assert shifted.item() == pytest.approx(base.item(), rel=1e-10, abs=1e-12)
+    # per-row constants too: each sample's matrix moves as a whole
+    row_shift = torch.randn(4, 1, generator=g, dtype=torch.float64) * 50
+    assert figkd_hf_loss(s + row_shift, t, wavelet=wavelet, level=level).item() == pytest.approx(base.item(), rel=1e-10)
+    # the low band does see the shift
+    assert figkd_hf_loss(s + 5.0, t, bands="low").item() > figkd_hf_loss(s, t, bands="low").item()
+
+
+@pytest.mark.parametrize("bands", ["low", "all"])
+def test_band_choices_of_table_vi_match_pywavelets(bands: str) -> None:
+    g = torch.Generator().manual_seed(7)
+    s, t = torch.randn(3, 100, generator=g, dtype=torch.float64), torch.randn(3, 100, generator=g, dtype=torch.float64)
+    for level in (1, 2):
+        ref = _hf_ref(s.numpy(), t.numpy(), 2.0, "haar", level, "mse", bands)
+        assert figkd_hf_loss(s, t, T=2.0, level=level, bands=bands).item() == pytest.approx(ref, rel=1e-9)
+        assert FiGKDLoss(T=2.0, level=level, bands=bands)(s, t).item() == pytest.approx(ref, rel=1e-9)
+
+
+def test_loss_scales_as_one_over_t_squared() -> None:
+    """No softmax: T and the loss weight are the same knob (MSE scales as 1/T^2, L1 as 1/T)."""
+    g = torch.Generator().manual_seed(8)
+    s, t = torch.randn(2, 100, generator=g, dtype=torch.float64), torch.randn(2, 100, generator=g, dtype=torch.float64)
+    assert figkd_hf_loss(s, t, T=4.0).item() == pytest.approx(figkd_hf_loss(s, t).item() / 16, rel=1e-12)
+    assert figkd_hf_loss(s, t, T=4.0, distance="l1").item() == pytest.approx(
+        figkd_hf_loss(s, t, distance="l1").item() / 4, rel=1e-12)
+
+
+def test_max_level_follows_the_logit_matrix() -> None:
+    assert [max_level(c) for c in (1, 3, 67, 100, 200, 1000)] == [1, 1, 3, 3, 3, 5]
+    assert max_level(100, "db2") == 1
+
+
 def test_invalid_options_are_rejected() -> None:
     z = torch.zeros(2, 10)
     with pytest.raises(ValueError, match="distance"):
@@ -100,7 +147,32 @@ def test_invalid_options_are_rejected() -> None:
         FiGKDLoss(wavelet="nope")
     with pytest.raises(ValueError, match="level"):
         logits_to_matrix(z, level=0)
-    with pytest.raises(ValueError, match="T must be > 0"):
+    with pytest.raises(ValueError, match="T must be a finite number > 0, got -1.0"):
         FiGKDLoss(T=-1.0)
-    with pytest.raises(ValueError, match="differ in shape"):
+    with pytest.raises(ValueError, match="T must be"):
+        FiGKDLoss(T=True)
+    with pytest.raises(ValueError, match="one shape"):
         figkd_hf_loss(z, torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="bands must be one of"):
+        FiGKDLoss(bands="mid")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        figkd_hf_loss(z, z, mode="zero")
+
+
+def test_level_is_checked_for_type_and_range_before_any_tensor_work(monkeypatch) -> None:
+    def no_transform(*args, **kwargs):
+        raise AssertionError("the transform ran before the level was checked")
+
+    monkeypatch.setattr("raykd.losses.figkd.wavedec2", no_transform)
+    z = torch.zeros(2, 100)
+    with pytest.raises(ValueError, match=r"level must be an integer >= 1, got 1.5"):
+        figkd_hf_loss(z, z, level=1.5)
+    with pytest.raises(ValueError, match=r"level must be an integer >= 1, got 1.5"):
+        FiGKDLoss(level=1.5)
+    with pytest.raises(ValueError, match=r"level=50 is too deep for 100 classes: their 10 x 10 logit matrix allows "
+                                         r"level 1 to 3"):
+        figkd_hf_loss(z, z, level=50)
+    with pytest.raises(ValueError, match=r"level=50 is too deep for 200 classes.*level 1 to 3"):
+        FiGKDLoss(level=50, num_classes=200)
+    with pytest.raises(ValueError, match=r"level=4 is too deep for 100 classes"):
+        logits_to_matrix(z, level=4)

@@ -10,7 +10,7 @@ from raykd.models.cifar import VGG, _channel_shuffle
 CIFAR_NETS = (
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
     "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19",
-    "mobilenetv2", "shufflenetv1", "shufflenetv2",
+    "mobilenetv2", "shufflenetv1", "shufflenetv2", "resnet50_cifar",
 )  # fmt: skip
 
 # Parameter counts at 100 classes reported for the CRD / mdistiller CIFAR-100 zoo (Tian et al., ICLR 2020).
@@ -24,6 +24,9 @@ PUBLISHED_PARAMS_M = {
     "vgg8": 3.97,
     "resnet56": 0.86,
     "resnet110": 1.74,
+    # torchvision's documented ResNet-50 num_params 25,557,032, with the 3x3 CIFAR stem (1,728 instead of 9,408)
+    # and a 100-way head (204,900 instead of 2,049,000): 23,705,252, the 23.71M KD papers list for CRD's ResNet50
+    "resnet50_cifar": 23.71,
 }
 
 
@@ -77,6 +80,7 @@ def test_state_dict_keys_match_reference_checkpoints() -> None:
         "mobilenetv2": ["conv1.0.weight", "blocks.6.0.conv.7.weight", "conv2.1.weight", "classifier.0.weight"],
         "shufflenetv1": ["layer1.0.conv1.weight", "layer3.3.bn3.weight", "linear.weight"],
         "shufflenetv2": ["layer1.0.conv5.weight", "layer2.7.conv3.weight", "conv2.weight", "linear.weight"],
+        "resnet50_cifar": ["conv1.weight", "layer1.0.shortcut.0.weight", "layer4.2.bn3.running_mean", "linear.weight"],
     }
     for name, keys in expected.items():
         state = create_model(name).state_dict()
@@ -117,3 +121,24 @@ def test_create_model_falls_back_to_timm_and_rejects_unknown_names() -> None:
     assert isinstance(create_model("vgg13"), VGG)
     with pytest.raises(KeyError, match="no_such_net.*resnet8x4"):
         create_model("no_such_net")
+
+
+def test_resnet50_cifar_is_timms_resnet50_with_a_cifar_stem() -> None:
+    """Same bottleneck stages as an ImageNet ResNet-50 (timm's, an independent implementation): only the 7x7 stem
+    becomes 3x3, so the counts differ by exactly 64 * 3 * (49 - 9)."""
+    import timm
+
+    with torch.device("meta"):
+        ours = create_model("resnet50_cifar", num_classes=100)
+        imagenet = timm.create_model("resnet50", num_classes=100)
+    assert n_params(imagenet) - n_params(ours) == 64 * 3 * (49 - 9)
+    assert n_params(ours) == 25_557_032 - 9_408 + 1_728 - 2_049_000 + 204_900
+    assert ours.num_features == 2048 and ours.stage_names == ("layer1", "layer2", "layer3", "layer4")
+    assert "resnet50" not in list_models()  # timm's name stays timm's
+    model = create_model("resnet50_cifar", num_classes=10).eval()
+    shapes = []
+    for stage in model.stage_names:
+        model.get_submodule(stage).register_forward_hook(lambda m, a, o: shapes.append(tuple(o.shape[1:])))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    assert shapes == [(256, 32, 32), (512, 16, 16), (1024, 8, 8), (2048, 4, 4)]

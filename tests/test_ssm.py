@@ -1,14 +1,17 @@
-"""Selective scan / causal conv backends and the Mamba mixer (raykd/models/ssm.py)."""
+"""Selective scan / causal conv ops (raykd.models.ops) and the Mamba mixer and block (raykd.models.ssm)."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from raykd.models.ssm import Mamba, causal_conv1d, cuda_kernels_available, selective_scan
+from raykd.models.ops import causal_conv1d, cuda_kernels_available, selective_scan
+from raykd.models.ssm import Mamba, MambaBlock
 
 
 def _scan_inputs(b, d, l, n, groups, dtype, seed=0):
@@ -249,3 +252,43 @@ def test_bidirectional_mamba_is_the_mean_of_two_unidirectional_scans():
     x = _mamba_input()
     expected = (forward(x) + backward(x.flip(1)).flip(1)) / 2
     torch.testing.assert_close(bi(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm, norm_type", [("layer", torch.nn.LayerNorm), ("rms", torch.nn.RMSNorm)])
+def test_mamba_block_is_a_pre_norm_residual_and_the_release_variant_drops_it(norm, norm_type):
+    torch.manual_seed(0)
+    block = MambaBlock(8, Mamba(8, d_state=4, backend="torch"), norm=norm).eval()
+    assert isinstance(block.norm, norm_type)
+    assert {k.split(".")[0] for k in block.state_dict()} == {"mixer", "norm"}  # the official key paths
+    x = _mamba_input()
+    mixed = block.mixer(block.norm(x))
+    torch.testing.assert_close(block(x), x + mixed)
+    block.residual = False
+    torch.testing.assert_close(block(x), mixed)
+    with pytest.raises(ValueError, match="norm='batch'"):
+        MambaBlock(8, block.mixer, norm="batch")
+
+
+def test_release_variant_drops_whole_samples_before_the_norm_in_training():
+    """DVMSR's released block applies stochastic depth to its input: a dropped sample sees zeros, so its output is
+    the mixer of the norm's bias, the same at every token position."""
+    torch.manual_seed(0)
+    block = MambaBlock(8, Mamba(8, d_state=4, backend="torch"), drop_path=1.0, residual=False).train()
+    out = block(_mamba_input())
+    torch.testing.assert_close(out, block.mixer(block.norm(torch.zeros(2, 10, 8))))
+
+
+def test_cuda_packages_are_imported_lazily(tmp_path):
+    """Importing raykd.models (and building a Mamba) must not import mamba_ssm / causal_conv1d; only asking for
+    the kernels does. Stand-in packages record their import, so the test means something without CUDA."""
+    for package in ("mamba_ssm", "causal_conv1d"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("import builtins\nbuiltins.IMPORTED = True\n")
+    code = (
+        "import builtins, sys; sys.path.insert(0, sys.argv[1]); builtins.IMPORTED = False\n"
+        "import raykd.models\nfrom raykd.models.ssm import Mamba\nMamba(8)\nbefore = builtins.IMPORTED\n"
+        "from raykd.models.ops import cuda_kernels_available\ncuda_kernels_available()\n"
+        "print(before, builtins.IMPORTED)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -1,13 +1,20 @@
 """FiGKD: Fine-Grained Knowledge Distillation via High-Frequency Detail Transfer (Kim, arXiv:2505.11897).
 
-The class-logit vector is laid out as a near-square 2-D "image", decomposed with a 2-D discrete wavelet
-transform, and only the high-frequency (detail) subbands of the student are pulled towards the teacher's; the
-low-frequency approximation, which the paper argues is already conveyed by the ground-truth CE term, is left
-free. Total objective (the ``figkd`` method): ``w_ce * CE + w_hf * D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``.
+The class-logit vector is laid out as a near-square 2-D "image" (the paper's ``M``), decomposed with a 2-D
+discrete wavelet transform, and only the high-frequency (detail) subbands LH, HL, HH of the student are pulled
+towards the teacher's; the low-frequency approximation LL, which the paper argues is already conveyed by the
+ground-truth CE term, is left free. Total objective (the ``figkd`` method):
+``w_ce * CE + w_hf * D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``. ``bands`` selects the subbands of the paper's
+Table VI ablation (high only, the default; low only; all).
+
+``T`` and ``w_hf`` are confounded: no softmax follows the division by ``T``, so the detail coefficients scale as
+``1 / T`` and the loss as ``1 / T^2`` with ``distance="mse"`` (``1 / T`` with ``"l1"``). Changing ``T`` is the
+same as changing ``w_hf``; a sweep should search one of them and fix the other.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import pywt
 import torch
@@ -16,33 +23,64 @@ from torch import Tensor, nn
 
 from raykd.losses.wavelet import wavedec2
 
-__all__ = ["logits_to_matrix", "figkd_hf_loss", "FiGKDLoss", "FIGKD_DISTANCES"]
+__all__ = ["FIGKD_BANDS", "FIGKD_DISTANCES", "FIGKD_MODES", "FiGKDLoss", "figkd_hf_loss", "logits_to_matrix",
+           "max_level"]
 
 FIGKD_DISTANCES = ("mse", "l1")
+FIGKD_BANDS = ("high", "low", "all")
+# Signal extensions under which a constant matrix has no detail; "zero" extension would add a step at the border.
+FIGKD_MODES = ("periodization", "symmetric")
+
+
+def _grid_size(num_classes: int) -> tuple[int, int]:
+    """The near-square ``H x W`` that ``num_classes`` logits fill row-major: ``H = floor(sqrt(C))``,
+    ``W = ceil(C / H)``."""
+    h = math.isqrt(num_classes)
+    return h, math.ceil(num_classes / h)
+
+
+def max_level(num_classes: int, wavelet: str = "haar") -> int:
+    """The deepest decomposition the logit matrix of ``num_classes`` logits supports: PyWavelets'
+    ``dwt_max_level`` of its longer side (levels beyond it decompose mostly padding), and at least 1."""
+    return max(1, pywt.dwt_max_level(max(_grid_size(num_classes)), pywt.Wavelet(wavelet).dec_len))
+
+
+def _check_level(level: object, num_classes: int | None, wavelet: str) -> None:
+    """``level`` must be an integer in ``[1, max_level(num_classes, wavelet)]`` (no upper bound unknown ``C``)."""
+    if not isinstance(level, numbers.Integral) or isinstance(level, bool) or level < 1:
+        raise ValueError(f"level must be an integer >= 1, got {level!r}")
+    if num_classes is not None:
+        top = max_level(num_classes, wavelet)
+        if level > top:
+            h, w = _grid_size(num_classes)
+            raise ValueError(
+                f"level={level} is too deep for {num_classes} classes: their {h} x {w} logit matrix allows "
+                f"level 1 to {top} with the {wavelet!r} wavelet"
+            )
 
 
 def logits_to_matrix(z: Tensor, level: int = 1, wavelet: str = "haar") -> Tensor:
-    """Reshape logits ``(B, C)`` into a zero-padded near-square matrix ``(B, H', W')`` for a 2-D DWT.
+    """Reshape logits ``(B, C)`` into the near-square matrix ``M`` ``(B, H', W')`` for a 2-D DWT.
 
-    ``H = floor(sqrt(C))`` and ``W = ceil(C / H)``; the ``C`` logits fill the ``H x W`` grid row-major and the
-    remaining ``H * W - C`` cells are zero. The grid is then zero-padded at the bottom and right so that both
-    sides divide by ``2 ** level``, which makes every decomposition level halve each side exactly (Haar and
-    ``periodization`` mode need even sides). ``C = 100`` gives 10 x 10, ``C = 200`` gives 14 x 16 and
-    ``C = 1000`` gives 32 x 34 at ``level=1``; ``C < 4`` still yields at least ``2**level x 2**level``.
-
-    A wavelet longer than Haar needs more room: a side must be at least ``(filter_length - 1) * 2**level`` for
-    ``level`` levels (PyWavelets' ``dwt_max_level``), so small grids are zero-padded up to that too (C = 10 with
-    ``db2`` at level 1 gives 6 x 6 instead of 4 x 4). The extra zeros carry no logits, so the matched detail
-    coefficients still describe the logits alone; Haar grids are unchanged.
+    The ``C`` logits fill an ``H x W`` grid row-major (``H = floor(sqrt(C))``, ``W = ceil(C / H)``): the paper's
+    ``M`` "reshapes logits to a near-square matrix", and only its detail subbands LH, HL, HH are matched, so the
+    cells that hold no logit must add no detail of their own. They are filled by edge replication: the
+    ``H * W - C`` cells after the last logit repeat it, then the grid is extended at the bottom and right by
+    repeating its last row and column until both sides divide by ``2 ** level`` (every level then halves each
+    side exactly) and are at least ``(filter_length - 1) * 2**level`` (PyWavelets' ``dwt_max_level``, for
+    wavelets longer than Haar). A block made of filler alone is constant and has no detail; one across the
+    border sees only the logits' own variation along it. Zeros instead would put a step of the logits' height
+    at the border, so adding a constant to every logit (which changes neither the softmax nor the ranking)
+    would change the matched bands; with replication the whole matrix shifts by that constant and LH, HL, HH
+    stay the same. ``C = 100`` gives 10 x 10, ``C = 200`` gives 14 x 16 and ``C = 1000`` gives 32 x 34 at
+    ``level=1``.
     """
     if z.dim() != 2:
-        raise ValueError(f"raykd/losses/figkd.py: logits must be (batch, classes), got shape {tuple(z.shape)}")
-    if level < 1:
-        raise ValueError(f"raykd/losses/figkd.py: level must be >= 1, got {level}")
+        raise ValueError(f"logits must be (batch, classes), got shape {tuple(z.shape)}")
+    _check_level(level, z.shape[1], wavelet)
     B, C = z.shape
-    h = math.isqrt(C)
-    w = math.ceil(C / h)
-    grid = F.pad(z, (0, h * w - C)).view(B, h, w)
+    h, w = _grid_size(C)
+    grid = F.pad(z.unsqueeze(1), (0, h * w - C), mode="replicate").view(B, 1, h, w)
     m = 2**level
     least = (pywt.Wavelet(wavelet).dec_len - 1) * m
 
@@ -50,21 +88,24 @@ def logits_to_matrix(z: Tensor, level: int = 1, wavelet: str = "haar") -> Tensor
         n = max(n, least)
         return n + (-n % m)
 
-    return F.pad(grid, (0, side(w) - w, 0, side(h) - h))
+    return F.pad(grid, (0, side(w) - w, 0, side(h) - h), mode="replicate").squeeze(1)
 
 
-def _check_options(T: float, wavelet: str, level: int, distance: str) -> None:
-    if T <= 0:
-        raise ValueError(f"raykd/losses/figkd.py: temperature T must be > 0, got {T}")
-    if level < 1:
-        raise ValueError(f"raykd/losses/figkd.py: level must be an integer >= 1, got {level}")
-    if distance not in FIGKD_DISTANCES:
-        raise ValueError(f"raykd/losses/figkd.py: distance must be one of {FIGKD_DISTANCES}, got {distance!r}")
+def _check_options(T: object, wavelet: object, level: object, distance: object, mode: object, bands: object) -> None:
+    if not isinstance(T, numbers.Real) or isinstance(T, bool) or not math.isfinite(T) or T <= 0:
+        raise ValueError(f"temperature T must be a finite number > 0, got {T!r}")
     if wavelet not in pywt.wavelist(kind="discrete"):
         raise ValueError(
-            f"raykd/losses/figkd.py: wavelet {wavelet!r} is not a discrete PyWavelets wavelet "
-            f"(e.g. 'haar', 'db2', 'sym4'; see pywt.wavelist(kind='discrete'))"
+            f"wavelet {wavelet!r} is not a discrete PyWavelets wavelet (e.g. 'haar', 'db2', 'sym4'; see "
+            "pywt.wavelist(kind='discrete'))"
         )
+    _check_level(level, None, wavelet)
+    if distance not in FIGKD_DISTANCES:
+        raise ValueError(f"distance must be one of {FIGKD_DISTANCES}, got {distance!r}")
+    if mode not in FIGKD_MODES:
+        raise ValueError(f"mode must be one of {FIGKD_MODES} (extensions that add no detail), got {mode!r}")
+    if bands not in FIGKD_BANDS:
+        raise ValueError(f"bands must be one of {FIGKD_BANDS} (Table VI: detail, approximation, both), got {bands!r}")
 
 
 def figkd_hf_loss(
@@ -75,43 +116,51 @@ def figkd_hf_loss(
     level: int = 1,
     distance: str = "mse",
     mode: str = "periodization",
+    bands: str = "high",
 ) -> Tensor:
-    """FiGKD high-frequency distillation term ``D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``.
+    """FiGKD frequency distillation term ``D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``.
 
     Keywords:
-        T: temperature dividing both logit vectors before the transform; scales the detail coefficients
-            linearly (no softmax is involved, so no ``T^2`` compensation is applied). The FiGKD paper's exact
-            value could not be retrieved here; 1.0 (raw logits) is the neutral default and a sweep knob.
+        T: temperature dividing both logit vectors before the transform; scales the coefficients linearly (no
+            softmax is involved, so no ``T^2`` compensation is applied, and ``T`` is confounded with the loss
+            weight: see the module docstring). The paper's value could not be retrieved here; 1.0 (raw logits)
+            is the neutral default.
         wavelet: any discrete PyWavelets filter bank name; ``"haar"`` is the paper's choice.
-        level: number of decomposition levels; the detail subbands of *every* level are matched.
+        level: number of decomposition levels, an integer from 1 to :func:`max_level` of the class count.
         distance: ``"mse"`` (mean squared error) or ``"l1"`` (mean absolute error).
-        mode: signal-extension mode of the DWT; ``"periodization"`` keeps each level exactly half-size, so the
-            subbands tile the padded logit matrix (see :func:`logits_to_matrix`).
+        mode: signal extension of the DWT, ``"periodization"`` (each level exactly half-size, so the subbands
+            tile the padded logit matrix of :func:`logits_to_matrix`) or ``"symmetric"``.
+        bands: ``"high"`` (the paper's method: LH, HL, HH of every level), ``"low"`` (the coarsest approximation
+            LL alone) or ``"all"`` (both), the three rows of Table VI.
 
-    The distance is the mean over the coefficients of each detail subband (cH, cV, cD at each level), then
-    averaged over the ``3 * level`` subbands so that coarse levels, which have fewer coefficients, count as
-    much as fine ones. The approximation subband cA is never matched. The teacher's logits are detached.
+    The distance is the mean over the coefficients of each matched subband, then averaged over the subbands
+    (``3 * level`` for "high", 1 for "low", ``3 * level + 1`` for "all") so that coarse levels, which have fewer
+    coefficients, count as much as fine ones. With ``bands="high"`` the loss is unchanged when a constant is
+    added to every logit. The teacher's logits are detached. Every option is checked before any tensor work.
     """
-    _check_options(T, wavelet, level, distance)
-    if logits_s.shape != logits_t.shape:
+    _check_options(T, wavelet, level, distance, mode, bands)
+    if logits_s.shape != logits_t.shape or logits_s.dim() != 2:
         raise ValueError(
-            f"raykd/losses/figkd.py: student and teacher logits differ in shape: "
-            f"{tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
+            f"student and teacher logits must both be (batch, classes) of one shape, got {tuple(logits_s.shape)} "
+            f"and {tuple(logits_t.shape)}"
         )
+    _check_level(level, logits_s.shape[1], wavelet)
     coeffs_s = wavedec2(logits_to_matrix(logits_s / T, level, wavelet), wavelet=wavelet, level=level, mode=mode)
     coeffs_t = wavedec2(logits_to_matrix(logits_t.detach() / T, level, wavelet), wavelet=wavelet, level=level,
                         mode=mode)
+    pairs = []
+    if bands in ("low", "all"):
+        pairs.append((coeffs_s[0], coeffs_t[0]))
+    if bands in ("high", "all"):
+        for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:]):
+            pairs += zip(details_s, details_t)
     dist = F.mse_loss if distance == "mse" else F.l1_loss
-    terms = [
-        dist(band_s, band_t)
-        for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:])
-        for band_s, band_t in zip(details_s, details_t)
-    ]
-    return torch.stack(terms).mean()
+    return torch.stack([dist(band_s, band_t) for band_s, band_t in pairs]).mean()
 
 
 class FiGKDLoss(nn.Module):
-    """Module form of :func:`figkd_hf_loss` that validates its options once, at construction."""
+    """Module form of :func:`figkd_hf_loss` that validates its options once, at construction; with
+    ``num_classes`` also the level against the logit matrix it will see."""
 
     def __init__(
         self,
@@ -120,16 +169,22 @@ class FiGKDLoss(nn.Module):
         level: int = 1,
         distance: str = "mse",
         mode: str = "periodization",
+        bands: str = "high",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        _check_options(T, wavelet, level, distance)
-        self.T, self.wavelet, self.level, self.distance, self.mode = T, wavelet, level, distance, mode
+        _check_options(T, wavelet, level, distance, mode, bands)
+        _check_level(level, num_classes, wavelet)
+        self.T, self.wavelet, self.level = T, wavelet, level
+        self.distance, self.mode, self.bands = distance, mode, bands
 
     def forward(self, logits_s: Tensor, logits_t: Tensor) -> Tensor:
-        return figkd_hf_loss(logits_s, logits_t, self.T, self.wavelet, self.level, self.distance, self.mode)
+        return figkd_hf_loss(
+            logits_s, logits_t, self.T, self.wavelet, self.level, self.distance, self.mode, self.bands
+        )
 
     def extra_repr(self) -> str:
         return (
-            f"T={self.T}, wavelet={self.wavelet!r}, level={self.level}, "
-            f"distance={self.distance!r}, mode={self.mode!r}"
+            f"T={self.T}, wavelet={self.wavelet!r}, level={self.level}, distance={self.distance!r}, "
+            f"mode={self.mode!r}, bands={self.bands!r}"
         )

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raykd.losses.features import HintRegressor, at_loss, dfd_loss, hint_loss
-from raykd.losses.figkd import FiGKDLoss
+from raykd.losses.figkd import FIGKD_BANDS, FIGKD_DISTANCES, FiGKDLoss
 from raykd.losses.kd import dkd_terms, kd_loss
 from raykd.methods.base import (Choice, Float, Int, Method, Outputs, Param, Shapes, require_outputs,
                                 require_same_shape)
@@ -94,7 +94,8 @@ class FiGKD(_LogitMethod):
     """FiGKD (Kim 2025, arXiv:2505.11897): ``w_ce * CE + w_hf * D(HF(DWT(M(z_s / T))), HF(DWT(M(z_t / T))))``.
 
     See :mod:`raykd.losses.figkd` for every knob. ``T`` and ``w_hf`` are confounded (no softmax: the term scales
-    as ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. The paper's weights could not be
+    as ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. ``bands`` reaches the paper's Table VI
+    ablation: ``"high"`` (LH, HL, HH: the method), ``"low"`` (the approximation only) or ``"all"``. The paper's weights could not be
     retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar level, MSE) are
     neutral starting points for a sweep, not published values.
     """
@@ -104,12 +105,20 @@ class FiGKD(_LogitMethod):
         "w_ce": Float(1.0, search=(0.1, 1.0)), "w_hf": Float(1.0, search=(0.1, 10.0), log=True),
         "T": Float(1.0, low_open=True), "level": Int(1, low=1, grid=(1, 2)),
         "wavelet": Choice("haar", WAVELETS, search=("haar", "db2")),
-        "distance": Choice("mse", ("mse", "l1"), search=("mse", "l1"))}
+        "distance": Choice("mse", FIGKD_DISTANCES, search=FIGKD_DISTANCES),
+        "bands": Choice("high", FIGKD_BANDS)}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
-        self.hf = FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"])
+        self.hf = FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"], bands=p["bands"])
+
+    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
+        """The logits' shapes must match, and ``level`` must fit their near-square matrix."""
+        super().bind(student_shapes, teacher_shapes)
+        p = self.params
+        FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"], bands=p["bands"],
+                  num_classes=student_shapes["logits"][0])
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params

@@ -47,12 +47,10 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor
 
 from raykd.models.registry import create_model, register_model
-from raykd.models.sr_common import check_scale
+from raykd.models.sr_common import TokenEmbed, check_scale, to_image
 from raykd.models.swinir import (
-    PatchEmbed,
     SwinReconstruction,
     WindowAttention,
-    _to_image,
     pad_to_multiple,
     shifted_window_mask,
     window_partition,
@@ -146,7 +144,7 @@ class DCTSwinBlock(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
     def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor) -> Tensor:
-        y = _to_image(self.residual_group(x, x_size, mask), x_size)
+        y = to_image(self.residual_group(x, x_size, mask), x_size)
         return self.conv(y).flatten(2).transpose(1, 2) + x
 
 
@@ -189,7 +187,7 @@ class KnowledgeAggregator(SwinReconstruction):
 
         self.unshuffle = nn.PixelUnshuffle(scale)
         self.conv_first = nn.Conv2d(3 * num_teachers * scale * scale, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
+        self.patch_embed = TokenEmbed(embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
         starts = [sum(depths[:i]) for i in range(len(depths))]
@@ -228,7 +226,7 @@ class KnowledgeAggregator(SwinReconstruction):
         t = self.pos_drop(self.patch_embed(x))
         for layer in self.layers:
             t = layer(t, x_size, mask)
-        return _to_image(self.norm(t), x_size)
+        return to_image(self.norm(t), x_size)
 
     def forward(self, outputs: Tensor | Sequence[Tensor]) -> Tensor:
         """N teacher outputs (list, or concatenated on channels) -> the aggregated image, same HR size."""

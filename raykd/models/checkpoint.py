@@ -19,13 +19,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch.nn as nn
+
+from raykd.models.weights import MODEL_FILE, load_weights
 
 __all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "manifest",
            "load_model"]
 
-MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 
@@ -84,17 +84,13 @@ def verify(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
-    """Load a checkpoint directory's weights into ``model`` (strict; a mismatch names the keys and the file)."""
-    path = Path(directory) / MODEL_FILE
-    try:
-        state = safetensors.torch.load_file(str(path))
-    except Exception as err:  # safetensors raises its own error type for damaged files
-        raise CheckpointError(f"{path} cannot be read as safetensors ({err})") from None
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(f"weights in {path} do not fit {type(model).__name__}: {err}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"weights in {path} do not fit {type(model).__name__}: missing "
-                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
-    return model
+    """Load a verified checkpoint directory's weights into ``model`` (strict). A model that reports its
+    ``variant`` (DVMSR: whether its ViMMs keep their residual) must be the variant the checkpoint was trained as:
+    both have the same weights' names, so a strict load alone would accept the wrong one silently."""
+    meta = verify(directory)
+    variant = getattr(model, "variant", None)
+    saved = meta.get("variant")
+    if variant is not None and saved is not None and dict(saved) != dict(variant):
+        raise CheckpointError(f"{Path(directory) / META_FILE}: this checkpoint holds a {meta['model']} of variant "
+                              f"{saved}, not {variant}; build the model with those kwargs")
+    return load_weights(model, directory)

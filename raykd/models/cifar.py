@@ -2,7 +2,8 @@
 
 Tian et al., "Contrastive Representation Distillation", ICLR 2020 (sec. 4.1, appendix) fixed the teacher/student
 pairs that later KD papers (DKD, FiGKD, ...) report on CIFAR-100 and TinyImageNet: CIFAR ResNets (He et al.,
-2016, sec. 4.2), Wide ResNets (Zagoruyko & Komodakis, 2016), VGG with BatchNorm, MobileNetV2 at width 0.5,
+2016, sec. 4.2), the bottleneck ResNet-50 with a CIFAR stem (CRD's ``ResNet50``, FiGKD's R50 -> MV2 teacher),
+Wide ResNets (Zagoruyko & Komodakis, 2016), VGG with BatchNorm, MobileNetV2 at width 0.5,
 ShuffleNetV1 (g=3) and ShuffleNetV2 (1x). Layers and widths follow those reference models, so parameter counts
 agree and module names give the same ``state_dict`` keys as their released checkpoints.
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from raykd.models.registry import register_model
 
-__all__ = ["CifarResNet", "WideResNet", "VGG", "MobileNetV2", "ShuffleNetV1", "ShuffleNetV2"]
+__all__ = ["CifarBottleneckResNet", "CifarResNet", "WideResNet", "VGG", "MobileNetV2", "ShuffleNetV1", "ShuffleNetV2"]
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -125,6 +126,65 @@ class CifarResNet(_CifarNet):
     def forward_features(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         return self.layer3(self.layer2(self.layer1(x)))
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck block 1x1-3x3-1x1 with 4x expansion (He et al., CVPR 2016, fig. 5 right), the stride on the 3x3
+    conv as in CRD's ``resnetv2.py``; 1x1 projection ``shortcut`` (CRD's key name) when the shape changes."""
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_chs = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_chs, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_chs != out_chs:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class CifarBottleneckResNet(_CifarNet):
+    """ImageNet-depth bottleneck ResNet with a CIFAR stem (CRD's ``ResNet50``, ``models/resnetv2.py``): a 3x3
+    stride-1 conv to 64 channels without max pooling, four stages of bottleneck blocks at widths 64, 128, 256,
+    512 (x4 expansion) and strides 1, 2, 2, 2, global average pooling and ``linear``. Keys follow CRD's file."""
+
+    def __init__(self, blocks: Sequence[int], num_classes: int = 100, in_chans: int = 3) -> None:
+        super().__init__()
+        if len(blocks) != 4:
+            raise ValueError(
+                f"CifarBottleneckResNet blocks must give 4 stage depths, e.g. (3, 4, 6, 3); got {tuple(blocks)}"
+            )
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        chs = 64
+        for i, (depth, planes, stride) in enumerate(zip(blocks, (64, 128, 256, 512), (1, 2, 2, 2)), start=1):
+            layers = []
+            for j in range(depth):
+                layers.append(Bottleneck(chs, planes, stride if j == 0 else 1))
+                chs = planes * Bottleneck.expansion
+            self.add_module(f"layer{i}", nn.Sequential(*layers))
+        self.linear = nn.Linear(chs, num_classes)
+        self.num_features = chs
+        self.stage_names = ("layer1", "layer2", "layer3", "layer4")
+        _init_weights(self)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.linear
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 # ----------------------------------------------------------------------------------------------- Wide ResNet
@@ -522,6 +582,14 @@ def resnet8x4(num_classes: int = 100, **kw) -> CifarResNet:
 @register_model
 def resnet32x4(num_classes: int = 100, **kw) -> CifarResNet:
     return CifarResNet(32, _RESNET_X4, num_classes, **kw)
+
+
+@register_model
+def resnet50_cifar(num_classes: int = 100, **kw) -> CifarBottleneckResNet:
+    """CRD's CIFAR ``ResNet50`` (bottleneck blocks (3, 4, 6, 3)); 23.71M parameters at 100 classes: torchvision's
+    ResNet-50 (25,557,032, its documented ``num_params``) with the 3x3 stem in place of the 7x7 one and a 100-way
+    head. Named apart from timm's ImageNet ``resnet50``, which the registry still serves."""
+    return CifarBottleneckResNet((3, 4, 6, 3), num_classes, **kw)
 
 
 @register_model

@@ -4,28 +4,31 @@ Every SR model in raykd takes and returns RGB images as float tensors in [0, 1] 
 out; the output is not clamped). Families whose reference code works in [0, 255] (EDSR, RCAN: ``rgb_range=255``)
 rescale internally, so their official checkpoints load unchanged and give the official outputs divided by 255.
 
-:func:`load_official` reads the checkpoints released with the reference implementations (plain state dicts for
-EDSR-PyTorch and RCAN, ``{'params': ...}`` / ``{'params_ema': ...}`` for SwinIR/BasicSR/KAIR) and loads them
-with ``strict=True`` after listing, by name, every key that would not match.
+The checkpoints released with the reference implementations (plain state dicts for EDSR-PyTorch and RCAN,
+``{'params': ...}`` / ``{'params_ema': ...}`` for SwinIR/BasicSR/KAIR/DVMSR) load strictly with
+:func:`raykd.models.weights.load_weights`, which lists by name every key that would not match; ``load_official``
+here is the same function under the name the SR code has always used.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from raykd.models.weights import load_weights as load_official
+
+__all__ = [
+    "DIV2K_RGB_MEAN", "SUPPORTED_SCALES", "MeanShift", "PixelShuffleUpsampler", "ResidualGroupConv", "TokenEmbed",
+    "check_scale", "load_official", "to_image", "to_tokens",
+]
+
 SUPPORTED_SCALES = (2, 3, 4)
 # Mean RGB of DIV2K's training HR images, as hard-coded by EDSR-PyTorch, RCAN and SwinIR.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-# Wrappers around the state dict in BasicSR/KAIR checkpoints, in the order they are preferred: the EMA
-# weights are the ones those projects evaluate when both are present.
-_PARAM_KEYS = ("params_ema", "params")
 
 
 def check_scale(scale: int, model: str) -> int:
@@ -81,79 +84,37 @@ class PixelShuffleUpsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-def _read_checkpoint(path: Path) -> Mapping[str, object]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    # weights_only: the released .pt/.pth files are plain tensors in (ordered) dicts, so no pickle code runs.
-    return torch.load(path, map_location="cpu", weights_only=True)
+def to_tokens(image: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, H*W, C)``, scanning rows top to bottom, each left to right."""
+    return image.flatten(2).transpose(1, 2)
 
 
-def _unwrap(checkpoint: Mapping[str, object], param_key: str | None, source: str) -> Mapping[str, torch.Tensor]:
-    if param_key is not None:
-        if param_key not in checkpoint:
-            raise KeyError(f"{source}: no entry {param_key!r}; top-level keys are {sorted(checkpoint)[:10]}")
-        state = checkpoint[param_key]
-    else:
-        state = next((checkpoint[k] for k in _PARAM_KEYS if k in checkpoint), checkpoint)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{source}: not a state dict (tensor values) nor one wrapped in {list(_PARAM_KEYS)}; "
-            f"top-level keys are {sorted(checkpoint)[:10]}; pass param_key= to pick the entry holding the weights"
-        )
-    return state
+def to_image(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_tokens`: ``(B, H*W, C)`` row-major tokens -> ``(B, C, H, W)``."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *size)
 
 
-def _mismatch_hint(key: str, ckpt_shape: tuple[int, ...]) -> str:
-    # SwinIR's stored shifted-window masks have one row per window of the training patch, so a shape
-    # mismatch there means the model was built for another img_size; the right one follows from the shape.
-    if key.endswith("attn_mask") and len(ckpt_shape) == 3:
-        side = math.isqrt(ckpt_shape[0]) * math.isqrt(ckpt_shape[1])
-        return f" (the checkpoint was trained on {side}x{side} patches: build the model with img_size={side})"
-    return ""
+class TokenEmbed(nn.Module):
+    """Every pixel of a feature map becomes a token, layer-normalised: the official ``patch_embed`` of SwinIR and
+    DVMSR with patch size 1 (key ``patch_embed.norm``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.norm(to_tokens(image))
 
 
-def load_official(
-    model: nn.Module,
-    checkpoint: str | os.PathLike | Mapping[str, object],
-    param_key: str | None = None,
-) -> nn.Module:
-    """Load an official released checkpoint into ``model`` with ``strict=True`` and return ``model``.
+class ResidualGroupConv(nn.Module):
+    """``residual_group`` on the tokens, a 3x3 conv on the image, plus the input: SwinIR's residual Swin
+    Transformer block (RSTB, eq. 4) and DVMSR's residual state space block (RSSB, Fig. 2). Keys follow both
+    official codes (``residual_group.*``, ``conv``). ``residual_group`` is called as ``group(tokens, (H, W))``."""
 
-    ``checkpoint`` is a path (``.safetensors``, else a torch file read with ``weights_only=True``) or an
-    already loaded mapping. A state dict wrapped as ``{'params_ema': ...}`` or ``{'params': ...}`` (SwinIR,
-    BasicSR, KAIR) is unwrapped, preferring ``params_ema``; ``param_key`` picks another entry. Missing,
-    unexpected and wrongly shaped keys are all listed in one ValueError before anything is copied, so a failed
-    load leaves ``model`` untouched.
-    """
-    if isinstance(checkpoint, Mapping):
-        source = f"state dict given to load_official({type(model).__name__})"
-        raw = checkpoint
-    else:
-        source = str(checkpoint)
-        raw = _read_checkpoint(Path(checkpoint))
-    state = _unwrap(raw, param_key, source)
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        + _mismatch_hint(k, tuple(state[k].shape))
-        for k in sorted(expected.keys() & state.keys())
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if items:
-                shown = "\n    ".join(items[:10]) + (f"\n    ... and {len(items) - 10} more" if len(items) > 10 else "")
-                problems.append(f"  {len(items)} {title}:\n    {shown}")
-        raise ValueError(
-            f"{source} does not fit {type(model).__name__} (check the model name, scale and config):\n"
-            + "\n".join(problems)
-        )
-    model.load_state_dict(state, strict=True)
-    return model
+    def __init__(self, dim: int, residual_group: nn.Module) -> None:
+        super().__init__()
+        self.residual_group = residual_group
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return to_tokens(self.conv(to_image(self.residual_group(x, size), size))) + x

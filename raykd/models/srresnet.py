@@ -1,17 +1,30 @@
-"""SRResNet, the generator of SRGAN (Ledig et al., CVPR 2017, Sec. 2.2 and Fig. 4).
+"""SRResNet, the generator of SRGAN (Ledig et al., CVPR 2017, Sec. 2.2 and Fig. 4), and BasicSR's MSRResNet.
 
-The authors released no PyTorch weights, so the module names here are raykd's own. Input is RGB in [0, 1] and
-the output is trained towards RGB in [0, 1] (the paper scales HR targets to [-1, 1]; raykd keeps one range for
-every SR model). x4 uses two PixelShuffle(2) stages as in the paper, x2 one, x3 a single PixelShuffle(3).
+``srresnet`` is the paper's network (BatchNorm residual blocks, PReLU, 9x9 head and tail). The authors released
+no PyTorch weights, so its module names are raykd's own. x4 uses two PixelShuffle(2) stages as in the paper,
+x2 one, x3 a single PixelShuffle(3).
+
+``msrresnet`` is BasicSR's "modified SRResNet" (XPixelGroup/BasicSR, ``basicsr/archs/srresnet_arch.py``), the
+SRResNet most released weights are for: no BatchNorm, residual blocks conv3x3-ReLU-conv3x3 (EDSR style), 3x3
+convolutions throughout, LeakyReLU(0.1), an extra ``conv_hr`` before the output conv, and the bilinearly
+upsampled input added to the output. Its module names are BasicSR's, so ``msrresnet_x4``-style checkpoints
+(``{"params": ...}``) load strictly with ``load_weights(model, path, keymap="basicsr_msrresnet")``.
+
+Input is RGB in [0, 1] and the output is trained towards RGB in [0, 1] (the SRGAN paper scales HR targets to
+[-1, 1]; raykd keeps one range for every SR model, as BasicSR does).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from raykd.models.registry import register_model
 from raykd.models.sr_common import PixelShuffleUpsampler, check_scale
+from raykd.models.weights import register_keymap, same_names
+
+__all__ = ["MSRResNet", "SRResNet", "msrresnet", "srresnet"]
 
 
 class ResidualBlockBN(nn.Module):
@@ -55,3 +68,57 @@ class SRResNet(nn.Module):
 def srresnet(scale: int = 4, **kwargs) -> SRResNet:
     """SRResNet: 16 residual blocks, 64 channels (1.55M parameters at x4)."""
     return SRResNet(check_scale(scale, "srresnet"), **kwargs)
+
+
+class ResidualBlockNoBN(nn.Module):
+    """BasicSR's ``ResidualBlockNoBN`` at ``res_scale=1``: ``x + conv2(relu(conv1(x)))``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class MSRResNet(nn.Module):
+    """BasicSR's MSRResNet: ``conv_first`` + LeakyReLU, ``n_blocks`` residual blocks without BatchNorm (no long
+    skip), ``upconv1`` (+ ``upconv2`` at x4) each followed by a pixel shuffle and LeakyReLU, ``conv_hr`` +
+    LeakyReLU, ``conv_last``, plus the bilinear upsampling of the input. LeakyReLU slope 0.1 and the
+    initialisation (Kaiming-normal scaled by 0.1, zero biases) are BasicSR's."""
+
+    def __init__(self, scale: int = 4, n_blocks: int = 16, n_feats: int = 64) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv_first = nn.Conv2d(3, n_feats, 3, padding=1)
+        self.body = nn.Sequential(*[ResidualBlockNoBN(n_feats) for _ in range(n_blocks)])
+        # x4 is two x2 steps; x2 and x3 one step of their own factor
+        self.shuffle = 2 if scale == 4 else scale
+        self.upconv1 = nn.Conv2d(n_feats, n_feats * self.shuffle**2, 3, padding=1)
+        self.upconv2 = nn.Conv2d(n_feats, n_feats * 4, 3, padding=1) if scale == 4 else None
+        self.conv_hr = nn.Conv2d(n_feats, n_feats, 3, padding=1)
+        self.conv_last = nn.Conv2d(n_feats, 3, 3, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")
+                module.weight.data.mul_(0.1)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
+        out = self.body(F.leaky_relu(self.conv_first(x), 0.1))
+        for upconv in (self.upconv1, self.upconv2):
+            if upconv is not None:
+                out = F.leaky_relu(F.pixel_shuffle(upconv(out), self.shuffle), 0.1)
+        out = self.conv_last(F.leaky_relu(self.conv_hr(out), 0.1))
+        return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+@register_model
+def msrresnet(scale: int = 4, **kwargs) -> MSRResNet:
+    """BasicSR's MSRResNet: 16 residual blocks without BatchNorm, 64 channels (1.52M parameters at x4)."""
+    return MSRResNet(check_scale(scale, "msrresnet"), **kwargs)
+
+
+register_keymap("basicsr_msrresnet", (MSRResNet,), "msrresnet")(same_names)

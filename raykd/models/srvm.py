@@ -25,16 +25,15 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from raykd.models.registry import register_model
-from raykd.models.srresnet import SRResNet, srresnet
+from raykd.models.registry import create_model, register_model
 from raykd.models.vim import VisionMamba, vim_micro, vim_tiny
 from raykd.models.weights import load_weights
 
-__all__ = ["SRVMNet", "srvm_micro", "srvm_tiny"]
+__all__ = ["SR_ARCHS", "SRVMNet", "srvm_micro", "srvm_tiny"]
 
-
-def _imagenet_stats() -> tuple[Tensor, Tensor]:
-    return torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+# SR sub-networks SRVM-Net can use, and the key map their released weights load through: SRGAN's SRResNet
+# (raykd's own names) or BasicSR's MSRResNet (msrresnet_x4-style files).
+SR_ARCHS = {"srresnet": None, "msrresnet": "basicsr_msrresnet"}
 
 
 class SRVMNet(nn.Module):
@@ -52,10 +51,9 @@ class SRVMNet(nn.Module):
         self.freeze_sr = freeze_sr
         self.num_classes = classifier.num_classes
         self.num_features = classifier.num_features
-        mean, std = _imagenet_stats()
         # not persistent: constants of the input convention, not weights
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
         if freeze_sr:
             self.sr.requires_grad_(False)
             self.sr.eval()
@@ -81,7 +79,8 @@ class SRVMNet(nn.Module):
         return self.classifier(self.super_resolve(x))
 
     def extract(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        """One forward returning ``"logits"`` plus the requested outputs (raykd.models.features protocol):
+        """One forward returning the logits under ``"output"`` (raykd.models.features protocol) and the requested
+        outputs:
         ``"sr"``, the super-resolved image (ImageNet-normalised, ``(B, 3, s*h, s*w)``), and everything
         :meth:`VisionMamba.extract` provides (``"penultimate"``, batch-first ``"hidden"`` ``(B, depth, L, D)``,
         ``"stage:<k>"``), computed on that image."""
@@ -93,36 +92,42 @@ class SRVMNet(nn.Module):
 
 
 def _srvm(sr_defaults: dict[str, Any], vim_fn: Callable[..., VisionMamba], num_classes: int, scale: int,
-          sr_checkpoint: str | os.PathLike | None, freeze_sr: bool | None, sr_kwargs: dict[str, Any] | None,
-          vim_kwargs: dict[str, Any]) -> SRVMNet:
-    sr: SRResNet = srresnet(scale=scale, **{**sr_defaults, **(sr_kwargs or {})})
+          sr_arch: str, sr_checkpoint: str | os.PathLike | None, freeze_sr: bool | None,
+          sr_kwargs: dict[str, Any] | None, vim_kwargs: dict[str, Any]) -> SRVMNet:
+    if sr_arch not in SR_ARCHS:
+        raise ValueError(f"sr_arch={sr_arch!r} is not an SR sub-network SRVM-Net supports; use one of {list(SR_ARCHS)}")
+    sr = create_model(sr_arch, scale=scale, **{**sr_defaults, **(sr_kwargs or {})})
     if sr_checkpoint is not None:
-        load_weights(sr, sr_checkpoint)
+        load_weights(sr, sr_checkpoint, keymap=SR_ARCHS[sr_arch])
     if freeze_sr is None:
         freeze_sr = sr_checkpoint is not None
     elif freeze_sr and sr_checkpoint is None:
-        raise ValueError("raykd/models/srvm.py: freeze_sr=True without sr_checkpoint would freeze a randomly "
-                         "initialised SR sub-network; pass sr_checkpoint=<pre-trained SRResNet weights>")
+        raise ValueError("freeze_sr=True without sr_checkpoint would freeze a randomly initialised SR sub-network; "
+                         "pass sr_checkpoint=<pre-trained SR weights>")
     return SRVMNet(sr, vim_fn(num_classes=num_classes, **vim_kwargs), freeze_sr=freeze_sr)
 
 
 @register_model
-def srvm_tiny(num_classes: int = 1000, *, scale: int = 4, sr_checkpoint: str | os.PathLike | None = None,
-              freeze_sr: bool | None = None, sr_kwargs: dict[str, Any] | None = None, **vim_kwargs) -> SRVMNet:
-    """SRVM-Net as in the paper: SRResNet x4 (16 blocks, 64 channels) + Vim-Ti.
+def srvm_tiny(num_classes: int = 1000, *, scale: int = 4, sr_arch: str = "srresnet",
+              sr_checkpoint: str | os.PathLike | None = None, freeze_sr: bool | None = None,
+              sr_kwargs: dict[str, Any] | None = None, **vim_kwargs) -> SRVMNet:
+    """SRVM-Net as in the paper: an x4 SRResNet (16 blocks, 64 channels) + Vim-Ti.
 
-    ``sr_checkpoint``: pre-trained SRResNet weights (raykd checkpoint directory, ``.safetensors`` or torch state
-    dict; see :func:`raykd.train.checkpoint.load_model_weights`). ``freeze_sr``: default frozen exactly when
-    ``sr_checkpoint`` is given (the paper's protocol). ``sr_kwargs`` go to :func:`srresnet`, the remaining keyword
-    arguments to :func:`vim_tiny` (``img_size`` there is the *super-resolved* size, 224 for 56 x 56 inputs).
+    ``sr_arch``: ``"srresnet"`` (SRGAN's network, BatchNorm) or ``"msrresnet"`` (BasicSR's, whose released
+    ``msrresnet_x4`` weights load through the ``basicsr_msrresnet`` key map). ``sr_checkpoint``: pre-trained
+    weights for it (raykd checkpoint directory, ``.safetensors`` or torch file; see
+    :func:`raykd.models.weights.load_weights`). ``freeze_sr``: default frozen exactly when ``sr_checkpoint`` is
+    given (the paper's protocol). ``sr_kwargs`` go to the SR model, the remaining keyword arguments to
+    :func:`vim_tiny` (``img_size`` there is the *super-resolved* size, 224 for 56 x 56 inputs).
     """
-    return _srvm({}, vim_tiny, num_classes, scale, sr_checkpoint, freeze_sr, sr_kwargs, vim_kwargs)
+    return _srvm({}, vim_tiny, num_classes, scale, sr_arch, sr_checkpoint, freeze_sr, sr_kwargs, vim_kwargs)
 
 
 @register_model
-def srvm_micro(num_classes: int = 1000, *, scale: int = 4, sr_checkpoint: str | os.PathLike | None = None,
-               freeze_sr: bool | None = None, sr_kwargs: dict[str, Any] | None = None, **vim_kwargs) -> SRVMNet:
-    """Not from the paper: a 2-block, 16-channel SRResNet + ``vim_micro``, for CPU tests and smoke runs (its
+def srvm_micro(num_classes: int = 1000, *, scale: int = 4, sr_arch: str = "srresnet",
+               sr_checkpoint: str | os.PathLike | None = None, freeze_sr: bool | None = None,
+               sr_kwargs: dict[str, Any] | None = None, **vim_kwargs) -> SRVMNet:
+    """Not from the paper: a 2-block, 16-channel SR sub-network + ``vim_micro``, for CPU tests and smoke runs (its
     hidden states match a ``vim_micro`` teacher's). Arguments as :func:`srvm_tiny`."""
-    return _srvm({"n_blocks": 2, "n_feats": 16}, vim_micro, num_classes, scale, sr_checkpoint, freeze_sr,
+    return _srvm({"n_blocks": 2, "n_feats": 16}, vim_micro, num_classes, scale, sr_arch, sr_checkpoint, freeze_sr,
                  sr_kwargs, vim_kwargs)

@@ -1,319 +1,26 @@
-"""Selective state-space scan, depthwise causal convolution and the Mamba mixer built from them.
+"""The Mamba mixer (Gu & Dao 2023) and the pre-norm block that wraps it in Vision Mamba and DVMSR.
 
-The selective scan is Mamba's S6 layer (Gu & Dao 2023, Sec. 3.2, Alg. 2) with the zero-order-hold
-discretisation of ``A`` and the Euler one of ``B`` used by the reference code (eq. 4 with ``B_bar = delta B``):
-
-    h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,      y_t = C_t h_t + D u_t,      out_t = y_t * silu(z_t)
-
-with shapes and arguments of ``mamba_ssm``'s ``selective_scan_fn``. Three interchangeable backends compute it:
-
-- ``"cuda"``: the fused kernels of the optional ``mamba-ssm`` / ``causal-conv1d`` packages
-  (``pip install raykd[cuda]``), imported lazily the first time a CUDA tensor asks for them;
-- ``"torch"``: pure PyTorch, any device. The sequence is processed in chunks: inside a chunk the decays
-  ``exp(delta A)``, the inputs ``delta B u`` and the outputs ``C h`` are formed for all steps at once, and the
-  recurrence itself is one fused multiply-add per step. Only the state at each chunk boundary is kept; the
-  backward pass (a custom autograd function) recomputes a chunk from its boundary state and runs the adjoint
-  recurrence ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}`` in reverse (first derivatives only). Beyond the
-  inputs it holds ``chunk + l / chunk`` states, and every exponent is the ``delta_t A`` of a single step, so
-  nothing overflows that the recurrence itself would not. (A closed form per chunk, ``h_t = sum_s exp(S_t - S_s) x_s`` over segment sums, does T times the
-  work and a parallel prefix log T times; on CPU at Vim-Tiny shapes the closed form measured 9x slower than
-  the per-step update with 4-step chunks and worse with longer ones);
-- ``"reference"``: the recurrence above written step by step and differentiated by autograd (for tests).
-
-``"auto"`` picks ``"cuda"`` for CUDA tensors when the extension imports and ``"torch"`` otherwise.
+The mixer calls the ops of :mod:`raykd.models.ops` (selective scan, causal conv1d), which pick the fused CUDA
+kernels or PyTorch per call. :class:`MambaBlock` is the one residual block both Vim (RMSNorm, bidirectional
+mixer) and DVMSR (LayerNorm, unidirectional mixer, no residual in the authors' release) are built from.
 """
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-__all__ = ["Backend", "DEFAULT_CHUNK_SIZE", "Mamba", "causal_conv1d", "cuda_kernels_available", "selective_scan"]
+from raykd.models.ops import Backend, causal_conv1d, selective_scan
 
-Backend = Literal["auto", "cuda", "torch", "reference"]
-_BACKENDS = ("auto", "cuda", "torch", "reference")
-# Steps per chunk of the "torch" scan. bench/selective_scan.py measured times within 25% of each other from 16
-# to 128 steps at Vim-Tiny shapes (16 the fastest) and within 10% from 16 to 64 at length 4096, while the four
-# chunk-sized buffers of the backward pass grow with it (12.6 MB for a Vim-Tiny direction at batch 8).
-DEFAULT_CHUNK_SIZE = 16
-_INSTALL_HINT = "install the cuda extra: pip install raykd[cuda] (needs an NVIDIA GPU and the CUDA toolkit)"
+__all__ = ["Mamba", "MambaBlock"]
 
-
-@functools.cache
-def _mamba_scan_kernel() -> Callable | None:
-    # mamba_ssm loads its compiled extension at import; without CUDA that fails with ImportError or OSError.
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except (ImportError, OSError, RuntimeError):
-        return None
-    return selective_scan_fn
-
-
-@functools.cache
-def _causal_conv1d_kernel() -> Callable | None:
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError, RuntimeError):
-        return None
-    return causal_conv1d_fn
-
-
-def cuda_kernels_available() -> bool:
-    """Whether both fused CUDA kernels (``mamba_ssm`` and ``causal_conv1d``) import in this process."""
-    return _mamba_scan_kernel() is not None and _causal_conv1d_kernel() is not None
-
-
-def _pick_backend(backend: str, x: Tensor, kernel: Callable[[], Callable | None], op: str, package: str) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"raykd/models/ssm.py: {op} got backend={backend!r}; use one of {_BACKENDS}")
-    if backend == "auto":
-        return "cuda" if x.is_cuda and kernel() is not None else "torch"
-    if backend == "cuda":
-        if kernel() is None:
-            raise RuntimeError(
-                f"raykd/models/ssm.py: {op}(backend='cuda') needs the {package} package, which does not import "
-                f"here; {_INSTALL_HINT}, or use backend='torch'"
-            )
-        if not x.is_cuda:
-            raise ValueError(f"raykd/models/ssm.py: {op}(backend='cuda') needs CUDA tensors, got device {x.device}")
-    return backend
-
-
-def causal_conv1d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    activation: str | None = None,
-    backend: Backend = "auto",
-) -> Tensor:
-    """Depthwise causal 1-D convolution ``(b, d, l) -> (b, d, l)`` with ``weight`` of shape ``(d, width)``.
-
-    Output step ``t`` sees inputs ``t - width + 1 .. t`` (zeros before the start), as ``causal_conv1d_fn``.
-    ``activation`` is ``None`` or ``"silu"`` (``"swish"`` is accepted as its alias). ``"torch"`` and
-    ``"reference"`` are the same left-padded ``F.conv1d``.
-    """
-    if activation not in (None, "silu", "swish"):
-        raise ValueError(f"raykd/models/ssm.py: causal_conv1d activation={activation!r}; use None or 'silu'")
-    if weight.dim() != 2 or weight.shape[0] != x.shape[1]:
-        raise ValueError(
-            f"raykd/models/ssm.py: causal_conv1d weight has shape {tuple(weight.shape)}; expected "
-            f"({x.shape[1]}, width) for x of shape {tuple(x.shape)}"
-        )
-    if _pick_backend(backend, x, _causal_conv1d_kernel, "causal_conv1d", "causal-conv1d") == "cuda":
-        # by keyword: since causal-conv1d 1.4 the fourth positional parameter is seq_idx
-        return _causal_conv1d_kernel()(x, weight, bias, activation=activation)
-    y = F.conv1d(F.pad(x, (weight.shape[1] - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
-    return F.silu(y) if activation is not None else y
-
-
-def selective_scan(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    backend: Backend = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> Tensor:
-    """Selective scan (Mamba Alg. 2) with ``mamba_ssm.selective_scan_fn``'s semantics; returns ``(b, d, l)``.
-
-    Args:
-        u, delta: ``(b, d, l)`` input and step size (before ``delta_bias`` / softplus).
-        A: ``(d, n)`` real state matrix (diagonal per channel; Mamba passes ``-exp(A_log)``).
-        B, C: ``(b, n, l)``, or ``(b, g, n, l)`` where group ``k`` serves channels ``k*d/g .. (k+1)*d/g - 1``.
-        D: optional ``(d,)`` skip, adding ``D * u``.
-        z: optional ``(b, d, l)`` gate: the output is multiplied by ``silu(z)``.
-        delta_bias: optional ``(d,)`` added to ``delta``; then ``softplus`` if ``delta_softplus``.
-        backend: see the module docstring. ``chunk_size`` only affects the ``"torch"`` backend.
-
-    The scan runs in float32 (float64 for float64 ``u``) and the result has ``u``'s dtype, as in mamba_ssm.
-    """
-    which = _pick_backend(backend, u, _mamba_scan_kernel, "selective_scan", "mamba-ssm")
-    if which == "cuda":
-        return _mamba_scan_kernel()(
-            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus
-        )
-    B, C = _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if chunk_size < 1:
-        raise ValueError(f"raykd/models/ssm.py: selective_scan chunk_size={chunk_size}; must be >= 1")
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u32, delta = u.to(dtype), delta.to(dtype)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(dtype).unsqueeze(-1)
-    if delta_softplus:
-        delta = F.softplus(delta)
-    A, B, C = A.to(dtype), B.to(dtype), C.to(dtype)
-    if which == "torch":
-        y = _ChunkedScan.apply(u32, delta, A, B, C, chunk_size)
-    else:
-        y = _scan_reference(u32, delta, A, B, C)
-    if D is not None:
-        y = y + u32 * D.to(dtype).unsqueeze(-1)
-    if z is not None:
-        y = y * F.silu(z.to(dtype))
-    return y.to(u.dtype)
-
-
-def _check_scan_shapes(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-    delta_bias: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """Validate shapes for the PyTorch backends and return ``B, C`` as ``(b, g, n, l)``."""
-    if u.dim() != 3:
-        raise ValueError(f"raykd/models/ssm.py: selective_scan u must be (b, d, l), got {tuple(u.shape)}")
-    b, d, l = u.shape
-    if delta.shape != u.shape:
-        raise ValueError(f"raykd/models/ssm.py: delta has shape {tuple(delta.shape)}; expected {tuple(u.shape)}")
-    if A.is_complex() or A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"raykd/models/ssm.py: A must be a real ({d}, n) tensor, got {A.dtype} {tuple(A.shape)}")
-    n = A.shape[1]
-    grouped = []
-    for name, m in (("B", B), ("C", C)):
-        m = m.unsqueeze(1) if m.dim() == 3 else m
-        if m.dim() != 4 or m.shape[0] != b or m.shape[2] != n or m.shape[3] != l or d % m.shape[1]:
-            raise ValueError(
-                f"raykd/models/ssm.py: {name} has shape {tuple(m.shape)}; expected ({b}, {n}, {l}) or "
-                f"({b}, g, {n}, {l}) with g dividing d={d} (input-dependent {name}, as Mamba uses)"
-            )
-        grouped.append(m)
-    if grouped[0].shape[1] != grouped[1].shape[1]:
-        raise ValueError(f"raykd/models/ssm.py: B and C have {grouped[0].shape[1]} and {grouped[1].shape[1]} groups")
-    for name, v, shape in (("D", D, (d,)), ("delta_bias", delta_bias, (d,)), ("z", z, tuple(u.shape))):
-        if v is not None and tuple(v.shape) != shape:
-            raise ValueError(f"raykd/models/ssm.py: {name} has shape {tuple(v.shape)}; expected {shape}")
-    return grouped[0], grouped[1]
-
-
-def _scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """``y_t = C_t h_t`` with ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, one step at a time."""
-    b, d, l = u.shape
-    B = B.repeat_interleave(d // B.shape[1], dim=1)
-    C = C.repeat_interleave(d // C.shape[1], dim=1)
-    h = u.new_zeros(b, d, A.shape[1])
-    ys = []
-    for t in range(l):
-        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t]).unsqueeze(-1) * B[..., t]
-        ys.append((h * C[..., t]).sum(-1))
-    return torch.stack(ys, dim=-1)
-
-
-def _by_step(v: Tensor, groups: int) -> Tensor:
-    """``(b, d, T)`` -> ``(T, b, g, d/g)``: time leading, so each step's slice is contiguous."""
-    b, d, t = v.shape
-    return v.reshape(b, groups, d // groups, t).permute(3, 0, 1, 2)
-
-
-def _from_step(v: Tensor) -> Tensor:
-    """Inverse of :func:`_by_step`: ``(T, b, g, d/g)`` -> ``(b, d, T)``."""
-    t, b, g, h = v.shape
-    return v.permute(1, 2, 3, 0).reshape(b, g * h, t)
-
-
-def _chunk_terms(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, s0: int, s1: int, decay: Tensor, inputs: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Fill ``decay = exp(delta_t A)`` and ``inputs = delta_t B_t u_t`` of steps ``s0 .. s1-1``, laid out
-    ``(T, b, g, d/g, n)``; return ``delta``, ``u`` as ``(T, b, g, d/g)`` and ``B`` as ``(T, b, g, n, 1)``.
-
-    The chunk-sized tensors are written into caller-owned buffers: allocating them afresh for every chunk
-    costs more in page faults than the arithmetic (measured 4x on the per-step update).
-    """
-    g = B.shape[1]
-    dl, uu = _by_step(delta[:, :, s0:s1], g), _by_step(u[:, :, s0:s1], g)
-    Bt = B[..., s0:s1].permute(3, 0, 1, 2).unsqueeze(-1)
-    torch.mul(dl.unsqueeze(-1), A.view(g, -1, A.shape[1]), out=decay).exp_()
-    torch.mul((dl * uu).unsqueeze(-1), Bt.transpose(-1, -2), out=inputs)
-    return dl, uu, Bt
-
-
-def _run_forward(decay: Tensor, states: Tensor, h: Tensor) -> None:
-    """Turn ``states`` from the inputs into the states ``h_t = decay_t * h_{t-1} + inputs_t`` of a chunk, in
-    place, from the state ``h`` before it."""
-    for t in range(states.shape[0]):
-        h = torch.addcmul(states[t], decay[t], h, out=states[t])
-
-
-def _run_adjoint(decay: Tensor, grads: Tensor, carry: Tensor) -> None:
-    """Turn ``grads`` from the sources ``s_t`` into ``g_t = s_t + decay_{t+1} g_{t+1}`` backwards through a
-    chunk, in place; ``carry`` is ``decay g`` of the step after the chunk."""
-    grads[-1] += carry
-    for t in range(grads.shape[0] - 2, -1, -1):
-        torch.addcmul(grads[t], decay[t + 1], grads[t + 1], out=grads[t])
-
-
-class _ChunkedScan(torch.autograd.Function):
-    """``y = C h`` of the selective scan, for ``delta`` already biased and ``B, C`` as ``(b, g, n, l)``."""
-
-    @staticmethod
-    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
-        b, d, l = u.shape
-        g, n = B.shape[1], B.shape[2]
-        chunk = min(chunk, l)
-        y = u.new_empty(b, d, l)
-        starts = u.new_empty(math.ceil(l / chunk), b, g, d // g, n)
-        decay_buf, states_buf = (u.new_empty(chunk, b, g, d // g, n) for _ in range(2))
-        h = u.new_zeros(b, g, d // g, n)
-        for k, s0 in enumerate(range(0, l, chunk)):
-            s1 = min(s0 + chunk, l)
-            decay, states = decay_buf[: s1 - s0], states_buf[: s1 - s0]
-            starts[k] = h
-            _chunk_terms(u, delta, A, B, s0, s1, decay, states)
-            _run_forward(decay, states, starts[k])
-            Ct = C[..., s0:s1].permute(3, 0, 1, 2).unsqueeze(-1)
-            y[:, :, s0:s1] = _from_step(torch.matmul(states, Ct).squeeze(-1))
-            h = states[-1]
-        ctx.save_for_backward(u, delta, A, B, C, starts)
-        ctx.chunk = chunk
-        return y
-
-    @staticmethod
-    @once_differentiable  # the in-place chunk buffers cannot be differentiated again
-    def backward(ctx, dy: Tensor):
-        u, delta, A, B, C, starts = ctx.saved_tensors
-        chunk = ctx.chunk
-        b, d, l = u.shape
-        g, n = B.shape[1], B.shape[2]
-        A3 = A.view(g, d // g, n)
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dB, dC = torch.empty_like(B), torch.empty_like(C)
-        dA = torch.zeros_like(A3)
-        carry = torch.zeros_like(starts[0])
-        decay_buf, states_buf, grads_buf, tmp_buf = (u.new_empty(chunk, b, g, d // g, n) for _ in range(4))
-        for k in range(len(starts) - 1, -1, -1):
-            s0, s1 = k * chunk, min((k + 1) * chunk, l)
-            decay, states, grads, tmp = (buf[: s1 - s0] for buf in (decay_buf, states_buf, grads_buf, tmp_buf))
-            dl, uu, Bt = _chunk_terms(u, delta, A, B, s0, s1, decay, states)
-            _run_forward(decay, states, starts[k])
-            dyt = _by_step(dy[:, :, s0:s1], g)
-            Ct = C[..., s0:s1].permute(3, 0, 1, 2).unsqueeze(-2)
-            torch.mul(dyt.unsqueeze(-1), Ct, out=grads)
-            _run_adjoint(decay, grads, carry)  # grads[t] = dL/dh_t
-            carry = decay[0] * grads[0]
-            dC[..., s0:s1] = torch.matmul(states.transpose(-1, -2), dyt.unsqueeze(-1)).squeeze(-1).permute(1, 2, 3, 0)
-            dB[..., s0:s1] = (
-                torch.matmul(grads.transpose(-1, -2), (dl * uu).unsqueeze(-1)).squeeze(-1).permute(1, 2, 3, 0)
-            )
-            d_du = torch.matmul(grads, Bt).squeeze(-1)  # dL/d(delta_t u_t)
-            # dL/d(delta_t A) = g_t * h_{t-1} * exp(delta_t A), built in the decay buffer.
-            dlog = decay.mul_(grads)
-            dlog[1:] *= states[:-1]
-            dlog[0] *= starts[k]
-            ddelta_t = d_du * uu + torch.mul(dlog, A3, out=tmp).sum(-1)
-            dA += dlog.mul_(dl.unsqueeze(-1)).sum((0, 1))
-            du[:, :, s0:s1] = _from_step(d_du * dl)
-            ddelta[:, :, s0:s1] = _from_step(ddelta_t)
-        return du, ddelta, dA.view(d, n), dB, dC, None
+Norm = Literal["layer", "rms"]
+_NORMS = ("layer", "rms")
 
 
 def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
@@ -401,3 +108,39 @@ class Mamba(nn.Module):
             f"d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, "
             f"bidirectional={self.bidirectional}, backend={self.backend!r}"
         )
+
+
+class MambaBlock(nn.Module):
+    """A mixer between a pre-norm and a residual: ``x + drop_path(mixer(norm(x)))`` on ``(B, L, C)`` tokens.
+
+    This is Vim's layer (Zhu et al. 2024, eq. 5 / Alg. 1: RMSNorm, bidirectional mixer) and DVMSR's Vision Mamba
+    Module (Lei et al. 2024, Fig. 2: LayerNorm, unidirectional mixer). Submodules are ``norm`` and ``mixer``, the
+    names of both official codes, so their checkpoints load.
+
+    ``residual=False`` is the block as DVMSR's released code runs it: its stack calls ``block(x, x_size)``, so the
+    image size lands in the ``residual`` argument of mamba_ssm's ``Block.forward(hidden, residual)``, which then
+    takes ``residual = drop_path(hidden)`` and returns ``mixer(norm(residual))`` without adding anything. Here
+    that is ``mixer(norm(drop_path(x)))``: the same in eval mode and under stochastic depth in training.
+    The input is cast to the norm's dtype, so a float32 residual stream (Vim's ``residual_in_fp32``) may feed a
+    lower-precision block.
+    """
+
+    def __init__(
+        self, dim: int, mixer: nn.Module, norm: Norm = "layer", norm_eps: float = 1e-5, drop_path: float = 0.0,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        if norm not in _NORMS:
+            raise ValueError(f"MambaBlock norm={norm!r}; use one of {_NORMS}")
+        self.mixer = mixer
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if norm == "layer" else nn.RMSNorm(dim, eps=norm_eps)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.residual:
+            return x + self.drop_path(self.mixer(self.norm(x.to(self.norm.weight.dtype))))
+        return self.mixer(self.norm(self.drop_path(x).to(self.norm.weight.dtype)))
+
+    def extra_repr(self) -> str:
+        return f"residual={self.residual}"

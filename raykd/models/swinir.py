@@ -5,7 +5,7 @@ Module and buffer names follow the official ``network_swinir.py`` (``conv_first`
 ``conv_after_body``, ``conv_before_upsample.0``, ``upsample.*``, ``conv_last``), including the persistent
 ``relative_position_index`` and shifted-window ``attn_mask`` buffers, so the released
 ``001_classicalSR_*`` / ``002_lightweightSR_*`` files load strictly with
-:func:`raykd.models.sr_common.load_official`. The stored masks belong to the training patch size ``img_size``:
+:func:`raykd.models.weights.load_weights`. The stored masks belong to the training patch size ``img_size``:
 64 for the DF2K-trained classical (``s64w8``) and all lightweight models, 48 for the DIV2K-trained classical
 ones (``s48w8``). Any input size works; masks for other sizes are computed on the fly.
 
@@ -16,6 +16,7 @@ window size are mirror-padded (edge pixel repeated, as the flip-and-concatenate 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +25,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 
 from raykd.models.registry import register_model
-from raykd.models.sr_common import DIV2K_RGB_MEAN, PixelShuffleUpsampler, check_scale
+from raykd.models.sr_common import (
+    DIV2K_RGB_MEAN, PixelShuffleUpsampler, ResidualGroupConv, TokenEmbed, check_scale, to_image,
+)
 
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 _MASKED = -100.0  # additive score of a masked pair in the official code (not -inf, so outputs match it exactly)
@@ -186,37 +189,6 @@ class SwinStage(nn.Module):
         return x
 
 
-def _to_tokens(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(2).transpose(1, 2)
-
-
-def _to_image(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer block (SwinIR eq. 4): Swin layers, a 3x3 conv, and a skip connection."""
-
-    def __init__(self, dim: int, **stage_kwargs) -> None:
-        super().__init__()
-        self.residual_group = SwinStage(dim, **stage_kwargs)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        return _to_tokens(self.conv(_to_image(self.residual_group(x, x_size), x_size))) + x
-
-
-class PatchEmbed(nn.Module):
-    """Patch size 1: every pixel of the shallow feature map is a token, layer-normalised."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(_to_tokens(x))
-
-
 class SwinReconstruction(nn.Module):
     """The reconstruction tail SwinIR-style networks share (and its official key names), plus their timm-style
     weight init: ``"pixelshuffle"`` = conv + LeakyReLU to 64 channels, pixel-shuffle steps, output conv;
@@ -289,16 +261,17 @@ class SwinIR(SwinReconstruction):
         self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
         self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
+        self.patch_embed = TokenEmbed(embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
         starts = [sum(depths[:i]) for i in range(len(depths))]
+        # RSTB (eq. 4): a stage of Swin layers, a 3x3 conv and a skip connection
         self.layers = nn.ModuleList(
-            RSTB(
+            ResidualGroupConv(embed_dim, SwinStage(
                 embed_dim, input_resolution=resolution, depth=depth, num_heads=heads, window_size=window_size,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
                 drop_path=drop_path[start : start + depth],
-            )
+            ))
             for depth, heads, start in zip(depths, num_heads, starts)
         )
         self.norm = nn.LayerNorm(embed_dim)
@@ -306,13 +279,23 @@ class SwinIR(SwinReconstruction):
         self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
 
+    @staticmethod
+    def weight_mismatch_hint(key: str, stored_shape: tuple[int, ...]) -> str:
+        """Explain a stored tensor of another shape (used by :func:`raykd.models.weights.load_weights`): the
+        shifted-window masks hold one row per window of the training patch, so a mask of another shape means
+        the model was built for another ``img_size``, which follows from the shape."""
+        if key.endswith("attn_mask") and len(stored_shape) == 3:
+            side = math.isqrt(stored_shape[0]) * math.isqrt(stored_shape[1])
+            return f" (the checkpoint was trained on {side}x{side} patches: build the model with img_size={side})"
+        return ""
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep feature extraction H_DF (eq. 2) on a (N, C, H, W) map whose sides are window multiples."""
         x_size = (x.shape[2], x.shape[3])
         t = self.pos_drop(self.patch_embed(x))
         for layer in self.layers:
             t = layer(t, x_size)
-        return _to_image(self.norm(t), x_size)
+        return to_image(self.norm(t), x_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""

@@ -4,7 +4,10 @@ State Space Model", ICML 2024).
 Sec. 3.2 / Fig. 2 / eq. (5), as in the official ``vim_*_patch16_224_bimambav2_..._midclstok_div2`` models:
 a 16x16 patch embedding, a class token inserted in the middle of the patch sequence, an absolute position
 embedding, ``depth`` Vim layers (RMSNorm, then the bidirectional "v2" Mamba mixer of Alg. 1, residual), a final
-RMSNorm and a linear head on the class token. Parameter names follow the official code, so its checkpoints load.
+RMSNorm and a linear head on the class token. Parameter names follow the official code (hustvl/Vim,
+``vim/models_mamba.py``), so its ImageNet checkpoints load strictly with
+``raykd.models.weights.load_weights(model, path, keymap="hustvl_vim")``; ``exclude=("head",)`` leaves out the
+1000-class head to start a classifier for other classes from them.
 
 The official layers use Mamba's fused add-norm, ``hidden, residual = norm(residual + hidden)`` with the
 residual kept in float32; unrolled over the stack that is the pre-norm chain ``x_i = x_{i-1} +
@@ -19,27 +22,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, PatchEmbed, lecun_normal_, trunc_normal_
+from timm.layers import PatchEmbed, lecun_normal_, trunc_normal_
 from torch import Tensor
 
 from raykd.models.features import layer_index
 from raykd.models.registry import register_model
-from raykd.models.ssm import Backend, Mamba
+from raykd.models.ops import Backend
+from raykd.models.ssm import Mamba, MambaBlock
+from raykd.models.weights import register_keymap, same_names
 
-__all__ = ["VimBlock", "VisionMamba", "vim_micro", "vim_small", "vim_tiny"]
-
-
-class VimBlock(nn.Module):
-    """One Vim layer: ``x + drop_path(mixer(RMSNorm(x)))`` with the bidirectional mixer of Alg. 1."""
-
-    def __init__(self, dim: int, mixer: Mamba, drop_path: float, norm_eps: float) -> None:
-        super().__init__()
-        self.mixer = mixer
-        self.norm = nn.RMSNorm(dim, eps=norm_eps)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.drop_path(self.mixer(self.norm(x.to(self.norm.weight.dtype))))
+__all__ = ["VisionMamba", "vim_micro", "vim_small", "vim_tiny"]
 
 
 class VisionMamba(nn.Module):
@@ -76,11 +68,11 @@ class VisionMamba(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         # The official stack applies layer i's rate to layer i-1's output (and the full rate to the last one);
         # in pre-norm form that is rate i on mixer i's output.
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.layers = nn.ModuleList(
-            VimBlock(embed_dim, Mamba(embed_dim, d_state, d_conv, expand, bidirectional=True, backend=backend),
-                     rates[i], norm_eps)
-            for i in range(depth)
+            MambaBlock(embed_dim, Mamba(embed_dim, d_state, d_conv, expand, bidirectional=True, backend=backend),
+                       norm="rms", norm_eps=norm_eps, drop_path=rate)
+            for rate in rates
         )
         self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -129,7 +121,7 @@ class VisionMamba(nn.Module):
         patch = self.patch_embed.patch_size
         if x.dim() != 4 or x.shape[-2] % patch[0] or x.shape[-1] % patch[1]:
             raise ValueError(
-                f"raykd/models/vim.py: input of shape {tuple(x.shape)}; expected (B, C, H, W) with H and W "
+                f"VisionMamba: input of shape {tuple(x.shape)}; expected (B, C, H, W) with H and W "
                 f"multiples of the patch size {patch[0]}"
             )
         grid = (x.shape[-2] // patch[0], x.shape[-1] // patch[1])
@@ -157,7 +149,8 @@ class VisionMamba(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def extract(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        """One forward returning ``"logits"`` plus the requested outputs (raykd.models.features protocol):
+        """One forward returning the logits under ``"output"`` (raykd.models.features protocol) and the requested
+        outputs:
 
         - ``"penultimate"``: the class token after the final norm, ``(B, embed_dim)``;
         - ``"hidden"``: the residual stream after every layer, stacked batch-first ``(B, depth, num_patches + 1,
@@ -169,21 +162,22 @@ class VisionMamba(nn.Module):
         layers = {}
         for name in names:
             if name.startswith("stage:"):
-                layers[name] = layer_index(name, "stage", len(self.layers), "raykd/models/vim.py")
-            elif name not in ("logits", "penultimate", "hidden"):
-                raise ValueError(
-                    f"raykd/models/vim.py: unknown output {name!r}; VisionMamba.extract provides 'logits', "
-                    "'penultimate', 'hidden' and 'stage:<k>'"
-                )
+                layers[name] = layer_index(name, "stage", len(self.layers), "VisionMamba.extract")
+            elif name not in ("penultimate", "hidden"):
+                raise ValueError(f"unknown output {name!r}; VisionMamba.extract provides 'penultimate', 'hidden' "
+                                 "and 'stage:<k>' besides its logits")
         tokens, hidden = self._encode(x, keep_hidden="hidden" in names or bool(layers))
         pre = self.forward_head(tokens, pre_logits=True)
-        out = {"logits": self.head(pre)}
+        out = {"output": self.head(pre)}
         if "penultimate" in names:
             out["penultimate"] = pre
         if "hidden" in names:
             out["hidden"] = torch.stack(hidden, dim=1)
         out.update({name: hidden[k] for name, k in layers.items()})
         return out
+
+
+register_keymap("hustvl_vim", (VisionMamba,), "vim_tiny")(same_names)
 
 
 def _vim(defaults: dict, kwargs: dict) -> VisionMamba:

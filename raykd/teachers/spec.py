@@ -84,7 +84,6 @@ class TeacherSpec:
         if path is None:
             raise ValueError(f"teacher {self.name!r} has no weights: a frozen teacher needs trained weights")
         if path.is_dir():
-            verify(path)
             return load_model(path, model)
         try:
             return load_weights(model, path, keymap=self.keymap)

@@ -340,8 +340,11 @@ def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource 
                         **{k: offsets[k] + counters[k] for k in COUNTERS}})
         saved = None
         if checkpoint_dir is not None and rt.is_main:
-            meta_out = {"model": cfg.model.name, "model_kwargs": {**task.model_kwargs(), **cfg.model.kwargs},
-                        "config": to_json(cfg), "method_params": run.method.params, **metrics}
+            # a model's variant (DVMSR's ViMM residual) goes into its kwargs: the weights alone cannot tell it
+            variant = dict(getattr(run.student, "variant", None) or {})
+            meta_out = {"model": cfg.model.name, "model_kwargs": {**task.model_kwargs(), **cfg.model.kwargs, **variant},
+                        "variant": variant or None, "config": to_json(cfg), "method_params": run.method.params,
+                        **metrics}
             saved = save_checkpoint(checkpoint_dir, model=run.student, meta=meta_out, state={
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                 "scaler": run.scaler.state_dict(), "method": run.method.state_dict()})
