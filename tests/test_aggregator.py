@@ -8,7 +8,8 @@ import pytest
 import scipy.fft
 import torch
 
-from raykd.models import create_model, list_models
+from raykd.models import create_model
+from raykd.registry import MODELS
 from raykd.models.aggregator import DCTSwinLayer, KnowledgeAggregator, dct_matrix, train_aggregator
 
 
@@ -42,7 +43,7 @@ def test_aggregator_rejects_wrong_teacher_counts_and_shapes() -> None:
         model([torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 10)])
     with pytest.raises(ValueError, match=r"\(B, 9, sH, sW\)"):
         model(torch.rand(1, 6, 8, 8))
-    assert "mtkd_aggregator" in list_models()
+    assert "mtkd_aggregator" in MODELS.names()
 
 
 def test_dct_matrix_is_orthonormal_dct_ii() -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 from raykd.data.degrade import modcrop
 from raykd.metrics import psnr, ssim
 from raykd.models import create_model
-from raykd.models.features import forward_features
+from raykd.models.features import capture
 from raykd.models.sr_common import load_official
 
 
@@ -95,7 +95,7 @@ def test_extract_outputs_and_gradients():
     torch.manual_seed(0)
     model = create_model("dvmsr", scale=2)
     x = torch.rand(1, 3, 6, 9)
-    out = forward_features(model, x, ["output", "body", "feat:0", "feat:-1"])
+    out = capture(model, x, ["output", "body", "feat:0", "feat:-1"])
     assert out["output"].shape == (1, 3, 12, 18)
     assert out["output"] is out["logits"]
     assert out["body"].shape == out["feat:0"].shape == out["feat:-1"].shape == (1, 60, 6, 9)

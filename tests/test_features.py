@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raykd.models import create_model
-from raykd.models.features import feature_shapes, forward_features, stage_names
+from raykd.models.features import capture, output_shapes, stage_names
 
 
 def hook_count(model: nn.Module) -> int:
@@ -23,7 +23,7 @@ def test_raykd_net_outputs_match_manual_forward(resnet8: nn.Module) -> None:
     m = resnet8
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        out = forward_features(m, x, ["penultimate", "stage:0", "stage:-1", "layer2"])
+        out = capture(m, x, ["penultimate", "stage:0", "stage:-1", "layer2"])
         stem = F.relu(m.bn1(m.conv1(x)))
         s0 = m.layer1(stem)
         s1 = m.layer2(s0)
@@ -47,7 +47,7 @@ def test_timm_model_stages_and_penultimate() -> None:
     assert stage_names(model) == ("act1", "layer1", "layer2", "layer3", "layer4")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        out = forward_features(model, x, ["penultimate", "stage:-1", "stage:0"])
+        out = capture(model, x, ["penultimate", "stage:-1", "stage:0"])
         expected_logits = model(x)
     assert out["stage:0"].shape == (2, 64, 32, 32)
     assert out["stage:-1"].shape == (2, 512, 2, 2)
@@ -59,9 +59,9 @@ def test_timm_model_stages_and_penultimate() -> None:
 
 def test_hooks_do_not_leak_between_calls(resnet8: nn.Module) -> None:
     x = torch.randn(2, 3, 32, 32)
-    first = forward_features(resnet8, x, ["stage:0"])
+    first = capture(resnet8, x, ["stage:0"])
     assert hook_count(resnet8) == 0
-    second = forward_features(resnet8, x, ["penultimate"])
+    second = capture(resnet8, x, ["penultimate"])
     assert hook_count(resnet8) == 0
     assert set(first) == {"logits", "stage:0"}
     assert set(second) == {"logits", "penultimate"}
@@ -75,37 +75,37 @@ class Boom(nn.Module):
 def test_exception_mid_forward_leaves_no_hooks(resnet8: nn.Module) -> None:
     resnet8.layer2[0].conv1 = Boom()  # runs after the stage-0 hook fired, before the head's pre-hook
     with pytest.raises(RuntimeError, match="boom"):
-        forward_features(resnet8, torch.randn(2, 3, 32, 32), ["stage:0", "penultimate"])
+        capture(resnet8, torch.randn(2, 3, 32, 32), ["stage:0", "penultimate"])
     assert hook_count(resnet8) == 0
 
 
 def test_gradients_flow_unless_no_grad(resnet8: nn.Module) -> None:
     x = torch.randn(2, 3, 32, 32)
-    out = forward_features(resnet8, x, ["stage:1"])
+    out = capture(resnet8, x, ["stage:1"])
     assert out["stage:1"].requires_grad
     out["stage:1"].pow(2).mean().backward()
     assert resnet8.conv1.weight.grad is not None
     with torch.no_grad():
-        frozen = forward_features(resnet8, x, ["stage:1"])
+        frozen = capture(resnet8, x, ["stage:1"])
     assert not frozen["stage:1"].requires_grad
     with torch.inference_mode():
-        assert forward_features(resnet8, x, ["stage:1"])["stage:1"].shape == (2, 32, 16, 16)
+        assert capture(resnet8, x, ["stage:1"])["stage:1"].shape == (2, 32, 16, 16)
 
 
 def test_unknown_names_list_valid_stages(resnet8: nn.Module) -> None:
     x = torch.randn(1, 3, 32, 32)
     for bad in ("stage:3", "stage:-4", "stage:last", "layer9"):
         with pytest.raises(ValueError, match=r"'layer1', 'layer2', 'layer3'"):
-            forward_features(resnet8, x, [bad])
+            capture(resnet8, x, [bad])
     with pytest.raises(TypeError, match="sequence of output names"):
-        forward_features(resnet8, x, "stage:0")  # type: ignore[arg-type]
+        capture(resnet8, x, "stage:0")  # type: ignore[arg-type]
     assert hook_count(resnet8) == 0
 
 
 def test_capture_later_modified_in_place_is_rejected(resnet8: nn.Module) -> None:
     # bn1's output is overwritten by the in-place ReLU that follows it inside the block.
     with pytest.raises(RuntimeError, match="modified in place"):
-        forward_features(resnet8, torch.randn(1, 3, 32, 32), ["layer1.0.bn1"])
+        capture(resnet8, torch.randn(1, 3, 32, 32), ["layer1.0.bn1"])
     assert hook_count(resnet8) == 0
 
 
@@ -125,10 +125,10 @@ class SharedAct(nn.Module):
 def test_module_running_twice_is_ambiguous() -> None:
     model = SharedAct()
     x = torch.randn(2, 4)
-    out = forward_features(model, x, ["penultimate"])
+    out = capture(model, x, ["penultimate"])
     torch.testing.assert_close(out["penultimate"], torch.tanh(torch.tanh(x)))
     with pytest.raises(RuntimeError, match="ran 2 times"):
-        forward_features(model, x, ["act"])
+        capture(model, x, ["act"])
     assert hook_count(model) == 0
 
 
@@ -150,11 +150,11 @@ class WithExtract(nn.Module):
 def test_models_with_extract_get_the_whole_request() -> None:
     model = WithExtract()
     x = torch.randn(2, 4)
-    out = forward_features(model, x, ["hidden:0"])
+    out = capture(model, x, ["hidden:0"])
     torch.testing.assert_close(out["hidden:0"], 2 * x)
     torch.testing.assert_close(out["logits"], model.fc(x))
     with pytest.raises(KeyError, match="hidden:7"):
-        forward_features(model, x, ["hidden:7"])
+        capture(model, x, ["hidden:7"])
 
 
 def test_ddp_wrapped_models(tmp_path) -> None:
@@ -171,7 +171,7 @@ def test_ddp_wrapped_models(tmp_path) -> None:
         wrapper_calls = []
         ddp.register_forward_hook(lambda m, a, o: wrapper_calls.append(1))
         x = torch.randn(2, 3, 32, 32)
-        out = forward_features(ddp, x, ["stage:-1", "penultimate"])
+        out = capture(ddp, x, ["stage:-1", "penultimate"])
         assert len(wrapper_calls) == 1
         assert out["stage:-1"].shape == (2, 64, 8, 8)
         torch.testing.assert_close(net.fc(out["penultimate"]), out["logits"])
@@ -182,7 +182,7 @@ def test_ddp_wrapped_models(tmp_path) -> None:
         inner = WithExtract()
         wrapped = DDP(inner)
         wrapped.register_forward_hook(lambda m, a, o: wrapper_calls.append(2))
-        got = forward_features(wrapped, torch.ones(2, 4), ["hidden:0"])
+        got = capture(wrapped, torch.ones(2, 4), ["hidden:0"])
         assert wrapper_calls[-1] == 2
         torch.testing.assert_close(got["hidden:0"], torch.full((2, 4), 2.0))
         assert "forward" not in inner.__dict__  # the temporary forward was taken off again
@@ -190,11 +190,11 @@ def test_ddp_wrapped_models(tmp_path) -> None:
         dist.destroy_process_group()
 
 
-def test_feature_shapes_probe_restores_modes_and_statistics(resnet8: nn.Module) -> None:
+def test_output_shapes_probe_restores_modes_and_statistics(resnet8: nn.Module) -> None:
     resnet8.train()
     resnet8.layer1.eval()  # a frozen part inside a training model must stay frozen
     running = resnet8.bn1.running_mean.clone()
-    shapes = feature_shapes(resnet8, ["penultimate", "stage:0", "stage:-1"], (3, 32, 32))
+    shapes = output_shapes(resnet8, ["penultimate", "stage:0", "stage:-1"], (3, 32, 32))
     assert shapes == {"logits": (10,), "penultimate": (64,), "stage:0": (16, 32, 32), "stage:-1": (64, 8, 8)}
     assert resnet8.training and resnet8.layer2.training and resnet8.bn1.training
     assert not resnet8.layer1.training and not resnet8.layer1[0].bn1.training
@@ -202,10 +202,10 @@ def test_feature_shapes_probe_restores_modes_and_statistics(resnet8: nn.Module) 
     assert hook_count(resnet8) == 0
 
 
-def test_feature_shapes_of_vgg_at_both_resolutions() -> None:
+def test_output_shapes_of_vgg_at_both_resolutions() -> None:
     vgg = create_model("vgg8", num_classes=100)
     for side in (32, 64):
-        shapes = feature_shapes(vgg, ["stage:0", "stage:-1", "penultimate"], (3, side, side))
+        shapes = output_shapes(vgg, ["stage:0", "stage:-1", "penultimate"], (3, side, side))
         assert shapes["stage:0"] == (64, side, side)
         assert shapes["stage:-1"] == (512, 4, 4)
         assert shapes["penultimate"] == (512,)

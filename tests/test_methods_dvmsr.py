@@ -14,7 +14,7 @@ from raykd.data.builtin import make_demo_sr
 from raykd.data.sr import PatchView, apply_view, to_tensor
 from raykd.methods import create_method, list_methods, method_defaults
 from raykd.models import create_model
-from raykd.models.features import forward_features
+from raykd.models.features import capture
 from raykd.teachers.cache import TeacherCache
 from raykd.train.config import TrainConfig
 from raykd.train.loop import train
@@ -90,8 +90,8 @@ def test_gradients_reach_the_student_and_projection_only(position: str) -> None:
     method = create_method("dvmsr", "sr", position=position)
     x, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
     # the teacher runs with autograd on, so only the method's detaching keeps gradients out of it
-    t_out = forward_features(teacher, x, method.teacher_outputs())
-    s_out = forward_features(student, x, method.student_outputs())
+    t_out = capture(teacher, x, method.teacher_outputs())
+    s_out = capture(student, x, method.student_outputs())
     method.bind({k: tuple(v.shape[1:]) for k, v in s_out.items()}, {k: tuple(v.shape[1:]) for k, v in t_out.items()})
     sum(method(s_out, t_out, hr, 1).values()).backward()
     assert all(p.grad is None for p in teacher.parameters())
@@ -110,13 +110,13 @@ def test_distillation_steps_reduce_the_loss(position: str) -> None:
     x = torch.rand(4, 3, 8, 8, generator=g)
     hr = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     with torch.no_grad():
-        t_out = forward_features(teacher, x, method.teacher_outputs())
-    method.bind({k: tuple(v.shape[1:]) for k, v in forward_features(student, x, method.student_outputs()).items()},
+        t_out = capture(teacher, x, method.teacher_outputs())
+    method.bind({k: tuple(v.shape[1:]) for k, v in capture(student, x, method.student_outputs()).items()},
                 {k: tuple(v.shape[1:]) for k, v in t_out.items()})
     opt = torch.optim.Adam([*student.parameters(), *method.parameters()], lr=3e-3)
     history = []
     for _ in range(15):
-        losses = method(forward_features(student, x, method.student_outputs()), t_out, hr, 1)
+        losses = method(capture(student, x, method.student_outputs()), t_out, hr, 1)
         history.append({k: v.item() for k, v in losses.items()})
         opt.zero_grad()
         sum(losses.values()).backward()

@@ -9,7 +9,7 @@ from raykd.losses.sr import mtkd_loss, wavelet_loss
 from raykd.methods import create_method, list_methods, method_defaults
 from raykd.models import create_model
 from raykd.models.aggregator import KnowledgeAggregator
-from raykd.models.features import feature_shapes, forward_features
+from raykd.models.features import capture, output_shapes
 
 EXPECTED = {
     "none": ({}, {"l1"}, ()),
@@ -84,11 +84,11 @@ def test_gradients_reach_only_the_student_through_the_trainer_convention(name: s
     aggregator = KnowledgeAggregator(3, scale=2, embed_dim=8, depths=(2,), num_heads=(2,), window_size=4)
     lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
     method = create_method(name, task="sr")
-    method.bind(feature_shapes(student, method.student_outputs(), (3, 8, 8)),
-                feature_shapes(teachers[0], method.teacher_outputs(), (3, 8, 8)))
+    method.bind(output_shapes(student, method.student_outputs(), (3, 8, 8)),
+                output_shapes(teachers[0], method.teacher_outputs(), (3, 8, 8)))
 
-    student_out = forward_features(student, lr, method.student_outputs())
-    teacher_outs = [forward_features(t, lr, method.teacher_outputs()) for t in teachers]
+    student_out = capture(student, lr, method.student_outputs())
+    teacher_outs = [capture(t, lr, method.teacher_outputs()) for t in teachers]
     if name == "mtkd":
         teacher_out = {"logits": aggregator([out["logits"] for out in teacher_outs])}
     else:

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from raykd.models import create_model, list_models
+from raykd.models import create_model
+from raykd.registry import MODELS
 from raykd.models.cifar import VGG, _channel_shuffle
 
 CIFAR_NETS = (
@@ -42,7 +43,7 @@ def test_parameter_count_matches_published(name: str) -> None:
 
 @pytest.mark.parametrize("name", CIFAR_NETS)
 def test_forward_at_cifar_and_tinyimagenet_sizes(name: str) -> None:
-    assert name in list_models()
+    assert name in MODELS.names()
     torch.manual_seed(0)
     model = create_model(name, num_classes=7).eval()
     head = model.get_classifier()
@@ -134,7 +135,7 @@ def test_resnet50_cifar_is_timms_resnet50_with_a_cifar_stem() -> None:
     assert n_params(imagenet) - n_params(ours) == 64 * 3 * (49 - 9)
     assert n_params(ours) == 25_557_032 - 9_408 + 1_728 - 2_049_000 + 204_900
     assert ours.num_features == 2048 and ours.stage_names == ("layer1", "layer2", "layer3", "layer4")
-    assert "resnet50" not in list_models()  # timm's name stays timm's
+    assert "resnet50" not in MODELS.names()  # timm's name stays timm's
     model = create_model("resnet50_cifar", num_classes=10).eval()
     shapes = []
     for stage in model.stage_names:

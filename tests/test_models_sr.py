@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from raykd.models import create_model, list_models
+from raykd.models import create_model
+from raykd.registry import MODELS
 from raykd.models.sr_common import load_official
 from raykd.models.swinir import WindowAttention, relative_position_index, shifted_window_mask
 
@@ -134,7 +135,7 @@ def official_keys(name: str, scale: int) -> dict[str, tuple]:
 
 
 def test_all_sr_models_registered():
-    assert set(SR_MODELS) <= set(list_models())
+    assert set(SR_MODELS) <= set(MODELS.names())
 
 
 @pytest.mark.parametrize("name", SR_MODELS)

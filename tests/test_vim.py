@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from raykd.models import create_model
-from raykd.models.features import forward_features
+from raykd.models.features import capture
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -80,7 +80,7 @@ def test_small_inputs_and_features_protocol():
     torch.manual_seed(0)
     model = create_model("vim_micro", num_classes=7, img_size=32)
     x = torch.rand(3, 3, 32, 32)
-    out = forward_features(model, x, ["penultimate", "hidden", "stage:-1"])
+    out = capture(model, x, ["penultimate", "hidden", "stage:-1"])
     assert out["logits"].shape == (3, 7)
     assert out["hidden"].shape == (3, 4, 5, 48)  # batch-first: (B, depth, L, D)
     torch.testing.assert_close(out["stage:-1"], out["hidden"][:, -1])

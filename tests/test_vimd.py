@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from raykd.data.views import LowResolution
 from raykd.methods import create_method, method_defaults
 from raykd.models import create_model
-from raykd.models.features import feature_shapes, forward_features
+from raykd.models.features import capture, output_shapes
 from raykd.models.srvm import SRVMNet
 from raykd.teachers.cache import TeacherCache
 from raykd.teachers.sources import CachedTeacher, run_teacher
@@ -40,19 +40,19 @@ def test_srvm_takes_lr_and_matches_the_hr_teachers_hidden_states():
     teacher, student = _pair()
     hr, lr = _images(3)
     assert lr.shape == (3, 3, LR, LR)
-    out = forward_features(student, lr, ["hidden", "sr", "penultimate"])
-    ref = forward_features(teacher, hr, ["hidden"])
+    out = capture(student, lr, ["hidden", "sr", "penultimate"])
+    ref = capture(teacher, hr, ["hidden"])
     assert out["logits"].shape == (3, CLASSES)
     assert out["sr"].shape == (3, 3, HR, HR)  # LR * 4
     # batch-first (B, layers, tokens, dim): 4 layers, a 2 x 2 patch grid plus the class token, dim 48
     assert out["hidden"].shape == ref["hidden"].shape == (3, 4, 5, 48)
-    probed = feature_shapes(student, ["hidden"], (3, LR, LR)), feature_shapes(teacher, ["hidden"], (3, HR, HR))
+    probed = output_shapes(student, ["hidden"], (3, LR, LR)), output_shapes(teacher, ["hidden"], (3, HR, HR))
     assert probed[0]["hidden"] == probed[1]["hidden"] == (4, 5, 48)
     torch.testing.assert_close(student(lr), out["logits"])
     # the hidden state of sample b is row b: the stack is batch-first, not layer-first
     with torch.no_grad():
-        alone = forward_features(student.eval(), lr[1:2], ["hidden"])["hidden"]
-        batch = forward_features(student, lr, ["hidden"])["hidden"]
+        alone = capture(student.eval(), lr[1:2], ["hidden"])["hidden"]
+        batch = capture(student, lr, ["hidden"])["hidden"]
     torch.testing.assert_close(batch[1:2], alone, rtol=1e-4, atol=1e-5)
 
 
@@ -132,7 +132,7 @@ def test_gradients_reach_the_student_only():
     teacher.requires_grad_(True)  # even a teacher left trainable must receive nothing
     hr, lr = _images(4)
     method = create_method("vimd")
-    losses = method(forward_features(student, lr, ["hidden"]), forward_features(teacher, hr, ["hidden"]),
+    losses = method(capture(student, lr, ["hidden"]), capture(teacher, hr, ["hidden"]),
                     torch.tensor([0, 1, 2, 3]), 1)
     sum(losses.values()).backward()
     assert all(p.grad is None for p in teacher.parameters())
@@ -143,8 +143,8 @@ def test_gradients_reach_the_student_only():
 def test_bind_requires_hidden_states_of_one_shape():
     teacher, student = _pair(depth=2)
     method = create_method("vimd")
-    s = feature_shapes(student, method.student_outputs(), (3, LR, LR))
-    t = feature_shapes(teacher, method.teacher_outputs(), (3, HR, HR))
+    s = output_shapes(student, method.student_outputs(), (3, LR, LR))
+    t = output_shapes(teacher, method.teacher_outputs(), (3, HR, HR))
     with pytest.raises(ValueError, match=r"hidden states \(2, 5, 48\) and teacher hidden states \(4, 5, 48\)"):
         method.bind(s, t)
     with pytest.raises(ValueError, match="provided no 'hidden'"):
@@ -161,7 +161,7 @@ def test_distillation_steps_reduce_the_vimd_loss():
     opt = torch.optim.Adam(student.parameters(), lr=2e-3)
     history = []
     for _ in range(12):
-        losses = method(forward_features(student, lr, method.student_outputs()), t_out, target, 1)
+        losses = method(capture(student, lr, method.student_outputs()), t_out, target, 1)
         total = sum(losses.values())
         opt.zero_grad()
         total.backward()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from raykd.models import create_model
-from raykd.models.weights import CHECKPOINT_WEIGHTS_FILE, list_keymaps, load_weights, read_state_dict
+from raykd.models.weights import MODEL_FILE, list_keymaps, load_weights, read_state_dict
 
 
 def _random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -158,7 +158,7 @@ def test_read_state_dict_prefers_ema_honours_param_key_and_reads_safetensors_and
     assert torch.equal(read_state_dict(tmp_path / "basicsr.pth")["w"], ema["w"])
     assert torch.equal(read_state_dict(tmp_path / "basicsr.pth", param_key="params")["w"], raw["w"])
     (tmp_path / "run").mkdir()
-    save_file(raw, str(tmp_path / "run" / CHECKPOINT_WEIGHTS_FILE))
+    save_file(raw, str(tmp_path / "run" / MODEL_FILE))
     assert torch.equal(read_state_dict(tmp_path / "run")["w"], raw["w"])
 
 
