@@ -1,5 +1,6 @@
-"""Command line: ``raykd train`` (a model alone, e.g. a teacher), ``raykd distill`` (a student from a teacher) and
-``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them)."""
+"""Command line: ``raykd train`` (a model alone, e.g. a teacher), ``raykd distill`` (a student from a teacher),
+``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them) and ``raykd sweep NAME``
+(a paper sweep, as ``python sweeps/NAME.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from raykd.train.config import TrainConfig
+from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
+                          TrainConfig, default_cache_dir)
+
+__all__ = ["main", "parse_params"]
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -25,19 +29,23 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    p.add_argument("--data", default=defaults.data,
-                   help="dataset kind: demo, tinyimagenet, cifar10, cifar100, imagefolder, cub200")
+def _add_run(p: argparse.ArgumentParser) -> None:
+    data, optim = DataConfig(), OptimConfig()
+    p.add_argument("--data", default=data.dataset,
+                   help="dataset: demo, tinyimagenet, cifar10, cifar100, imagefolder, cub200 (or pkg.mod:fn)")
     p.add_argument("--data-root", default=None, help="dataset directory (not needed for demo)")
-    p.add_argument("--model", default=defaults.model, help="registry or timm model name")
-    p.add_argument("--image-size", type=int, default=defaults.image_size)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--model", default=ModelConfig().name, help="registry or timm model name (or pkg.mod:fn)")
+    p.add_argument("--init-from", default=None, help="start the model from this weights file or checkpoint")
+    p.add_argument("--image-size", type=int, default=data.image_size)
+    p.add_argument("--epochs", type=int, default=optim.epochs)
+    p.add_argument("--batch-size", type=int, default=optim.batch_size)
+    p.add_argument("--optimizer", default=optim.name, choices=("sgd", "adam", "adamw"))
+    p.add_argument("--lr", type=float, default=optim.lr)
     p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", default=defaults.device)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=default_cache_dir(), help="where decoded data is kept (default "
+                   "$RAYKD_CACHE or ~/.cache/raykd)")
     p.add_argument("--out", required=True, help="checkpoint directory (written after every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
@@ -45,47 +53,53 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raykd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a model on its own (e.g. a teacher)")
-    _add_common(t)
+    _add_run(sub.add_parser("train", help="train a model on its own (e.g. a teacher)"))
     d = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
-    _add_common(d)
-    d.add_argument("--teacher", required=True, help="teacher checkpoint directory (from `raykd train`)")
-    d.add_argument("--method", default="kd", help="none, kd, dkd, figkd, dfd, fitnet, at")
+    _add_run(d)
+    d.add_argument("--teacher", required=True, help="teacher: a raykd checkpoint directory, or a weights file with "
+                   "--teacher-model")
+    d.add_argument("--teacher-model", default=None, help="the model a --teacher weights file holds")
+    d.add_argument("--teacher-keymap", default=None, help="official layout of a --teacher weights file")
+    d.add_argument("--method", default="kd", help="none, kd, dkd, figkd, dfd, fitnet, at, vimd (or pkg.mod:Class)")
     d.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     e = sub.add_parser("eval-sr", help="PSNR/SSIM of an SR model on benchmark sets (Y channel, border = scale)")
     e.add_argument("--model", default=None, help="raykd checkpoint directory, or a registry name with --weights")
     e.add_argument("--model-kwargs", default="{}", help="JSON kwargs for a registry name, e.g. '{\"img_size\": 48}'")
-    e.add_argument("--weights", type=Path, default=None, help="weights file for a registry name")
-    e.add_argument("--official", action="store_true",
-                   help="--weights is a checkpoint released with the reference code (EDSR, RCAN, SwinIR, ...)")
+    e.add_argument("--weights", type=Path, default=None,
+                   help="weights file for a registry name (raykd's, or a release of the reference code: EDSR, "
+                        "RCAN, SwinIR, DVMSR, ...; BasicSR/KAIR wrappers are unwrapped)")
+    e.add_argument("--keymap", default=None, help="official key layout of --weights, if not raykd's names")
     e.add_argument("--set", dest="sets", action="append", required=True, type=Path, metavar="DIR",
                    help="benchmark folder with HR/ and LR_bicubic/X{scale}/ (repeat for several)")
     e.add_argument("--scale", type=int, required=True)
     e.add_argument("--bicubic", action="store_true", help="add the MATLAB-bicubic baseline row")
-    e.add_argument("--tile", type=int, default=TrainConfig.tile,
-                   help="LR tile side of whole-image inference (0: untiled)")
-    e.add_argument("--tile-overlap", type=int, default=TrainConfig.tile_overlap)
+    e.add_argument("--y-channel", default="matlab", choices=("matlab", "float"),
+                   help="luma rounded as MATLAB's rgb2ycbcr (the published tables; default) or kept float (BasicSR)")
+    e.add_argument("--tile", type=int, default=0, help="LR tile side of whole-image inference (0: whole images, the "
+                   "default; tiles bound memory but change the output of networks that see the whole image)")
+    e.add_argument("--tile-overlap", type=int, default=16)
     e.add_argument("--device", default="auto")
+    s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
+                       add_help=False)
+    s.add_argument("name")
+    s.add_argument("flags", nargs=argparse.REMAINDER)
     return parser
 
 
 def eval_sr(args: argparse.Namespace) -> int:
     """``raykd eval-sr``: one row per model (and the bicubic baseline), one PSNR/SSIM column per set, measured by
-    :meth:`raykd.train.sr_task.SRTask.evaluate` (BT.601 Y with MATLAB rounding, greyscale images on their grey
-    channel, ``scale`` pixels of border cropped)."""
+    :meth:`raykd.train.tasks.SRTask.evaluate` (BT.601 Y, greyscale images on their grey channel, ``scale`` pixels
+    of border cropped)."""
     from raykd.models import create_model
-    from raykd.models.sr_common import load_official
-    from raykd.teachers.specs import TeacherSpec
-    from raykd.train.checkpoint import load_model_weights
+    from raykd.models.weights import load_weights
+    from raykd.teachers.spec import TeacherSpec
     from raykd.train.loop import resolve_device
-    from raykd.train.sr_task import SRTask
+    from raykd.train.tasks import build_task
 
     if args.model is None and not args.bicubic:
         raise SystemExit("eval-sr: nothing to evaluate; give --model and/or --bicubic")
     if args.weights is not None and (args.model is None or Path(args.model).is_dir()):
         raise SystemExit("eval-sr: --weights goes with --model REGISTRY_NAME (a checkpoint directory has its own)")
-    if args.official and args.weights is None:
-        raise SystemExit("eval-sr: --official says how to read --weights FILE; give --weights")
     device = resolve_device(args.device)
     rows: list[tuple[str, Any]] = [("Bicubic", create_model("bicubic", scale=args.scale))] if args.bicubic else []
     if args.model is not None and Path(args.model).is_dir():
@@ -98,17 +112,15 @@ def eval_sr(args: argparse.Namespace) -> int:
             raise SystemExit(f"eval-sr: --model {args.model} is a registry name; give its --weights FILE (or pass a "
                              "raykd checkpoint directory)")
         model = create_model(args.model, scale=args.scale, **json.loads(args.model_kwargs))
-        if args.official:
-            load_official(model, args.weights)
-        else:
-            load_model_weights(model, args.weights)
+        load_weights(model, args.weights, keymap=args.keymap)
         rows.append((args.model, model.eval().requires_grad_(False).to(device)))
-    # a benchmark folder is its own "train" split here too: SRTask needs one, and evaluation only reads the val set
-    tasks = [(folder.name, SRTask(TrainConfig(task="sr", data="paired", data_root=str(folder), val_root=str(folder),
-                                              scale=args.scale, patch_size=1, tile=args.tile,
-                                              tile_overlap=args.tile_overlap, check_data=False)))
+    # a benchmark folder is its own "train" split here too: the task needs one, evaluation reads only the val set
+    tasks = [(folder.name, build_task(DataConfig(task="sr", dataset="paired", root=str(folder), val_root=str(folder),
+                                                 scale=args.scale, patch_size=1, tile=args.tile,
+                                                 tile_overlap=args.tile_overlap, y_channel=args.y_channel), 0))
              for folder in args.sets]
-    print(f"x{args.scale}: PSNR (dB) / SSIM on Y (BT.601; grey images on their channel), {args.scale}-pixel border")
+    print(f"x{args.scale}: PSNR (dB) / SSIM on Y (BT.601, {args.y_channel} luma; grey images on their channel), "
+          f"{args.scale}-pixel border, {'whole images' if not args.tile else f'{args.tile}-pixel tiles'}")
     print("| model | " + " | ".join(name for name, _ in tasks) + " |")
     print("|---" * (len(tasks) + 1) + "|")
     for label, model in rows:
@@ -118,26 +130,59 @@ def eval_sr(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of ``raykd train`` / ``raykd distill`` flags."""
+    method, teacher = MethodConfig(), None
+    if args.command == "distill":
+        method = MethodConfig(args.method, parse_params(args.param))
+        model = ModelConfig(args.teacher_model, init_from=args.teacher, init_keymap=args.teacher_keymap) \
+            if args.teacher_model is not None else None
+        teacher = TeacherConfig(args.teacher, model)
+    return TrainConfig(
+        model=ModelConfig(args.model, init_from=args.init_from),
+        data=DataConfig(dataset=args.data, root=args.data_root, image_size=args.image_size),
+        optim=OptimConfig(name=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                          steps_per_epoch=args.steps_per_epoch),
+        method=method, teacher=teacher, runtime=RuntimeConfig(device=args.device, progress=True), seed=args.seed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; a refused input (a bad value, a missing or damaged file) prints one line naming it and exits
+    with 2."""
+    try:
+        return _run(build_parser().parse_args(argv))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"raykd: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "eval-sr":
         return eval_sr(args)
-    from raykd.train.loop import train
+    if args.command == "sweep":
+        from raykd.sweeps import run
 
-    cfg = TrainConfig(model=args.model, data=args.data, data_root=args.data_root, image_size=args.image_size,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device)
-    if args.command == "distill":
-        cfg.method, cfg.method_params, cfg.teacher = args.method, parse_params(args.param), args.teacher
+        return run(args.name, args.flags)
+    from raykd.data.store import Store
+    from raykd.teachers.spec import TeacherSpec
+    from raykd.train.checkpoint import find_checkpoint
+    from raykd.train.loop import train
+    from raykd.train.tasks import build_task
+
+    cfg = train_config(args)
+    if cfg.teacher is not None:
+        TeacherSpec.from_config(cfg.teacher)  # a missing or unusable teacher stops here, before any data work
     out = Path(args.out)
-    if args.resume and not out.is_dir():
-        raise SystemExit(f"--resume: no checkpoint at {out}")
+    resume = find_checkpoint(out) if args.resume else None
+    if args.resume and resume is None:
+        raise SystemExit(f"--resume: no complete checkpoint at {out}")
+    task = build_task(cfg.data, cfg.seed, store=Store(Path(args.cache_dir).expanduser() / "store"))
 
     def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         print(f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.4f}  top1 {metrics['val_top1']:.2f}  "
               f"top5 {metrics['val_top5']:.2f}  ({metrics['samples_per_s']:.0f} samples/s)", flush=True)
 
-    final = train(cfg, report=report, checkpoint_dir=out, resume_from=out if args.resume else None, progress=True)
+    final = train(cfg, task=task, report=report, checkpoint_dir=out, resume_from=resume)
     print(f"best top-1 {final['best_val_top1']:.2f}; checkpoint in {out}")
     return 0
 
