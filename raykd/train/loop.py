@@ -267,8 +267,8 @@ def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda
                                 batch[run.task.target_key], epoch + 1)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            terms = {k: float(v) for k, v in losses.items()}
-            raise NonFiniteLoss(f"training loss is {float(total)} at epoch {epoch + 1}, step {step + 1} (terms "
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+            raise NonFiniteLoss(f"training loss is {float(total.detach())} at epoch {epoch + 1}, step {step + 1} (terms "
                                 f"{terms}; method {cfg.method.name} {run.method.params}, lr {cfg.optim.lr}): stopping "
                                 "before any such weights are saved; lower the learning rate or the loss weights")
         run.optimizer.zero_grad(set_to_none=True)

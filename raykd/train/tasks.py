@@ -7,6 +7,7 @@ per process and reuses it, so a process running many trials (Tune reuses trial a
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -141,7 +142,8 @@ class SRTask(Task):
         return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
 
 
-_BUILT: dict[Any, Task] = {}
+_BUILT: OrderedDict[Any, Task] = OrderedDict()
+_KEEP = 4  # tasks a process keeps (the sweep's data under a few seeds); they share the decoded arrays
 _BUILDS = {"count": 0}
 
 
@@ -162,7 +164,9 @@ def build_task(data: DataConfig, seed: int, splits: Mapping[str, Any] | None = N
         splits = {split: load_split(data, split, store) for split in ("train", "val")}
     key = (data, seed, splits["train"].key, splits["val"].key)
     if key not in _BUILT:
-        _BUILT.clear()  # one task per process at a time: a reused trial process keeps only its current data
         _BUILT[key] = TASKS.get(data.task)(data, splits["train"], splits["val"], seed)
         _BUILDS["count"] += 1
+        while len(_BUILT) > _KEEP:
+            _BUILT.popitem(last=False)
+    _BUILT.move_to_end(key)
     return _BUILT[key]
