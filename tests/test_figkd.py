@@ -135,8 +135,9 @@ def test_loss_scales_as_one_over_t_squared() -> None:
 
 
 def test_max_level_follows_the_logit_matrix() -> None:
-    assert [max_level(c) for c in (1, 3, 67, 100, 200, 1000)] == [1, 1, 3, 3, 3, 5]
-    assert max_level(100, "db2") == 1
+    # longer side of the H x W grid: 1, 3, 9, 10, 15, 33 -> halvings down to one cell
+    assert [max_level(c) for c in (1, 3, 67, 100, 200, 1000)] == [1, 2, 4, 4, 4, 6]
+    assert max_level(100, "db2") == max_level(100)
 
 
 def test_invalid_options_are_rejected() -> None:
@@ -170,9 +171,9 @@ def test_level_is_checked_for_type_and_range_before_any_tensor_work(monkeypatch)
     with pytest.raises(ValueError, match=r"level must be an integer >= 1, got 1.5"):
         FiGKDLoss(level=1.5)
     with pytest.raises(ValueError, match=r"level=50 is too deep for 100 classes: their 10 x 10 logit matrix allows "
-                                         r"level 1 to 3"):
+                                         r"levels 1 to 4"):
         figkd_hf_loss(z, z, level=50)
-    with pytest.raises(ValueError, match=r"level=50 is too deep for 200 classes.*level 1 to 3"):
+    with pytest.raises(ValueError, match=r"level=50 is too deep for 200 classes.*levels 1 to 4"):
         FiGKDLoss(level=50, num_classes=200)
-    with pytest.raises(ValueError, match=r"level=4 is too deep for 100 classes"):
-        logits_to_matrix(z, level=4)
+    with pytest.raises(ValueError, match=r"level=5 is too deep for 100 classes"):
+        logits_to_matrix(z, level=5)

@@ -1,4 +1,4 @@
-"""The Ray half: teacher service and cache, Tune + Optuna sweeps, Ray Train workers, dashboard metrics.
+"""The Ray half: the streaming teacher service, Tune + Optuna sweeps, Ray Train workers, dashboard metrics.
 
 One local Ray (2 CPUs, metrics exported on a free port) serves the whole module; the data is the built-in
 digits demo at 16x16 and the teacher a small resnet8, so every sweep takes seconds per trial.
@@ -18,16 +18,17 @@ import pytest
 import ray
 import torch
 
-from raykd.data.classification import open_dataset
-from raykd.teachers.cache import CacheCorruptionWarning
-from raykd.teachers.pool import TeacherService
-from raykd.teachers.specs import TeacherSpec
-from raykd.train.config import TrainConfig
+from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
+                          TrainConfig, override)
+from raykd.teachers.service import ServiceClient, TeacherRequest, start_service
+from raykd.teachers.sources import InProcessTeacher
+from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import train
-from raykd.tune.sweep import SweepConfig, run_sweep
+from raykd.train.tasks import build_task
+from raykd.tune.sweep import decoded_splits, run_sweep
 
-BASE = TrainConfig(model="resnet8", data="demo", image_size=16, epochs=2, batch_size=64, steps_per_epoch=3,
-                   num_views=2, lr=0.1)
+BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
+                   optim=OptimConfig(lr=0.1, epochs=2, batch_size=64, steps_per_epoch=3))
 
 
 def _free_port() -> int:
@@ -37,7 +38,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def metrics_port():
+def metrics_port(tmp_path_factory):
     port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=port, log_to_driver=False)
     yield port
@@ -45,128 +46,206 @@ def metrics_port():
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> TeacherSpec:
-    path = tmp_path_factory.mktemp("teacher") / "resnet8"
-    train({**BASE.to_dict(), "epochs": 3, "steps_per_epoch": None}, checkpoint_dir=path)
-    return TeacherSpec.from_checkpoint(path)
+def splits(metrics_port, tmp_path_factory):
+    return decoded_splits(BASE, str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="module")
-def train_rows() -> int:
-    """(sample, view) pairs of the training set: what one teacher pass computes."""
-    return len(open_dataset("demo", None, "train")) * BASE.num_views
+def task(splits):
+    return build_task(BASE.data, BASE.seed, {name: ray.get(ref) for name, ref in splits.items()})
 
 
-def test_sweep_writes_results_and_a_second_sweep_computes_no_teacher_outputs(
-        metrics_port, teacher, train_rows, tmp_path) -> None:
-    sweep = SweepConfig(name="first", methods=["none", "kd", "figkd"], num_samples=3, storage=str(tmp_path / "runs"),
-                        cache_dir=str(tmp_path / "cache"), max_concurrent_trials=2, verbose=0)
-    first = run_sweep(BASE, teacher, sweep)
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, task) -> TeacherSpec:
+    path = tmp_path_factory.mktemp("teacher") / "resnet8"
+    train(override(BASE, {"optim.epochs": 3, "optim.steps_per_epoch": None}), task=task, checkpoint_dir=path)
+    return TeacherSpec.from_checkpoint(path)
 
-    directory = tmp_path / "runs" / "first"
+
+def _sweep(tmp_path: Path, **changes) -> SweepConfig:
+    values = dict(name="sweep", methods=("none", "kd", "figkd"), num_samples=3, storage=str(tmp_path / "runs"),
+                  cache_dir=str(tmp_path / "cache"), seeds=0, verbose=0)
+    return SweepConfig(**{**values, **changes})
+
+
+def _service(teacher, splits, tmp_path, epochs, **config):
+    service = start_service([TeacherRequest(teacher, ("logits",))], BASE.data, splits["train"], epochs,
+                            TeacherServiceConfig(**config), str(tmp_path / "store"), f"test-{tmp_path.name}")
+    return service, ServiceClient(service, teacher.name, ("logits",))
+
+
+class Recording:
+    """A teacher source that records every batch's outputs (and delegates to the real one)."""
+
+    def __init__(self, source):
+        self.source, self.seen, self.outputs = source, [], source.outputs
+
+    def begin_epoch(self, epoch):
+        self.epoch = epoch
+        self.source.begin_epoch(epoch)
+
+    def request(self, batch, count=True):
+        fetch = self.source.request(batch, count)
+        if count:
+            out = fetch()
+            self.seen.append((self.epoch, np.asarray(batch["index"]).copy(), out["logits"].detach().clone()))
+            return lambda: out
+        return fetch
+
+    def counters(self):
+        return self.source.counters()
+
+
+def test_service_tables_equal_the_in_process_teacher_batch_for_batch(metrics_port, teacher, splits, task,
+                                                                      tmp_path) -> None:
+    """A student trained from the service sees, for 3 epochs of fresh views, what the in-process teacher computes
+    on the same views (to the float16 the tables store)."""
+    cfg = override(BASE, {"optim.epochs": 3, "method.name": "kd"})
+    service, client = _service(teacher, splits, tmp_path, epochs=3)
+    try:
+        stored = Recording(client.source("cls", 4, cfg.seed))
+        train(cfg, task=task, teacher=stored)
+        local = Recording(InProcessTeacher(teacher.build(), ("logits",)))
+        train(cfg, task=task, teacher=local)
+        stats = ray.get(service.statistics.remote())[teacher.name]
+    finally:
+        ray.get(service.shutdown.remote())
+    assert len(stored.seen) == len(local.seen) == 3 * 3
+    assert [e for e, _, _ in stored.seen] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for (e1, i1, a), (e2, i2, b) in zip(stored.seen, local.seen):
+        assert e1 == e2 and np.array_equal(i1, i2)
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-3)  # float16 storage
+    assert stats["tables_built"] == 3 and stats["samples_computed"] == 3 * len(task)
+
+
+def test_epochs_no_trial_reaches_are_never_computed(metrics_port, teacher, splits, task, tmp_path) -> None:
+    """Four trials of 4 epochs each stopped after epoch 1 (as ASHA stops weak trials): the service made the
+    tables of epoch 1 and of epoch 2 (the one epoch it keeps ahead), never those of epochs 3 and 4; the trials
+    started training before the last table they could need existed."""
+    cfg = override(BASE, {"optim.epochs": 4, "method.name": "kd"})
+    service, client = _service(teacher, splits, tmp_path, epochs=4, ahead=1)
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_first_epoch(metrics, _):
+        raise Stopped
+
+    try:
+        starts = []
+        for _ in range(4):
+            started = time.time()
+            with pytest.raises(Stopped):
+                train(cfg, task=task, teacher=client.source("cls", 4, cfg.seed), report=stop_after_first_epoch,
+                      started=started)
+            starts.append(started)
+        time.sleep(1)  # let a (wrong) eager producer show itself
+        stats = ray.get(service.statistics.remote())[teacher.name]
+        produced = ray.get(service.produced.remote(teacher.name))
+    finally:
+        ray.get(service.shutdown.remote())
+    assert stats["samples_computed"] == 2 * len(task) and stats["tables_built"] == 2
+    assert sorted(view for (_, view) in produced) == [0, 1]
+    assert min(starts) < max(produced.values())  # the first trial was running before epoch 2's table existed
+
+
+def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port, teacher, splits, task,
+                                                                    tmp_path) -> None:
+    """4 trials x 3 epochs: exactly len(train) x 3 teacher rows in all (one table per epoch, shared by every
+    trial), and 0 when the same sweep runs again on the same cache."""
+    base = override(BASE, {"optim.epochs": 3})
+    sweep = _sweep(tmp_path, methods=("kd", "figkd"), num_samples=4, max_concurrent_trials=2,
+                   grace_period=3)
+    first = run_sweep(base, teacher, sweep, splits=splits)
+    directory = tmp_path / "runs" / "sweep"
     table = pd.read_parquet(directory / "results.parquet")
-    assert len(table) == 3 and set(table["method"]) == {"none", "kd", "figkd"}  # the papers' defaults come first
-    assert {"T", "w_kd", "w_hf", "wavelet", "best_val_top1", "last_val_top1", "epochs", "wall_s",
-            "teacher_samples_computed", "cache_hits"} <= set(table.columns)
-    assert (table["status"] == "ok").all() and (table["epochs"] >= 1).all()
-    best = table.loc[table["best_val_top1"].idxmax()]
-    assert first["best"]["trial"] == best["trial"] and first["best"]["val_top1"] == pytest.approx(best["best_val_top1"])
+    assert len(table) == 4 and (table["status"] == "ok").all() and (table["epochs"] == 3).all()
+    assert first["teacher_samples_computed"] == 3 * len(task)
+    assert first["teachers"][teacher.name]["tables_built"] == 3
+    assert (table["teacher_samples_computed"] == 0).all()
+    assert (table["cache_hits"] == 3 * 3 * 64).all()  # every step's outputs read from the tables
+    assert {"startup_s", "node", "seed", "wall_s"} <= set(table.columns)
     markdown = (directory / "summary.md").read_text()
-    assert all(f"| {m} |" in markdown for m in ("none", "kd", "figkd"))
-    for plot in ("trials.png", "best_so_far.png"):
+    assert all(f"| {m} |" in markdown for m in ("kd", "figkd"))
+    for plot in ("learning_curves.png", "trials.png", "best_so_far.png"):
         assert (directory / plot).stat().st_size > 1000
-    assert json.loads((directory / "summary.json").read_text())["trials"] == 3
 
-    # the teacher ran once per (sample, view), in the cache build; trials only looked outputs up
-    assert first["teacher_samples_computed"] == train_rows
-    assert first["teachers"][teacher.name]["entries_built"] == 1
-    distilled = table[table["method"] != "none"]
-    assert (distilled["teacher_samples_computed"] == 0).all()
-    assert (distilled["cache_hits"] >= BASE.steps_per_epoch * BASE.batch_size).all()
-    assert (table.loc[table["method"] == "none", "cache_hits"] == 0).all()
-    assert first["cache_hits"] == table["cache_hits"].sum()
-
-    second = run_sweep(BASE, teacher, dataclasses.replace(sweep, name="second"))
+    second = run_sweep(base, teacher, dataclasses.replace(sweep, name="again"), splits=splits)
     assert second["teacher_samples_computed"] == 0
-    assert second["teachers"][teacher.name] | {"cache_bytes": 0} == {
-        "samples_computed": 0, "entries_built": 0, "entries_loaded": 1, "cache_bytes": 0}
+    assert second["teachers"][teacher.name]["tables_loaded"] == 3
 
 
-def test_a_corrupted_cache_entry_is_detected_and_rebuilt(metrics_port, teacher, train_rows, tmp_path) -> None:
-    with TeacherService([teacher], BASE, tmp_path) as service:
-        good = ray.get(service.handles(["logits"])[teacher.name].table)
-    (entry,) = (tmp_path / "teacher_outputs").glob("*.parquet")
-    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # a crash mid-copy, say
-
-    with TeacherService([teacher], BASE, tmp_path) as service, pytest.warns(CacheCorruptionWarning, match=entry.name):
-        rebuilt = ray.get(service.handles(["logits"])[teacher.name].table)
-    assert service.stats[teacher.name].entries_built == 1
-    assert service.stats[teacher.name].samples_computed == train_rows
-    np.testing.assert_array_equal(rebuilt.lookup(good.index, good.view)["logits"], good.array("logits"))
-
-
-def test_live_mode_serves_what_the_cache_holds(metrics_port, teacher, tmp_path) -> None:
-    with TeacherService([teacher], BASE, tmp_path) as service:
-        cached = service.handles(["logits", "penultimate"])[teacher.name]
-        live = service.handles(["logits", "penultimate"], mode="live")[teacher.name]
-        assert not cached.live and live.live
-        task = service.task
-        batch = torch.utils.data.default_collate([task.train.get(i, 1) for i in (3, 7, 11)])
-        from_cache = cached.source(task).request(batch)()
-        from_actor = live.source(task).request(batch)()
-    for name in ("logits", "penultimate"):
-        torch.testing.assert_close(from_actor[name], from_cache[name])
+def test_a_sweep_builds_its_task_once_per_process_and_reports_startup(metrics_port, teacher, splits,
+                                                                        tmp_path) -> None:
+    sweep = _sweep(tmp_path, methods=("none",), num_samples=4, max_concurrent_trials=1)
+    run_sweep(override(BASE, {"optim.epochs": 1}), None, sweep, splits=splits)
+    table = pd.read_parquet(tmp_path / "runs" / "sweep" / "results.parquet")
+    rows = [json.loads(line) for trial in (tmp_path / "runs" / "sweep").glob("run_trial_*")
+            for line in (trial / "result.json").read_text().splitlines()]
+    by_pid = {}
+    for row in rows:
+        by_pid.setdefault(row["pid"], set()).add(row["task_builds"])
+    assert len(rows) == 4 and len(by_pid) < 4  # trial processes are reused ...
+    assert all(builds == {1} for builds in by_pid.values())  # ... and each built the task once
+    assert (table["startup_s"] < 30).all()
 
 
-def test_two_ray_train_workers_train_on_disjoint_shards(metrics_port, teacher, tmp_path) -> None:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from raykd.teachers.sources import InProcessTeacher
-    from raykd.train.ray_worker import ray_runtime
-
-    def worker(config):
-        rt = ray_runtime()
-        seen = []
-
-        class Recording(InProcessTeacher):
-            def request(self, batch):
-                seen.extend(batch["index"].tolist())
-                return super().request(batch)
-
-        spec = config["teacher"]
-        train(config["train"], runtime=rt, teacher=lambda task: Recording(spec.build(), ("logits",)),
-              report=lambda metrics, _: ray.train.report(metrics))
-        Path(config["out"], f"rank{rt.rank}.json").write_text(json.dumps({"world": rt.world_size, "seen": seen}))
-
-    cfg = {**BASE.to_dict(), "method": "kd", "epochs": 1, "steps_per_epoch": 2, "batch_size": 16}
-    result = TorchTrainer(worker, train_loop_config={"train": cfg, "teacher": teacher, "out": str(tmp_path)},
-                          scaling_config=ScalingConfig(num_workers=2),
-                          run_config=RunConfig(storage_path=str(tmp_path / "storage"))).fit()
-    assert result.error is None
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(r["world"] == 2 for r in ranks)
-    seen0, seen1 = (set(r["seen"][2:]) for r in ranks)  # the first two are the shape probe
-    assert len(seen0) == len(seen1) == 2 * 16
-    assert not seen0 & seen1
+def test_a_corrupt_table_is_detected_and_rebuilt(metrics_port, teacher, splits, task, tmp_path) -> None:
+    service, client = _service(teacher, splits, tmp_path, epochs=1)
+    try:
+        good = client.source("cls", 4, 0)
+        good.begin_epoch(0)
+    finally:
+        ray.get(service.shutdown.remote())
+    key = good.current.key
+    path = tmp_path / "store" / f"{key}.parquet"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a crash mid-copy, say
+    service, client = _service(teacher, splits, tmp_path, epochs=1)
+    try:
+        rebuilt = client.source("cls", 4, 0)
+        rebuilt.begin_epoch(0)
+        stats = ray.get(service.statistics.remote())[teacher.name]
+    finally:
+        ray.get(service.shutdown.remote())
+    assert stats == {**stats, "tables_built": 1, "tables_loaded": 0, "samples_computed": len(task)}
+    assert Path(str(path) + ".corrupt").exists()
+    index = np.arange(len(task))
+    np.testing.assert_array_equal(rebuilt.current.lookup(index)["logits"], good.current.lookup(index)["logits"])
 
 
-def test_a_trial_with_two_ray_train_workers_runs_inside_the_sweep(metrics_port, teacher, tmp_path) -> None:
-    sweep = SweepConfig(name="ddp", methods=["kd"], num_samples=1, workers_per_trial=2, cpus_per_worker=0.5,
-                        storage=str(tmp_path),
-                        cache_dir=str(tmp_path / "cache"), verbose=0)
-    summary = run_sweep(dataclasses.replace(BASE, epochs=1), teacher, sweep)
-    table = pd.read_parquet(tmp_path / "ddp" / "results.parquet")
+def test_live_mode_serves_what_the_tables_hold(metrics_port, teacher, splits, task, tmp_path) -> None:
+    stored_service, stored = _service(teacher, splits, tmp_path / "a", epochs=2)
+    live_service, live = _service(teacher, splits, tmp_path / "b", epochs=2, mode="live")
+    try:
+        batch = task.batch(np.array([3, 7, 11]), 1, torch.device("cpu"), ("hr",))
+        from_table = stored.source("cls", 4, 0)
+        from_table.begin_epoch(1)
+        from_actor = live.source("cls", 4, 0)
+        a, b = from_table.request(batch)()["logits"], from_actor.request(batch)()["logits"]
+    finally:
+        for service in (stored_service, live_service):
+            ray.get(service.shutdown.remote())
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-3)
+    assert from_actor.counters()["teacher_samples_computed"] == 3 and from_table.counters()["cache_hits"] == 3
+
+
+def test_a_trial_with_two_ray_train_workers_runs_inside_the_sweep(metrics_port, teacher, splits, tmp_path) -> None:
+    from ray.train import ScalingConfig
+
+    sweep = _sweep(tmp_path, name="ddp", methods=("kd",), num_samples=1,
+                   scaling=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}))
+    summary = run_sweep(override(BASE, {"optim.epochs": 1}), teacher, sweep, splits=splits)
+    table = pd.read_parquet(tmp_path / "runs" / "ddp" / "results.parquet")
     assert summary["failed"] == 0 and len(table) == 1 and table["epochs"].iloc[0] == 1
-    # both workers' cache hits are counted: 2 workers x 3 steps x 64 samples, plus each worker's shape probe
-    assert table["cache_hits"].iloc[0] == 2 * (3 * 64 + 2)
+    # both workers' reads are counted: 2 workers x 3 steps x 64 samples (disjoint shards of the epoch)
+    assert table["cache_hits"].iloc[0] == 2 * 3 * 64
+    # the Train run's checkpoints live beside the sweep's results, not on a node's /tmp
+    assert any((tmp_path / "runs" / "ddp-train").rglob("checkpoint_*"))
 
 
 def test_raykd_series_reach_the_prometheus_endpoint(metrics_port, teacher, tmp_path) -> None:
     """Runs after the sweeps above have set every series; Ray exports them about ten seconds later, also those
     set by processes that have ended since (trials, teacher actors)."""
-    with TeacherService([teacher], BASE, tmp_path) as service:
-        service.handles(["logits"])  # counters just incremented
     wanted = ["ray_raykd_teacher_samples_computed_total", "ray_raykd_cache_hits_total", "ray_raykd_cache_bytes",
               "ray_raykd_student_samples_per_second", "ray_raykd_best_metric"]
     deadline, text = time.time() + 60, ""

@@ -40,9 +40,11 @@ def _grid_size(num_classes: int) -> tuple[int, int]:
 
 
 def max_level(num_classes: int, wavelet: str = "haar") -> int:
-    """The deepest decomposition the logit matrix of ``num_classes`` logits supports: PyWavelets'
-    ``dwt_max_level`` of its longer side (levels beyond it decompose mostly padding), and at least 1."""
-    return max(1, pywt.dwt_max_level(max(_grid_size(num_classes)), pywt.Wavelet(wavelet).dec_len))
+    """The deepest decomposition of the logit matrix of ``num_classes`` logits: as many levels as halve its longer
+    side down to one cell (deeper levels would decompose replicated filler alone, which has no detail), and at
+    least 1. Longer wavelets need more room at a level; :func:`logits_to_matrix` pads for it, with filler that adds
+    no detail, so the bound does not depend on ``wavelet``."""
+    return max(1, math.ceil(math.log2(max(_grid_size(num_classes)))))
 
 
 def _check_level(level: object, num_classes: int | None, wavelet: str) -> None:
@@ -55,7 +57,7 @@ def _check_level(level: object, num_classes: int | None, wavelet: str) -> None:
             h, w = _grid_size(num_classes)
             raise ValueError(
                 f"level={level} is too deep for {num_classes} classes: their {h} x {w} logit matrix allows "
-                f"level 1 to {top} with the {wavelet!r} wavelet"
+                f"levels 1 to {top}"
             )
 
 

@@ -173,6 +173,7 @@ class TeacherService:
         self.ready: dict[tuple[str, int, int | None], Any] = {}
         self.pending: dict[tuple[str, int, int | None], asyncio.Future] = {}
         self.producers: dict[tuple[str, int], asyncio.Task] = {}
+        self.produced_at: dict[tuple[str, int, int | None], float] = {}
         self.stats = {name: {"samples_computed": 0, "tables_built": 0, "tables_loaded": 0, "table_bytes": 0}
                       for name in self.requests}
 
@@ -227,6 +228,10 @@ class TeacherService:
 
     def statistics(self) -> dict[str, dict[str, int]]:
         return {name: dict(stats) for name, stats in self.stats.items()}
+
+    def produced(self, teacher: str) -> dict[tuple[int, int | None], float]:
+        """When (``time.time()``) each table of ``teacher`` came to exist in this service, by (seed, view)."""
+        return {(seed, view): t for (name, seed, view), t in self.produced_at.items() if name == teacher}
 
     def actor_pids(self, teacher: str) -> list[int]:
         """Process ids of ``teacher``'s actors (fault tests kill them)."""
@@ -333,6 +338,7 @@ class TeacherService:
         telemetry.cache_bytes(teacher, found.nbytes)
         ref = ray.put(found)
         self.ready[(teacher, seed, view)] = ref
+        self.produced_at.setdefault((teacher, seed, view), time.time())
         self._evict(teacher)
         return ref
 
