@@ -49,14 +49,13 @@ class ClassificationBatches:
               ) -> dict[str, Any]:
         indices = np.asarray(indices, dtype=np.int64)
         images = to_device(self.arrays.images[indices], device)
-        x = self.views.apply(images, indices, view) if self.views is not None else \
-            images.permute(0, 3, 1, 2).float().div_(255.0)
+        levels = self.views.apply(images, indices, view) if self.views is not None else images.permute(0, 3, 1, 2)
         out: dict[str, Any] = {"index": indices, "view": view,
                                "label": to_device(self.arrays.labels[indices], device)}
         if "hr" in inputs:
-            out["hr"] = normalise(x)
+            out["hr"] = normalise(levels)
         if "lr" in inputs:
-            out["lr"] = normalise(self.lowres(x))
+            out["lr"] = normalise(self.lowres(levels.float().div_(255.0)))
         return out
 
     def describe(self) -> dict[str, Any]:

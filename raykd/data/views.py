@@ -7,8 +7,8 @@ in one vectorised numpy call. Epoch ``e`` trains on view ``e`` (``DataConfig.vie
 
 * Classification (:class:`CropFlip`): the image, resized to ``size`` when decoded, zero-padded by ``padding``, a
   ``size`` crop at a drawn offset, mirrored with probability 1/2 when ``flip`` (the CIFAR / TinyImageNet KD recipe).
-  The crop and the flip of a whole uint8 batch are one gather; :func:`normalise` and :class:`LowResolution` (the
-  LR student input of DFD and ViMD) follow on the same device.
+  The crop of a whole uint8 batch is one gather, its flips one more; :func:`normalise` and :class:`LowResolution`
+  (the LR student input of DFD and ViMD) follow on the same device.
 * Super-resolution (:class:`PatchViews`): an LR box of ``patch`` pixels at a drawn position of each image, a
   horizontal flip and a number of quarter turns (BasicSR's paired random crop and ``augment``); the same box times
   the scale is cut from the HR image and from any whole-image teacher output, so LR patch, HR patch and teacher
@@ -83,8 +83,8 @@ class CropFlip:
         return _integers(u[:, 0], room), _integers(u[:, 1], room), (u[:, 2] < 0.5) & self.flip
 
     def apply(self, images: Tensor, index: np.ndarray, view: np.ndarray | int) -> Tensor:
-        """The views of a batch: ``images`` uint8 ``(B, size, size, 3)`` (any device) -> float ``(B, 3, size, size)``
-        in [0, 1] on the same device."""
+        """The views of a batch: ``images`` uint8 ``(B, size, size, 3)`` (any device) -> uint8 ``(B, 3, size, size)``
+        on the same device. The crops are one gather from a strided view of every window of the padded batch."""
         b, h, w, _ = images.shape
         if (h, w) != (self.size, self.size):
             raise ValueError(f"images are {h}x{w}; these views crop {self.size}x{self.size} (decode at that size)")
@@ -92,13 +92,12 @@ class CropFlip:
         device = images.device
         p = self.padding
         padded = F.pad(images, (0, 0, p, p, p, p)) if p else images
-        steps = torch.arange(self.size, device=device)
-        rows = torch.as_tensor(top, device=device)[:, None] + steps
-        cols = torch.as_tensor(left, device=device)[:, None] + torch.where(
-            torch.as_tensor(mirrored, device=device)[:, None], self.size - 1 - steps, steps)
-        batch = torch.arange(b, device=device)[:, None, None]
-        out = padded[batch, rows[:, :, None], cols[:, None, :]]
-        return out.permute(0, 3, 1, 2).float().div_(255.0)
+        windows = padded.unfold(1, self.size, 1).unfold(2, self.size, 1)  # (B, rows, cols, 3, size, size), no copy
+        out = windows[torch.arange(b, device=device), torch.as_tensor(top, device=device),
+                      torch.as_tensor(left, device=device)]
+        flip = torch.as_tensor(mirrored, device=device)
+        out[flip] = out[flip].flip(-1)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """What determines the views, for content keys."""
@@ -107,10 +106,12 @@ class CropFlip:
 
 
 def normalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """``(x - mean) / std`` per channel of a ``(B, 3, H, W)`` batch."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - m) / s
+    """``(x - mean) / std`` per channel of a ``(B, 3, H, W)`` batch in [0, 1], or of uint8 levels (then divided by
+    255 in the same pass), as float32."""
+    levels = 255.0 if x.dtype == torch.uint8 else 1.0
+    inv = 1.0 / (torch.tensor(std, device=x.device) * levels).view(1, -1, 1, 1)
+    bias = -torch.tensor(mean, device=x.device).view(1, -1, 1, 1) / torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return x.float().mul_(inv).add_(bias)
 
 
 @dataclass(frozen=True)
