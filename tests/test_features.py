@@ -226,3 +226,9 @@ def test_output_shapes_of_vgg_at_both_resolutions() -> None:
         assert shapes["stage:0"] == (64, side, side)
         assert shapes["stage:-1"] == (512, 4, 4)
         assert shapes["penultimate"] == (512,)
+
+
+def test_output_shapes_name_the_models_own_output_as_asked() -> None:
+    assert output_shapes(WithExtract(), ["hidden:0"], (4,), output="image") == {"image": (3,), "hidden:0": (4,)}
+    sr = create_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+    assert output_shapes(sr, [], (3, 6, 5), output="image") == {"image": (3, 12, 10)}
