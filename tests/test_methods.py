@@ -6,7 +6,6 @@ method or knob is covered without editing this file.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -205,7 +204,8 @@ def test_every_default_and_search_value_is_valid(task: str, name: str) -> None:
         ("figkd", {"level": 0}, r"method 'figkd': level=0 is invalid; expected an integer >= 1"),
         ("figkd", {"distance": "cosine"}, r"method 'figkd': distance='cosine' is invalid; expected one of"),
         ("figkd", {"wavelet": "nope"}, r"method 'figkd': wavelet='nope'"),
-        ("figkd", {"bands": "mid"}, r"method 'figkd': bands='mid' is invalid; expected one of \['high', 'low', 'all'\]"),
+        ("figkd", {"bands": "mid"},
+         r"method 'figkd': bands='mid' is invalid; expected one of \['high', 'low', 'all'\]"),
     ],
 )
 def test_issue_cases(name: str, params: dict, match: str) -> None:

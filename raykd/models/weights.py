@@ -7,7 +7,8 @@ strictly with every mismatch named.
   (BasicSR, KAIR, SwinIR, DVMSR; the EMA weights first, the ones those projects evaluate) wrappers.
 - :func:`load_weights` loads such a file (or an already loaded mapping) into a model through an optional key
   map: ``None`` (the file already uses the model's names, as the EDSR/RCAN/SwinIR/DVMSR releases do), a
-  registered name (``raykd.registry.KEYMAPS.names()``) or plugin import path ``"pkg.mod:fn"``, or any callable from the official state dict to raykd's keys.
+  registered name (``raykd.registry.KEYMAPS.names()``) or plugin import path ``"pkg.mod:fn"``, or any callable
+  from the official state dict to raykd's keys.
 
 Key maps are registered next to the model they map into (as models are); ``import raykd.models`` registers
 these, each for the official layout a user brings:
