@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,7 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         _name("runtime", "device", self.device)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             _fail("runtime", "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:<n>'")
         for key in ("amp", "channels_last", "check_data", "progress"):
             _choice("runtime", key, getattr(self, key), (True, False))
@@ -381,6 +382,8 @@ class SweepConfig:
         if isinstance(self.methods, str) or not self.methods:
             _fail("sweep", "methods", self.methods, "a non-empty list of method names")
         _set(self, "methods", tuple(self.methods))
+        for method in self.methods:
+            _name("sweep", "methods", method)
         _int("sweep", "num_samples", self.num_samples, 1)
         _optional_str("sweep", "metric", self.metric)
         _choice("sweep", "mode", self.mode, ("max", "min"))
@@ -395,11 +398,13 @@ class SweepConfig:
         _int("sweep", "grace_period", self.grace_period, 1)
         _name("sweep", "storage", self.storage)
         _name("sweep", "cache_dir", self.cache_dir)
+        _choice("sweep", "resume", self.resume, (True, False))
         _int("sweep", "seed", self.seed, 0)
         _int("sweep", "seeds", self.seeds, 0)
         _set(self, "log", tuple(self.log))
         for logger in self.log:
             _choice("sweep", "log", logger, ("mlflow", "tensorboard"))
+        _int("sweep", "verbose", self.verbose, 0, 3)  # Ray Tune's verbosity levels
 
     @property
     def workers_per_trial(self) -> int:
@@ -417,6 +422,9 @@ class SweepConfig:
 
 _NESTED = (ModelConfig, DataConfig, OptimConfig, MethodConfig, TeacherConfig, RuntimeConfig, TrainConfig,
            TeacherServiceConfig)
+
+
+_RAY_CONFIGS = {"scaling": _scaling, "failure": _failure}  # SweepConfig fields holding Ray's own configs
 
 
 def to_json(config: Any) -> dict[str, Any]:
@@ -446,27 +454,35 @@ def from_json(kind: type, values: Mapping[str, Any], path: str = "") -> Any:
         nested = next((t for t in _NESTED if t.__name__ in str(hints[key])), None)
         if nested is not None and isinstance(value, Mapping):
             value = from_json(nested, value, f"{path}.{key}" if path else key)
+        elif kind is SweepConfig and key in _RAY_CONFIGS and isinstance(value, Mapping):
+            value = _RAY_CONFIGS[key](**value)  # Ray's ScalingConfig / FailureConfig, from their fields
         elif isinstance(value, list) and "tuple" in str(hints[key]):
             value = tuple(value)
         out[key] = value
     return kind(**out)
 
 
-def override(config: Any, changes: Mapping[str, Any]) -> Any:
-    """``config`` with the values at dotted paths replaced (``{"optim.lr": 0.1, "method.name": "kd"}``)."""
+def override(config: Any, changes: Mapping[str, Any], _path: str = "") -> Any:
+    """``config`` with the values at dotted paths replaced (``{"optim.lr": 0.1, "method.name": "kd"}``); an
+    unknown field is an error naming its whole dotted path."""
     groups: dict[str, dict[str, Any]] = {}
     direct: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(config)}
     for key, value in changes.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ConfigError(f"{type(config).__name__} has no field {head!r} (in {key!r}); fields: {sorted(names)}")
+            raise ConfigError(f"{type(config).__name__} has no field {head!r} (in {_path + key!r}); fields: "
+                              f"{sorted(names)}")
         if rest:
             groups.setdefault(head, {})[rest] = value
         else:
             direct[head] = value
     for head, sub in groups.items():
-        direct[head] = override(direct.get(head, getattr(config, head)), sub)
+        inner = direct.get(head, getattr(config, head))
+        if not (dataclasses.is_dataclass(inner) and not isinstance(inner, type)):
+            raise ConfigError(f"cannot set {[_path + head + '.' + k for k in sub]}: {_path + head} is {inner!r}, "
+                              "not a config; set it whole")
+        direct[head] = override(inner, sub, f"{_path}{head}.")
     return dataclasses.replace(config, **direct)
 
 

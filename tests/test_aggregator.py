@@ -1,4 +1,7 @@
-"""MTKD knowledge aggregator: shapes, the per-window DCT, parameter count, and the stage-1 training loop."""
+"""MTKD knowledge aggregator: shapes, the per-window DCT, parameter count, and the aggregated teacher model.
+
+(The stage-1 training loop lives in raykd.train.mtkd and is tested there.)
+"""
 from __future__ import annotations
 
 import math
@@ -10,7 +13,8 @@ import torch
 
 from raykd.models import create_model
 from raykd.registry import MODELS
-from raykd.models.aggregator import DCTSwinLayer, KnowledgeAggregator, dct_matrix, train_aggregator
+from raykd.models.aggregator import DCTSwinLayer, KnowledgeAggregator, MTKDTeacher, dct_matrix, mtkd_teacher
+from raykd.models.features import capture
 
 
 def tiny(**kw) -> KnowledgeAggregator:
@@ -120,35 +124,56 @@ def test_mean_residual_adds_the_teacher_ensemble() -> None:
         torch.testing.assert_close(model(outputs), torch.stack(outputs).mean(0))
 
 
-def _synthetic_batches(n: int = 4, seed: int = 0) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-    """Teachers that each see the truth through their own bias and noise."""
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n):
-        hr = torch.rand(2, 3, 16, 16, generator=g)
-        teachers = [(hr + 0.05 * (k - 1) + 0.05 * torch.randn(hr.shape, generator=g)) for k in range(3)]
-        batches.append((teachers, hr))
-    return batches
+TEACHERS = [{"name": "a", "model": "edsr_baseline", "model_kwargs": {"n_resblocks": 1, "n_feats": 8}},
+            {"name": "b", "model": "bicubic"},
+            {"name": "c", "model": "edsr_baseline", "model_kwargs": {"n_resblocks": 2, "n_feats": 4}}]
+SMALL_AGGREGATOR = dict(embed_dim=8, depths=(1,), num_heads=(2,), window_size=4)
 
 
-def test_train_aggregator_reduces_l1_and_leaves_an_eval_model() -> None:
-    model = tiny()
-    batches = _synthetic_batches()
-    seen: list[tuple[int, float]] = []
-    result = train_aggregator(model, batches, epochs=6, lr=2e-3, device="cpu",
-                              progress=lambda epoch, loss: seen.append((epoch, loss)))
-    assert [e for e, _ in seen] == [1, 2, 3, 4, 5, 6]
-    assert result["epoch_losses"] == [loss for _, loss in seen]
-    assert result["loss"] == result["epoch_losses"][-1]
-    assert result["steps"] == 24 and result["samples"] == 48
-    assert result["loss"] < 0.6 * result["epoch_losses"][0]
-    assert not model.training
-    with torch.no_grad():  # the reported loss is the L1 to the ground truth
-        final = sum(torch.nn.functional.l1_loss(model(t), hr).item() for t, hr in batches) / len(batches)
-    assert final < result["epoch_losses"][0]
+def test_mtkd_teacher_is_the_aggregator_of_its_teachers_outputs_in_order() -> None:
+    torch.manual_seed(0)
+    teacher = create_model("mtkd_teacher", teachers=TEACHERS, aggregator_kwargs=SMALL_AGGREGATOR, scale=2).eval()
+    assert isinstance(teacher, MTKDTeacher) and teacher.scale == 2
+    assert [type(t).__name__ for t in teacher.teachers] == [type(create_model(e["model"], scale=2)).__name__
+                                                            for e in TEACHERS]
+    assert teacher.aggregator.num_teachers == 3
+    lr = torch.rand(2, 3, 6, 5)
+    with torch.no_grad():
+        out = teacher(lr)
+        expected = teacher.aggregator([t(lr) for t in teacher.teachers])
+        swapped = teacher.aggregator([t(lr) for t in reversed(teacher.teachers)])
+    assert out.shape == (2, 3, 12, 10)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, swapped)  # the channel order is the teachers' order
+    # one state dict: every parameter under teachers.<i>. or aggregator.
+    keys = list(teacher.state_dict())
+    assert all(k.startswith(("teachers.0.", "teachers.1.", "teachers.2.", "aggregator.")) for k in keys)
+    assert any(k.startswith("teachers.2.") for k in keys) and any(k.startswith("aggregator.") for k in keys)
+    # an SR teacher like any other: capture names its output "image"
+    with torch.no_grad():
+        torch.testing.assert_close(capture(teacher, lr, [], output="image")["image"], out)
 
 
-def test_train_aggregator_rejects_a_one_shot_generator() -> None:
-    gen = (b for b in _synthetic_batches(1))
-    with pytest.raises(ValueError, match="re-iterable"):
-        train_aggregator(tiny(), gen, epochs=2, lr=1e-3, device="cpu")
+def test_mtkd_teacher_state_dict_round_trips_into_a_fresh_build() -> None:
+    torch.manual_seed(0)
+    a = mtkd_teacher(TEACHERS, SMALL_AGGREGATOR, scale=2).eval()
+    torch.manual_seed(1)
+    b = mtkd_teacher(TEACHERS, SMALL_AGGREGATOR, scale=2).eval()
+    lr = torch.rand(1, 3, 4, 4)
+    with torch.no_grad():
+        assert not torch.allclose(a(lr), b(lr))
+        b.load_state_dict(a.state_dict())
+        torch.testing.assert_close(a(lr), b(lr), rtol=0, atol=0)
+
+
+def test_mtkd_teacher_rejects_bad_teacher_lists() -> None:
+    with pytest.raises(ValueError, match="teachers is empty"):
+        mtkd_teacher([])
+    with pytest.raises(ValueError, match=r"teachers\[1\].*unknown keys: \['weights'\]"):
+        mtkd_teacher([TEACHERS[0], {"model": "bicubic", "weights": "x.pth"}], SMALL_AGGREGATOR, scale=2)
+    with pytest.raises(ValueError, match=r"teachers\[0\].*must have 'model'"):
+        mtkd_teacher([{"name": "a"}], SMALL_AGGREGATOR, scale=2)
+    with pytest.raises(ValueError, match=r"teachers\[0\] \(bicubic\) has scale=3 but the aggregated teacher is x2"):
+        mtkd_teacher([{"model": "bicubic", "model_kwargs": {"scale": 3}}], SMALL_AGGREGATOR, scale=2)
+    with pytest.raises(ValueError, match="2 teachers but the aggregator was built for num_teachers=3"):
+        MTKDTeacher([create_model("bicubic", scale=2)] * 2, tiny())

@@ -311,8 +311,10 @@ def test_open_dataset_kinds(tmp_path):
     assert open_dataset("cifar10", tmp_path / "c10", "test").kind == "cifar10"
     assert isinstance(open_dataset("cub200", tmp_path / "cub", "test"), Cub200)
     assert isinstance(open_dataset("imagefolder", tmp_path / "cub" / "CUB_200_2011", "images"), ImageFolder)
-    with pytest.raises(ValueError, match="cifar10"):
+    with pytest.raises(KeyError, match="unknown cls dataset 'imagenet21k'.*cifar10"):
         open_dataset("imagenet21k", tmp_path)
+    with pytest.raises(KeyError, match="unknown cls dataset 'div2k'"):  # an SR dataset is not a cls one
+        open_dataset("div2k", tmp_path)
     with pytest.raises(ValueError, match="root"):
         open_dataset("cub200", None)
 
@@ -351,7 +353,7 @@ def test_demo_is_sklearn_digits_in_tinyimagenet_layout(demo_cache):
 
 def test_demo_build_is_idempotent_and_uses_the_cache_dir(demo_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("RAYKD_CACHE", str(demo_cache))
-    assert default_cache_dir() == demo_cache
+    assert Path(default_cache_dir()) == demo_cache
     root = demo_cache / "datasets" / "digits-32"
     marker, some_image = root / ".complete.json", next((root / "val" / "images").iterdir())
     stamps = (marker.stat().st_mtime_ns, some_image.stat().st_ino, some_image.stat().st_mtime_ns)
@@ -369,4 +371,4 @@ def test_demo_build_is_idempotent_and_uses_the_cache_dir(demo_cache, monkeypatch
         make_demo_classification(tmp_path / "occupied")
 
     monkeypatch.delenv("RAYKD_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "raykd"
+    assert Path(default_cache_dir()) == Path.home() / ".cache" / "raykd"

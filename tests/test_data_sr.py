@@ -7,23 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from raykd.data.builtin import SR_DEMO_IMAGES, make_demo_sr
 from raykd.data.degrade import imresize, modcrop
-from raykd.data.sr import (
-    DIV2K,
-    HRFolderSRDataset,
-    PairedSRDataset,
-    PatchView,
-    SRPatches,
-    apply_view,
-    download_div2k,
-    draw_view,
-    open_benchmark,
-    open_sr_dataset,
-)
+from raykd.data.sr import DIV2K, HRFolderSRDataset, PairedSRDataset, download_div2k, open_benchmark, open_sr_dataset
 
 RNG = np.random.default_rng(0)
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
@@ -56,12 +44,12 @@ def test_set5_paired_pairs_are_the_files(shared_data, tmp_path):
     ds = PairedSRDataset(root, 4)
     assert [ds.name(i) for i in range(len(ds))] == list(SET5)
     for i, name in enumerate(SET5):
-        lr, hr = ds[i]
+        lr, hr = ds.pair(i)
         assert lr.dtype == hr.dtype == np.uint8 and lr.shape[2] == hr.shape[2] == 3
         assert np.array_equal(hr, modcrop(_read(root / "HR" / f"{name}.png"), 4))
         assert np.array_equal(lr, _read(root / "LR_bicubic" / "X4" / f"{name}x4.png"))
         assert hr.shape[:2] == (4 * lr.shape[0], 4 * lr.shape[1]) and not ds.is_grey(i)
-    ds.check()
+        assert ds.lr_size(i) == lr.shape[:2] and ds.hr_sizes[i] == hr.shape[:2]  # known from the headers
     assert open_benchmark("Set5", shared_data / "sr", 4).fingerprint() == ds.fingerprint()
 
     # the fingerprint names the content, not the place: a copy agrees, a rewritten file or another scale does not
@@ -73,42 +61,35 @@ def test_set5_paired_pairs_are_the_files(shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_hr_folder_regenerates_set5_lr_files_exactly(shared_data, tmp_path, scale):
+def test_hr_folder_regenerates_set5_lr_files_exactly(shared_data, scale):
     root = shared_data / "sr" / "Set5"
-    ds = HRFolderSRDataset(root, scale, cache_dir=tmp_path)
+    ds = HRFolderSRDataset(root, scale)  # reads root/HR, ignores the LR files beside it
     paired = PairedSRDataset(root, scale)
+    assert [ds.name(i) for i in range(len(ds))] == list(SET5)
     for i, name in enumerate(SET5):
-        lr, hr = ds[i]
+        lr, hr = ds.pair(i)
         assert np.array_equal(lr, _read(root / "LR_bicubic" / f"X{scale}" / f"{name}x{scale}.png"))
-        assert np.array_equal(hr, paired[i][1])
-    cached = sorted(p.name for p in (tmp_path / "sr_lr" / ds.fingerprint()).iterdir())
-    assert cached == [f"{n}x{scale}.png" for n in SET5]
+        assert np.array_equal(hr, paired.pair(i)[1])
     assert ds.fingerprint() != paired.fingerprint()  # made LR is not the same data as LR files
+    assert ds.fingerprint() != HRFolderSRDataset(root, scale + 1).fingerprint()
 
 
-def test_hr_folder_disk_cache_is_reused_and_a_bad_entry_rebuilt(shared_data, tmp_path):
-    hr_dir = tmp_path / "hr"
-    hr_dir.mkdir()
-    shutil.copy(shared_data / "sr" / "Set5" / "HR" / "baby.png", hr_dir)
-    first = HRFolderSRDataset(hr_dir, 4, cache_dir=tmp_path / "cache")
-    expected = first[0][0]
-    cached = tmp_path / "cache" / "sr_lr" / first.fingerprint() / "babyx4.png"
-    marker = np.full_like(expected, 7)
-    _write(cached, marker)
-    assert np.array_equal(HRFolderSRDataset(hr_dir, 4, cache_dir=tmp_path / "cache")[0][0], marker)
-    _write(cached, marker[:5])  # wrong size: recomputed and rewritten
-    assert np.array_equal(HRFolderSRDataset(hr_dir, 4, cache_dir=tmp_path / "cache")[0][0], expected)
-    assert np.array_equal(_read(cached), expected)
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
-    HRFolderSRDataset(hr_dir, 4, disk_cache=False, cache_dir=tmp_path / "other")[0]
-    assert not (tmp_path / "other").exists()
+def test_hr_folder_takes_a_plain_folder_and_refuses_tiny_images(tmp_path):
+    hr = RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    _write(tmp_path / "plain" / "x.png", hr)
+    ds = open_sr_dataset("hr_folder", tmp_path / "plain", 2)
+    lr, got = ds.pair(0)
+    assert np.array_equal(got, hr[:8, :6]) and np.array_equal(lr, imresize(modcrop(hr, 2), 0.5))
+    _write(tmp_path / "plain" / "y.png", np.zeros((1, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"smaller than the scale 2.*y\.png \(1x5\)"):
+        HRFolderSRDataset(tmp_path / "plain", 2)
 
 
 def test_set14_greyscale_bridge_is_flagged_and_replicated(shared_data):
     ds = PairedSRDataset(shared_data / "sr" / "Set14", 4)
     grey = [ds.name(i) for i in range(len(ds)) if ds.is_grey(i)]
     assert grey == ["bridge"]
-    lr, hr = ds[[ds.name(i) for i in range(len(ds))].index("bridge")]
+    lr, hr = ds.pair([ds.name(i) for i in range(len(ds))].index("bridge"))
     assert lr.shape[2] == hr.shape[2] == 3
     assert np.array_equal(hr[..., 0], hr[..., 1]) and np.array_equal(hr[..., 0], hr[..., 2])
     assert np.array_equal(hr[..., 0], modcrop(_read(shared_data / "sr" / "Set14" / "HR" / "bridge.png"), 4))
@@ -120,11 +101,14 @@ def test_set14_greyscale_bridge_is_flagged_and_replicated(shared_data):
 def test_paired_modcrops_hr_and_keeps_greyscale(tmp_path):
     root = make_paired(tmp_path / "set", 3, {"a": (10, 13), "g": (9, 9)}, grey=("g",))
     ds = PairedSRDataset(root, 3)
-    lr, hr = ds[0]
+    lr, hr = ds.pair(0)
     assert (lr.shape, hr.shape) == ((3, 4, 3), (9, 12, 3))
     assert np.array_equal(hr, _read(root / "HR" / "a.png")[:9, :12])
     assert [ds.is_grey(i) for i in range(2)] == [False, True]
     assert ds.lr_size(0) == (3, 4)
+    lr, hr = ds.pair(1)  # the greyscale file, replicated to three channels
+    assert hr.shape == (9, 9, 3) and np.array_equal(hr[..., 0], _read(root / "HR" / "g.png"))
+    assert np.array_equal(hr[..., 1], hr[..., 0]) and np.array_equal(lr[..., 2], lr[..., 0])
 
 
 def test_paired_missing_partners_are_named(tmp_path):
@@ -167,7 +151,7 @@ def test_div2k_layout_splits(tmp_path):
     train = DIV2K(tmp_path, "train", 4)  # the folder holding DIV2K/ works too
     val = open_sr_dataset("div2k", tmp_path / "DIV2K", 4, "val")
     assert [train.name(i) for i in range(len(train))] == ["0001", "0002"] and val.name(0) == "0801"
-    assert train[1][0].shape == (3, 4, 3) and val.split == "valid"
+    assert train.pair(1)[0].shape == (3, 4, 3) and val.split == "valid"
     with pytest.raises(FileNotFoundError, match="X2"):
         DIV2K(tmp_path, "train", 2)
 
@@ -191,8 +175,8 @@ def test_download_div2k_extracts_verified_archives(tmp_path):
     for ds, split in ((train, "train"), (val, "valid")):
         for i in range(len(ds)):
             name = ds.name(i)
-            assert np.array_equal(ds[i][1], _read(src / f"DIV2K_{split}_HR" / f"{name}.png"))
-            assert np.array_equal(ds[i][0], _read(src / f"DIV2K_{split}_LR_bicubic" / "X2" / f"{name}x2.png"))
+            assert np.array_equal(ds.pair(i)[1], _read(src / f"DIV2K_{split}_HR" / f"{name}.png"))
+            assert np.array_equal(ds.pair(i)[0], _read(src / f"DIV2K_{split}_LR_bicubic" / "X2" / f"{name}x2.png"))
     # extracted folders are not fetched again (an unreachable server is not contacted)
     assert download_div2k(root, 2, base_url="http://127.0.0.1:9/", checksums=checksums, progress=False) == root
     # a corrupted archive is refused and nothing is extracted
@@ -203,72 +187,13 @@ def test_download_div2k_extracts_verified_archives(tmp_path):
     assert not (root / "DIV2K_train_LR_bicubic" / "X3").exists()
 
 
-# --- aligned patches ------------------------------------------------------------------------------------------
-
-
-def _mean_pair(root: Path) -> Path:
-    """LR that is exactly the 2x2 mean of its HR: HR blocks are LR + [[a, -a], [b, -b]]."""
-    for name, (h, w) in {"p": (14, 18), "q": (12, 12)}.items():
-        lr = RNG.integers(16, 240, (h, w, 3)).astype(np.int16)
-        a, b = (RNG.integers(-15, 16, (h, w, 3)) for _ in range(2))
-        hr = np.empty((2 * h, 2 * w, 3), np.int16)
-        hr[0::2, 0::2], hr[0::2, 1::2], hr[1::2, 0::2], hr[1::2, 1::2] = lr + a, lr - a, lr + b, lr - b
-        _write(root / "HR" / f"{name}.png", hr.astype(np.uint8))
-        _write(root / "LR_bicubic" / "X2" / f"{name}x2.png", lr.astype(np.uint8))
-    return root
-
-
-def _numpy_view(img: np.ndarray, view: PatchView, scale: int) -> np.ndarray:
-    """Independent reference of a view on an HxWxC array: crop, mirror columns, rotate counter-clockwise."""
-    t, l, p = view.top * scale, view.left * scale, view.size * scale
-    out = img[t:t + p, l:l + p]
-    return np.rot90(out[:, ::-1] if view.flip else out, view.rot, axes=(0, 1))
-
-
-def test_patches_are_aligned_exactly_under_every_flip_and_rotation(tmp_path):
-    base = PairedSRDataset(_mean_pair(tmp_path / "mean"), 2)
-    patches = SRPatches(base, 5, seed=3, repeat=2)
-    assert len(patches) == 4
-    orientations = set()
-    for epoch in range(12):
-        patches.set_epoch(epoch)
-        for i in range(len(patches)):
-            item = patches[i]
-            image, k = i // 2, epoch * 2 + i % 2
-            assert (item["index"], item["view"]) == (image, k)
-            view = PatchView.from_box(item["box"])
-            assert view == patches.view(image, k)
-            orientations.add((view.flip, view.rot))
-            lr = np.rint(item["lr"].permute(1, 2, 0).numpy() * 255)
-            hr = np.rint(item["hr"].permute(1, 2, 0).numpy() * 255)
-            assert lr.shape == (5, 5, 3) and hr.shape == (10, 10, 3)
-            # the HR patch averages to the LR patch exactly, which fails for any misaligned box, flip or turn
-            assert np.array_equal(hr.reshape(5, 2, 5, 2, 3).mean(axis=(1, 3)), lr)
-            full_lr, full_hr = base[image]
-            assert np.array_equal(lr, _numpy_view(full_lr, view, 1))
-            assert np.array_equal(hr, _numpy_view(full_hr, view, 2))
-            # a whole-image output at HR resolution (here the HR image itself) crops to the HR patch
-            whole = torch.from_numpy(full_hr).permute(2, 0, 1).float() / 255
-            assert torch.equal(apply_view(whole, view, 2), item["hr"])
-    assert orientations == {(f, r) for f in (False, True) for r in range(4)}
-
-
-def test_views_replay_and_augmentation_switches_keep_the_crops():
-    a = draw_view(0, 5, 2, (40, 50), 8)
-    assert a == draw_view(0, 5, 2, (40, 50), 8)
-    assert len({draw_view(0, 5, k, (40, 50), 8) for k in range(20)}) > 15
-    plain = draw_view(0, 5, 2, (40, 50), 8, flip=False, rot90=False)
-    assert (plain.top, plain.left, plain.flip, plain.rot) == (a.top, a.left, False, 0)
-    assert 0 <= a.top <= 32 and 0 <= a.left <= 42
-    assert PatchView.from_box(a.box()) == a
-
-
-def test_patch_larger_than_an_image_is_refused_by_name(tmp_path):
-    base = PairedSRDataset(_mean_pair(tmp_path / "mean"), 2)
-    with pytest.raises(ValueError, match=r"q \(LR 12x12\)"):
-        SRPatches(base, 13)
-    with pytest.raises(ValueError, match="exceeds"):
-        apply_view(torch.zeros(3, 10, 10), PatchView(4, 0, 4), 2)
+def test_open_sr_dataset_names_unknown_kinds_and_missing_roots(tmp_path):
+    with pytest.raises(KeyError, match=r"unknown sr dataset 'tinyimagenet'.*'div2k'"):
+        open_sr_dataset("tinyimagenet", tmp_path, 4)
+    with pytest.raises(ValueError, match="needs a root"):
+        open_sr_dataset("paired", None, 4)
+    with pytest.raises(ValueError, match="scale must be a positive integer"):
+        PairedSRDataset(tmp_path, 0)
 
 
 # --- built-in demo --------------------------------------------------------------------------------------------
@@ -286,7 +211,7 @@ def test_demo_sr_is_real_photos_in_the_benchmark_layout(tmp_path):
     import skimage.data
 
     hr = skimage.data.coffee()
-    lr, got_hr = train[[train.name(i) for i in range(len(train))].index("coffee")]
+    lr, got_hr = train.pair([train.name(i) for i in range(len(train))].index("coffee"))
     assert np.array_equal(got_hr, modcrop(hr, 3)) and np.array_equal(lr, imresize(modcrop(hr, 3), 1 / 3))
     assert len(train) >= 5 and 2 <= len(open_sr_dataset("demo_sr", root, 2, "val")) <= 3
     with pytest.raises(FileExistsError):

@@ -95,12 +95,12 @@ def test_extract_outputs_and_gradients():
     torch.manual_seed(0)
     model = create_model("dvmsr", scale=2)
     x = torch.rand(1, 3, 6, 9)
-    out = capture(model, x, ["output", "body", "feat:0", "feat:-1"])
-    assert out["output"].shape == (1, 3, 12, 18)
-    assert out["output"] is out["logits"]
+    out = capture(model, x, ["body", "feat:0", "feat:-1"], output="image")
+    assert set(out) == {"image", "body", "feat:0", "feat:-1"}
+    assert out["image"].shape == (1, 3, 12, 18)
     assert out["body"].shape == out["feat:0"].shape == out["feat:-1"].shape == (1, 60, 6, 9)
-    torch.testing.assert_close(model(x), out["output"])
-    (out["output"].mean() + out["feat:0"].mean()).backward()
+    torch.testing.assert_close(model(x), out["image"])
+    (out["image"].mean() + out["feat:0"].mean()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
 

@@ -143,8 +143,8 @@ class WithExtract(nn.Module):
         return self.fc(x)
 
     def extract(self, x: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
-        out = {"logits": self.fc(x), "hidden:0": 2 * x}
-        return {n: out[n] for n in names if n in out}
+        out = {"hidden:0": 2 * x}
+        return {"output": self.fc(x), **{n: out[n] for n in names if n in out}}
 
 
 def test_models_with_extract_get_the_whole_request() -> None:
@@ -153,8 +153,25 @@ def test_models_with_extract_get_the_whole_request() -> None:
     out = capture(model, x, ["hidden:0"])
     torch.testing.assert_close(out["hidden:0"], 2 * x)
     torch.testing.assert_close(out["logits"], model.fc(x))
+    assert set(out) == {"logits", "hidden:0"}
+    # the model's own output ("output" in the extract protocol) comes back under the caller's name
+    image = capture(model, x, ["hidden:0"], output="image")
+    assert set(image) == {"image", "hidden:0"}
+    torch.testing.assert_close(image["image"], model.fc(x))
     with pytest.raises(KeyError, match="hidden:7"):
         capture(model, x, ["hidden:7"])
+
+
+class ExtractWithoutOutput(WithExtract):
+    """An ``extract`` that forgets the protocol's ``"output"`` key."""
+
+    def extract(self, x: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+        return {"logits": self.fc(x), "hidden:0": 2 * x}
+
+
+def test_extract_must_return_the_models_own_output() -> None:
+    with pytest.raises(KeyError, match="'output'"):
+        capture(ExtractWithoutOutput(), torch.randn(2, 4), ["hidden:0"])
 
 
 def test_ddp_wrapped_models(tmp_path) -> None:
@@ -209,3 +226,9 @@ def test_output_shapes_of_vgg_at_both_resolutions() -> None:
         assert shapes["stage:0"] == (64, side, side)
         assert shapes["stage:-1"] == (512, 4, 4)
         assert shapes["penultimate"] == (512,)
+
+
+def test_output_shapes_name_the_models_own_output_as_asked() -> None:
+    assert output_shapes(WithExtract(), ["hidden:0"], (4,), output="image") == {"image": (3,), "hidden:0": (4,)}
+    sr = create_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+    assert output_shapes(sr, [], (3, 6, 5), output="image") == {"image": (3, 12, 10)}

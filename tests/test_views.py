@@ -1,172 +1,354 @@
-from __future__ import annotations
+"""Replayable views (raykd.data.views) and the batches built from them (raykd.data.batches).
 
-import json
-import pickle
+Every batched operation is compared, exactly, with a per-item reference written here from the documented
+recipe (uniforms -> offsets -> pad, crop, flip, turn), over many samples and views.
+"""
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
-from raykd.data.classification import ImageFolder
-from raykd.data.views import LowResolution, View, ViewDataset, ViewPlan
+from raykd.config import DataConfig
+from raykd.data.arrays import ImageArrays, PairArrays
+from raykd.data.batches import ClassificationBatches, SRBatches
+from raykd.data.store import Ragged
+from raykd.data.views import CropFlip, LowResolution, PatchViews, normalise, uniforms
 
-MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-
-
-def _reference_view(img: np.ndarray, plan: ViewPlan, view: View, crop: tuple[int, int]) -> np.ndarray:
-    """Pad with zeros, crop, mirror: numpy's version of a view, for comparison."""
-    p = plan.padding
-    padded = np.pad(img, ((0, 0), (p, p), (p, p)))
-    out = padded[:, view.top:view.top + crop[0], view.left:view.left + crop[1]]
-    return out[..., ::-1] if view.flip else out
+CPU = torch.device("cpu")
 
 
-def test_views_are_deterministic_functions_of_seed_index_k():
-    plan = ViewPlan(seed=3, num_views=4, crop=24, padding=4, flip=True)
-    again = ViewPlan(seed=3, num_views=4, crop=(24, 24), padding=4, flip=True)
-    views = [plan.view(i, k, 32) for i in range(50) for k in range(4)]
-    assert views == [again.view(i, k, 32) for i in range(50) for k in range(4)]
-    assert len({(v.top, v.left, v.flip) for v in views}) > 50  # views differ across samples and k
-    assert {v.flip for v in views} == {True, False}
-    assert all(0 <= v.top <= 16 and 0 <= v.left <= 16 for v in views)
-    other_seed = [ViewPlan(seed=4, num_views=4, crop=24, padding=4, flip=True).view(i, k, 32)
-                  for i in range(50) for k in range(4)]
-    assert other_seed != views
-    assert [plan.view_for_epoch(e) for e in range(9)] == [0, 1, 2, 3, 0, 1, 2, 3, 0]
-    with pytest.raises(ValueError, match="k=4"):
-        plan.view(0, 4, 32)
-    with pytest.raises(ValueError, match="does not fit"):
-        ViewPlan(crop=48).view(0, 0, 32)
+# ------------------------------------------------------------------------------------------------ uniforms
 
 
-def test_default_plan_is_the_identity_view():
-    plan = ViewPlan()
-    img = torch.rand(3, 7, 9)
-    view = plan.view(5, 0, (7, 9))
-    assert (view.top, view.left, view.flip) == (0, 0, False)
-    assert torch.equal(plan.apply(img, view), img)
+def test_uniforms_are_a_deterministic_function_of_seed_index_and_view():
+    index = np.arange(1000) * 7
+    a = uniforms(3, index, 5, 4)
+    assert a.shape == (1000, 4) and a.dtype == np.float64
+    assert np.array_equal(a, uniforms(3, index.copy(), np.full(1000, 5), 4))  # a scalar view broadcasts
+    assert ((a >= 0) & (a < 1)).all()
+    # draw d of a (sample, view) does not depend on how many draws were asked for, nor on the other samples
+    assert np.array_equal(uniforms(3, index, 5, 2), a[:, :2])
+    assert np.array_equal(uniforms(3, index[::-1], 5, 4), a[::-1])
+    assert np.array_equal(uniforms(3, index[17:18], 5, 4), a[17:18])
 
 
-def test_apply_pads_crops_and_flips_like_numpy():
-    plan = ViewPlan(seed=1, num_views=3, crop=(6, 8), padding=2, flip=True)
-    img = torch.rand(3, 10, 12)
-    for i in range(20):
-        for k in range(3):
-            view = plan.view(i, k, (10, 12))
-            expected = _reference_view(img.numpy(), plan, view, (6, 8))
-            np.testing.assert_array_equal(plan.apply(img, view).numpy(), expected)
-    batch = torch.rand(2, 3, 10, 12)  # leading dimensions pass through
-    view = plan.view(0, 1, (10, 12))
-    assert torch.equal(plan.apply(batch, view)[1], plan.apply(batch[1], view))
+def test_changing_seed_index_or_view_changes_every_draw():
+    rng = np.random.default_rng(0)
+    seed, index, view = 11, rng.integers(0, 10**6, 5000), rng.integers(0, 1000, 5000)
+    base = uniforms(seed, index, view, 3)
+    for other in (uniforms(seed + 1, index, view, 3), uniforms(seed, index + 1, view, 3),
+                  uniforms(seed, index, view + 1, 3)):
+        assert not np.isclose(other, base, rtol=0, atol=1e-12).any()
+    # the hash is not symmetric in its arguments: (index a, view b) is not (index b, view a)
+    assert not np.isclose(uniforms(seed, view, index, 3), base, rtol=0, atol=1e-12).any()
+    assert len(np.unique(base)) == base.size
+    # all draws of all views of one sample are distinct (a view number cannot stand in for a draw number)
+    one = uniforms(seed, np.zeros(4096, dtype=np.int64), np.arange(4096), 8)
+    assert len(np.unique(one)) == one.size
+    one = uniforms(seed, np.arange(4096), 0, 8)
+    assert len(np.unique(one)) == one.size
 
 
-def test_to_dict_is_json_stable_and_distinguishes_plans():
-    a = ViewPlan(seed=1, num_views=2, crop=24, padding=4, flip=True, align=4)
-    b = ViewPlan(seed=1, num_views=2, crop=(24, 24), padding=4, flip=True, align=4)
-    assert json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)
-    assert json.loads(json.dumps(a.to_dict())) == a.to_dict()
-    variants = [ViewPlan(seed=2, num_views=2, crop=24, padding=4, flip=True, align=4),
-                ViewPlan(seed=1, num_views=3, crop=24, padding=4, flip=True, align=4),
-                ViewPlan(seed=1, num_views=2, crop=20, padding=4, flip=True, align=4),
-                ViewPlan(seed=1, num_views=2, crop=24, padding=2, flip=True, align=4),
-                ViewPlan(seed=1, num_views=2, crop=24, padding=4, flip=False, align=4),
-                ViewPlan(seed=1, num_views=2, crop=24, padding=4, flip=True, align=1)]
-    assert all(v.to_dict() != a.to_dict() for v in variants)
+def _chi2(counts: np.ndarray) -> float:
+    expected = counts.sum() / counts.size
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def _chi2_limit(dof: int) -> float:
+    return dof + 6 * np.sqrt(2 * dof)  # mean + 6 sd: a false alarm about once in 10^9 runs
+
+
+def test_uniforms_look_uniform_and_independent_across_draws_samples_views_and_seeds():
+    n, bins = 200_000, 50
+    index = np.arange(n)
+    u = uniforms(0, index, 0, 3)
+    for d in range(3):  # each draw is uniform
+        assert _chi2(np.bincount((u[:, d] * bins).astype(int), minlength=bins)) < _chi2_limit(bins - 1)
+    neighbours = {
+        "draw 0 vs draw 1": (u[:, 0], u[:, 1]),
+        "sample i vs i + 1": (u[:-1, 0], u[1:, 0]),
+        "view 0 vs 1": (u[:, 0], uniforms(0, index, 1, 1)[:, 0]),
+        "seed 0 vs 1": (u[:, 0], uniforms(1, index, 0, 1)[:, 0]),
+    }
+    grid = 10
+    for what, (x, y) in neighbours.items():
+        # pairs of neighbours fill the unit square evenly: a 10 x 10 chi-square
+        cells = (x * grid).astype(int) * grid + (y * grid).astype(int)
+        assert _chi2(np.bincount(cells, minlength=grid * grid)) < _chi2_limit(grid * grid - 1), what
+        assert abs(np.corrcoef(x, y)[0, 1]) < 6 / np.sqrt(len(x)), what
+    # and many views of one sample are uniform too (the SR patches of one image over the epochs)
+    views = uniforms(5, np.zeros(n, dtype=np.int64), np.arange(n), 1)[:, 0]
+    assert _chi2(np.bincount((views * bins).astype(int), minlength=bins)) < _chi2_limit(bins - 1)
+
+
+def test_uniforms_refuse_negative_arguments():
+    for args in ((-1, [0], 0), (0, [-1], 0), (0, [0], -1)):
+        with pytest.raises(ValueError, match=">= 0"):
+            uniforms(*args, 2)
+
+
+# ----------------------------------------------------------------------------- classification: CropFlip
+
+
+def _offsets(seed: int, index: np.ndarray, view: int, padding: int, flip: bool):
+    """The documented draws: top and left uniform over the 2p + 1 positions, a mirror with probability 1/2."""
+    u = uniforms(seed, index, view, 3)
+    room = 2 * padding + 1
+    return np.floor(u[:, 0] * room).astype(int), np.floor(u[:, 1] * room).astype(int), (u[:, 2] < 0.5) & flip
+
+
+def _crop_flip_reference(img: np.ndarray, top: int, left: int, mirror: bool, size: int, padding: int) -> torch.Tensor:
+    """One uint8 HxWx3 image: zero-pad, crop, mirror, as float (3, S, S) in [0, 1]."""
+    padded = np.pad(img, ((padding, padding), (padding, padding), (0, 0)))
+    out = padded[top:top + size, left:left + size]
+    if mirror:
+        out = out[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float() / 255.0
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("size", "padding", "flip"), [(12, 4, True), (9, 2, True), (8, 3, False), (6, 0, True)])
+def test_crop_flip_batch_equals_the_per_item_reference(size, padding, flip):
+    n, seed = 48, 7
+    images = _images(n, size)
+    index = np.arange(n) * 3 + 1  # sample ids are not batch positions
+    views = CropFlip(seed, size, padding, flip)
+    tops, mirrors = set(), set()
+    for view in range(6):
+        top, left, mirror = _offsets(seed, index, view, padding, flip)
+        drawn = views.draw(index, view)
+        assert all(np.array_equal(a, b) for a, b in zip(drawn, (top, left, mirror)))
+        out = views.apply(torch.from_numpy(images), index, view)
+        assert out.shape == (n, 3, size, size) and out.dtype == torch.float32
+        for b in range(n):
+            expected = _crop_flip_reference(images[b], top[b], left[b], mirror[b], size, padding)
+            assert torch.equal(out[b], expected), (view, b)
+        tops.update(top.tolist())
+        mirrors.update(mirror.tolist())
+    assert tops == set(range(2 * padding + 1))  # every offset occurs
+    assert mirrors == ({False, True} if flip else {False})
+
+
+def test_crop_flip_switches_keep_the_crops_and_check_the_size():
+    images = torch.from_numpy(_images(16, 10))
+    index = np.arange(16)
+    with_flip, without = CropFlip(1, 10, 3, True), CropFlip(1, 10, 3, False)
+    a, b = with_flip.draw(index, 2), without.draw(index, 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and not b[2].any() and a[2].any()
+    mirrored = a[2]
+    x, y = with_flip.apply(images, index, 2), without.apply(images, index, 2)
+    assert torch.equal(x[~torch.from_numpy(mirrored)], y[~torch.from_numpy(mirrored)])
+    assert torch.equal(x[torch.from_numpy(mirrored)], y[torch.from_numpy(mirrored)].flip(-1))
+    assert with_flip.describe() != without.describe() != CropFlip(2, 10, 3, False).describe()
+    with pytest.raises(ValueError, match="images are 10x10; these views crop 12x12"):
+        CropFlip(1, 12).apply(images, index, 0)
 
 
 def _pil_bicubic(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Per-channel float32 bicubic resize with Pillow (antialiased when reducing)."""
+    """Per-channel float32 bicubic resize with Pillow (antialiased when reducing), (C, H, W)."""
     chans = [np.asarray(Image.fromarray(c.numpy(), mode="F").resize((size[1], size[0]), Image.Resampling.BICUBIC))
              for c in img]
     return torch.from_numpy(np.stack(chans)).clamp(0, 1)
 
 
 def test_low_resolution_matches_pillow_bicubic():
-    hr = torch.rand(3, 32, 24)
+    hr = torch.rand(2, 3, 32, 24)
     lr = LowResolution(4)(hr)
-    assert lr.shape == (3, 8, 6)
-    torch.testing.assert_close(lr, _pil_bicubic(hr, (8, 6)), atol=1e-4, rtol=0)
+    assert lr.shape == (2, 3, 8, 6)
+    for b in range(2):
+        torch.testing.assert_close(lr[b], _pil_bicubic(hr[b], (8, 6)), atol=1e-4, rtol=0)
     down_up = LowResolution(4, mode="down_up")(hr)
     assert down_up.shape == hr.shape
-    torch.testing.assert_close(down_up, _pil_bicubic(_pil_bicubic(hr, (8, 6)), (32, 24)), atol=1e-4, rtol=0)
-    assert LowResolution(2)(hr[None]).shape == (1, 3, 16, 12)
+    torch.testing.assert_close(down_up[1], _pil_bicubic(_pil_bicubic(hr[1], (8, 6)), (32, 24)), atol=1e-4, rtol=0)
+    assert 0 <= down_up.min() and down_up.max() <= 1
     with pytest.raises(ValueError, match="down_up"):
         LowResolution(2, mode="up")
+    with pytest.raises(ValueError, match="factor=0"):
+        LowResolution(0)
+    with pytest.raises(ValueError, match="smaller than the LR factor 8"):
+        LowResolution(8)(torch.rand(1, 3, 4, 16))
 
 
-def test_lr_view_of_hr_view_equals_view_of_lr_image():
-    s = 4
-    hr = torch.rand(3, 48, 48)
-    lower = LowResolution(s)
-    # flips commute exactly with the symmetric bicubic kernel
-    flip_plan = ViewPlan(num_views=2, flip=True)
-    for i in range(6):
-        view = flip_plan.view(i, 1, 48)
-        torch.testing.assert_close(lower(flip_plan.apply(hr, view)), flip_plan.apply(lower(hr), view, scale=s))
-    # crops agree away from the crop border, where the kernel (2 LR pixels wide each side) sees the same pixels
-    plan = ViewPlan(seed=7, num_views=3, crop=32, flip=True, align=s)
-    tops = set()
-    for i in range(6):
-        view = plan.view(i, i % 3, 48)
-        tops.add(view.top)
-        assert view.top % s == 0 and view.left % s == 0
-        lr_of_view = lower(plan.apply(hr, view))
-        view_of_lr = plan.apply(lower(hr), view, scale=s)
-        assert lr_of_view.shape == view_of_lr.shape == (3, 8, 8)
-        torch.testing.assert_close(lr_of_view[:, 2:-2, 2:-2], view_of_lr[:, 2:-2, 2:-2])
-    assert len(tops) > 1
-    unaligned = ViewPlan(seed=0, num_views=1, crop=30, padding=2)
-    with pytest.raises(ValueError, match="align=4"):
-        unaligned.apply(lower(hr), unaligned.view(0, 0, 48), scale=s)
+def _image_arrays(n: int = 24, size: int = 16, classes: int = 5) -> ImageArrays:
+    labels = np.random.default_rng(1).integers(0, classes, n)
+    return ImageArrays(_images(n, size, seed=2), labels, tuple(f"c{i}" for i in range(classes)), "ab" * 32)
 
 
-@pytest.fixture
-def folder(tmp_path) -> ImageFolder:
-    rng = np.random.default_rng(0)
-    for j in range(6):
-        path = tmp_path / "train" / f"c{j % 2}" / f"{j}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (20, 14, 3), dtype=np.uint8)).save(path)
-    return ImageFolder(tmp_path, "train")
+@pytest.mark.parametrize("lr_mode", ["down", "down_up"])
+def test_classification_batches_equal_per_item_views_and_low_resolution(lr_mode):
+    arrays = _image_arrays()
+    data = DataConfig(image_size=16, crop_padding=2, lr_factor=4, lr_mode=lr_mode)
+    batches = ClassificationBatches(arrays, data, seed=5)
+    lower = LowResolution(4, lr_mode)
+    indices = np.array([3, 17, 0, 9, 9, 22, 11, 5])
+    for view in (0, 1, 4):
+        out = batches.batch(indices, view, CPU, inputs=("hr", "lr"))
+        assert out["view"] == view and np.array_equal(out["index"], indices)
+        assert torch.equal(out["label"], torch.from_numpy(arrays.labels[indices]))
+        side = 4 if lr_mode == "down" else 16
+        assert out["hr"].shape == (8, 3, 16, 16) and out["lr"].shape == (8, 3, side, side)
+        top, left, mirror = _offsets(5, indices, view, 2, True)
+        for b, i in enumerate(indices):
+            x = _crop_flip_reference(arrays.images[i], top[b], left[b], mirror[b], 16, 2)[None]
+            assert torch.equal(out["hr"][b], normalise(x)[0])
+            assert torch.equal(out["lr"][b], normalise(lower(x))[0]), (view, b)
+    assert set(batches.batch(indices, 0, CPU)) == {"hr", "index", "view", "label"}  # no LR unless asked
+    assert set(batches.batch(indices, 0, CPU, inputs=("lr",))) == {"lr", "index", "view", "label"}
 
 
-def test_view_dataset_items_follow_plan_and_epoch(folder):
-    plan = ViewPlan(seed=2, num_views=3, crop=12, padding=2, flip=True, align=2)
-    ds = ViewDataset(folder, plan, 16, MEAN, STD, lr=LowResolution(2))
-    assert ds.cache is not None and len(ds) == 6
-    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
-    for epoch in range(4):
-        ds.set_epoch(epoch)
-        for i in range(6):
-            item = ds[i]
-            k = epoch % 3
-            assert (item["index"], item["view"], item["label"]) == (i, k, folder.label(i))
-            resized = np.asarray(folder.image(i).resize((16, 16), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
-            expected = _reference_view(resized / 255.0, plan, plan.view(i, k, 16), (12, 12))
-            hr = item["hr"] * std + mean
-            np.testing.assert_allclose(hr.numpy(), expected, atol=1e-5)
-            torch.testing.assert_close(item["lr"] * std + mean, LowResolution(2)(hr), atol=1e-5, rtol=0)
-    ds.set_epoch(3)
-    assert torch.equal(ds[1]["hr"], ds.get(1, 0)["hr"])
-    assert not torch.equal(ds.get(1, 0)["hr"], ds.get(1, 1)["hr"])
-    assert "lr" not in ViewDataset(folder, plan, 16, MEAN, STD)[0]
+def test_evaluation_batches_are_the_images_themselves():
+    arrays = _image_arrays()
+    batches = ClassificationBatches(arrays, DataConfig(image_size=16), seed=5, views=False)
+    out = batches.batch(np.arange(6), 3, CPU)
+    expected = torch.from_numpy(arrays.images[:6]).permute(0, 3, 1, 2).float() / 255.0
+    assert torch.equal(out["hr"], normalise(expected))
+    assert batches.describe()["views"] is None and ClassificationBatches(arrays, DataConfig(image_size=16), 5
+                                                                         ).describe()["views"] == "crop_flip"
 
 
-def test_view_dataset_without_cache_and_in_dataloader_workers(folder):
-    plan = ViewPlan(seed=0, num_views=2, crop=12, padding=2, flip=True, align=2)
-    cached = ViewDataset(folder, plan, 16, MEAN, STD, lr=LowResolution(2, "down_up"))
-    uncached = ViewDataset(folder, plan, 16, MEAN, STD, lr=LowResolution(2, "down_up"), cache_bytes=0)
-    assert uncached.cache is None
-    cached.set_epoch(1)
-    uncached.set_epoch(1)
-    for i in range(6):
-        a, b = cached[i], uncached[i]
-        assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
-    clone = pickle.loads(pickle.dumps(cached))
-    assert torch.equal(clone[2]["lr"], cached[2]["lr"])
-    serial = next(iter(DataLoader(cached, batch_size=6)))
-    parallel = torch.cat([b["hr"] for b in DataLoader(cached, batch_size=3, num_workers=2)])
-    assert torch.equal(parallel, serial["hr"])
-    assert serial["view"].tolist() == [1] * 6 and serial["lr"].shape == (6, 3, 12, 12)
+def test_normalise_uses_imagenet_statistics():
+    x = torch.rand(2, 3, 4, 4)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalise(x), (x - mean) / std)
+
+
+def test_fresh_views_every_epoch_and_reused_views_replay():
+    arrays = _image_arrays()
+    indices = np.arange(len(arrays))
+    fresh, reuse = DataConfig(image_size=16), DataConfig(image_size=16, reuse_views=3)
+    assert [fresh.view_for_epoch(e) for e in range(7)] == list(range(7))
+    assert [reuse.view_for_epoch(e) for e in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    for data in (fresh, reuse):
+        batches = ClassificationBatches(arrays, data, seed=0)
+        epochs = [batches.batch(indices, data.view_for_epoch(e), CPU)["hr"] for e in range(6)]
+        for e in range(6):
+            for f in range(e + 1, 6):
+                same = torch.equal(epochs[e], epochs[f])
+                assert same == (data.reuse_views is not None and (f - e) % data.reuse_views == 0), (e, f)
+
+
+# ------------------------------------------------------------------------------------ super-resolution
+
+
+def _mean_pairs(scale: int, sizes: list[tuple[int, int]], seed: int = 0) -> PairArrays:
+    """LR images that are exactly the s x s block means of their HR images: HR blocks are LR plus a zero-mean
+    pattern, so a patch pair averages exactly only when aligned under every flip and turn."""
+    rng = np.random.default_rng(seed)
+    lrs, hrs = [], []
+    for h, w in sizes:
+        lr = rng.integers(40, 216, (h, w, 3)).astype(np.int16)
+        pattern = rng.integers(-20, 21, (h, w, scale, scale, 3))
+        pattern -= np.rint(pattern.mean(axis=(2, 3), keepdims=True)).astype(pattern.dtype)
+        pattern[:, :, -1, -1] -= pattern.sum(axis=(2, 3))  # zero-sum blocks
+        hr = (lr[:, :, None, None] + pattern).transpose(0, 2, 1, 3, 4).reshape(h * scale, w * scale, 3)
+        lrs.append(lr.astype(np.uint8))
+        hrs.append(hr.astype(np.uint8))
+    return PairArrays(Ragged.from_rows(lrs), Ragged.from_rows(hrs), np.zeros(len(sizes), bool),
+                      tuple(f"img{i}" for i in range(len(sizes))), scale, "cd" * 32)
+
+
+def _patch_reference(img: np.ndarray, top: int, left: int, size: int, flip: bool, rot: int) -> torch.Tensor:
+    """One HxWxC image: crop the box, mirror its columns, turn it ``rot`` quarter turns (torch.rot90)."""
+    out = torch.from_numpy(np.ascontiguousarray(img[top:top + size, left:left + size])).permute(2, 0, 1)
+    if flip:
+        out = out.flip(-1)
+    return torch.rot90(out, rot, dims=(-2, -1))
+
+
+SIZES = [(14, 18), (12, 12), (9, 20), (16, 10)]
+
+
+@pytest.mark.parametrize(("scale", "patch", "repeat"), [(2, 5, 2), (3, 4, 1), (4, 9, 3)])
+def test_sr_batches_equal_per_item_aligned_patches(scale, patch, repeat):
+    arrays = _mean_pairs(scale, SIZES)
+    seed = 9
+    data = DataConfig(task="sr", dataset="paired", scale=scale, patch_size=patch, patches_per_image=repeat)
+    batches = SRBatches(arrays, data, seed)
+    assert len(batches) == len(SIZES) * repeat
+    orientations = set()
+    for epoch in range(8):
+        view = data.view_for_epoch(epoch)
+        items = np.random.default_rng(epoch).permutation(len(batches))
+        out = batches.batch(items, view, CPU)
+        image, k = items // repeat, view * repeat + items % repeat
+        assert np.array_equal(out["index"], image) and np.array_equal(out["view"], k)
+        assert out["lr"].shape == (len(items), 3, patch, patch)
+        assert out["hr"].shape == (len(items), 3, patch * scale, patch * scale)
+        u = uniforms(seed, image, k, 4)
+        for b in range(len(items)):
+            h, w = SIZES[image[b]]
+            top, left = int(u[b, 0] * (h - patch + 1)), int(u[b, 1] * (w - patch + 1))
+            flip, rot = bool(u[b, 2] < 0.5), int(u[b, 3] * 4)
+            assert out["box"][b].tolist() == [top, left, patch, int(flip), rot]
+            lr = _patch_reference(arrays.lr[image[b]], top, left, patch, flip, rot)
+            hr = _patch_reference(arrays.hr[image[b]], top * scale, left * scale, patch * scale, flip, rot)
+            assert torch.equal(out["lr"][b], lr.float() / 255.0)
+            assert torch.equal(out["hr"][b], hr.float() / 255.0)
+            orientations.add((flip, rot))
+        # independent of the reference: aligned HR patches average to their LR patches exactly
+        hr255 = torch.round(out["hr"] * 255).double()
+        means = torch.nn.functional.avg_pool2d(hr255, scale)
+        assert torch.equal(means, torch.round(out["lr"] * 255).double())
+    assert orientations == {(f, r) for f in (False, True) for r in range(4)}
+
+
+def test_whole_image_teacher_rows_cut_to_the_patches():
+    scale, patch = 2, 6
+    arrays = _mean_pairs(scale, SIZES, seed=1)
+    data = DataConfig(task="sr", dataset="paired", scale=scale, patch_size=patch, patches_per_image=2)
+    batches = SRBatches(arrays, data, seed=4)
+    rng = np.random.default_rng(3)
+    # teacher outputs on whole LR images: (C, sH, sW) float16 rows, stored as a ragged column
+    whole = [rng.standard_normal((3, h * scale, w * scale)).astype(np.float16) for h, w in SIZES]
+    rows = Ragged.from_rows(whole)
+    for view in range(5):
+        items = np.arange(len(batches))
+        out = batches.batch(items, view, CPU)
+        boxes = out["box"]
+        cut = PatchViews.crop(rows.take(out["index"]), boxes, scale, channels_last=False)
+        assert cut.shape == (len(items), 3, patch * scale, patch * scale)
+        teacher = PatchViews.orient(torch.from_numpy(cut), boxes)
+        for b, i in enumerate(out["index"]):
+            top, left, size, flip, rot = boxes[b].tolist()
+            src = whole[i][:, top * scale:(top + size) * scale, left * scale:(left + size) * scale]
+            expected = torch.from_numpy(np.ascontiguousarray(src))
+            expected = torch.rot90(expected.flip(-1) if flip else expected, rot, dims=(-2, -1))
+            assert torch.equal(teacher[b], expected)
+        # a "teacher" that outputs the HR image itself gives back exactly the HR patches
+        hr_rows = [np.ascontiguousarray(arrays.hr[i].transpose(2, 0, 1)) for i in range(len(SIZES))]
+        hr_cut = PatchViews.crop([hr_rows[i] for i in out["index"]], boxes, scale, channels_last=False)
+        assert torch.equal(PatchViews.orient(torch.from_numpy(hr_cut), boxes).float() / 255.0, out["hr"])
+
+
+def test_sr_switches_keep_the_crops_and_bad_boxes_are_named():
+    lr_sizes = np.array(SIZES)
+    image, view = np.arange(4), np.full(4, 3)
+    on = PatchViews(2, 5, 2).draw(image, view, lr_sizes)
+    off = PatchViews(2, 5, 2, flip=False, rot90=False).draw(image, view, lr_sizes)
+    assert np.array_equal(on[:, :3], off[:, :3]) and not off[:, 3:].any()
+    with pytest.raises(ValueError, match=r"LR patch 13x13 does not fit image 1 of 12x12"):
+        PatchViews(0, 13, 2).draw(image, view, lr_sizes)
+    with pytest.raises(ValueError, match="exceeds the 10x10 image"):
+        PatchViews.crop([np.zeros((3, 10, 10))], np.array([[4, 0, 4, 0, 0]]), 2, channels_last=False)
+
+
+def test_sr_epochs_draw_fresh_patches_and_reuse_replays_them():
+    arrays = _mean_pairs(2, SIZES)
+    items = np.arange(len(SIZES) * 2)
+    for reuse in (None, 2):
+        data = DataConfig(task="sr", dataset="paired", scale=2, patch_size=5, patches_per_image=2, reuse_views=reuse)
+        batches = SRBatches(arrays, data, seed=0)
+        boxes = [batches.batch(items, data.view_for_epoch(e), CPU)["box"] for e in range(4)]
+        assert not np.array_equal(boxes[0], boxes[1])
+        assert np.array_equal(boxes[0], boxes[2]) == (reuse == 2)
+        views = [batches.batch(items, data.view_for_epoch(e), CPU)["view"] for e in range(4)]
+        assert len({tuple(v) for v in views}) == (2 if reuse else 4)
+    # the whole LR image a teacher is run on
+    whole = SRBatches(arrays, DataConfig(task="sr", dataset="paired", scale=2, patch_size=5), 0).whole(2, CPU)
+    assert torch.equal(whole[0], torch.from_numpy(arrays.lr[2]).permute(2, 0, 1).float() / 255.0)

@@ -31,15 +31,20 @@ def test_vim_tiny_at_224_hidden_states():
     model = create_model("vim_tiny", num_classes=10, depth=2).eval()
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
-        out = model.extract(x, ("logits", "penultimate", "hidden"))
+        out = model.extract(x, ("penultimate", "hidden"))
+        captured = capture(model, x, ["penultimate", "hidden"])
     assert out["hidden"].shape == (1, 2, 197, 192)
     assert out["hidden"].dtype == torch.float32
-    assert out["penultimate"].shape == (1, 192) and out["logits"].shape == (1, 10)
+    assert out["penultimate"].shape == (1, 192) and out["output"].shape == (1, 10)
+    # capture hands the model's own output back under the caller's name (the extract protocol's "output")
+    assert set(captured) == {"logits", "penultimate", "hidden"}
+    torch.testing.assert_close(captured["logits"], out["output"])
+    torch.testing.assert_close(captured["hidden"], out["hidden"])
     # class token in the middle: index 196 // 2 = 98 of the final-normed last hidden state feeds the head
     normed = model.norm_f(out["hidden"][:, -1])
     torch.testing.assert_close(out["penultimate"], normed[:, 98])
-    torch.testing.assert_close(out["logits"], model.head(normed[:, 98]))
-    torch.testing.assert_close(model(x), out["logits"])
+    torch.testing.assert_close(out["output"], model.head(normed[:, 98]))
+    torch.testing.assert_close(model(x), out["output"])
 
 
 def test_tokens_are_patches_with_a_middle_class_token_plus_position_embedding():

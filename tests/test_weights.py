@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from raykd.models import create_model
-from raykd.models.weights import MODEL_FILE, list_keymaps, load_weights, read_state_dict
+from raykd.models.weights import MODEL_FILE, KeyMap, load_weights, read_state_dict
+from raykd.registry import KEYMAPS
 
 
 def _random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -66,7 +67,10 @@ def basicsr_msrresnet_keys(scale: int, num_block: int = 16, num_feat: int = 64):
 
 
 def test_builtin_keymaps_are_registered():
-    assert {"hustvl_vim", "basicsr_msrresnet"} <= set(list_keymaps())
+    assert {"hustvl_vim", "basicsr_msrresnet"} <= set(KEYMAPS.names())
+    entry = KEYMAPS.get("basicsr_msrresnet")
+    assert isinstance(entry, KeyMap) and entry.model == "msrresnet"
+    assert type(create_model(entry.model)) in entry.targets
 
 
 @pytest.mark.parametrize("name, depth, dim, published", [("vim_tiny", 24, 192, 7.15e6), ("vim_small", 24, 384, 25.8e6)])
@@ -130,6 +134,21 @@ def test_a_callable_keymap_renames_keys():
     target = create_model("msrresnet", scale=2, n_blocks=1, n_feats=8)
     load_weights(target, ddp_style, keymap=lambda state: {k.removeprefix("module."): v for k, v in state.items()})
     assert torch.equal(target.conv_first.weight, source.conv_first.weight)
+
+
+def test_a_keymap_named_by_import_path(tmp_path, monkeypatch):
+    """A user's own key map needs no registration: ``"module:function"`` of a ``fn(state) -> state``."""
+    (tmp_path / "my_keymaps.py").write_text(
+        "def strip_module(state):\n"
+        "    return {k.removeprefix('module.'): v for k, v in state.items()}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = create_model("msrresnet", scale=2, n_blocks=1, n_feats=8)
+    ddp_style = {f"module.{k}": v for k, v in source.state_dict().items()}
+    target = create_model("msrresnet", scale=2, n_blocks=1, n_feats=8)
+    load_weights(target, ddp_style, keymap="my_keymaps:strip_module")
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(ImportError, match="no_such_keymaps"):
+        load_weights(target, ddp_style, keymap="no_such_keymaps:fn")
 
 
 def test_srvm_takes_a_basicsr_msrresnet_as_its_sr_sub_network(tmp_path):

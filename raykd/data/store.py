@@ -179,10 +179,11 @@ def _as_column(name: str, value: Any) -> Column:
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             raise ValueError(f"column {name!r} must have one row per entry, got a scalar")
-        if value.dtype not in _DTYPES:
+        native = value.dtype.newbyteorder("=")  # byte-swapped arrays are stored in native (little-endian) order
+        if native not in _DTYPES:
             raise TypeError(f"column {name!r} has dtype {value.dtype}; the store holds "
                             f"{', '.join(str(d) for d in _DTYPES)}")
-        return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
+        return np.ascontiguousarray(value, dtype=native)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"column {name!r} must be a numpy array (fixed shape), a list of numpy arrays (variable "
                         f"shape) or a Ragged, got {type(value).__name__}")
@@ -397,6 +398,9 @@ class Store:
         about 64 MiB each), the unit :class:`TableReader` streams.
         """
         path = self.path(key)
+        if rows_per_group is not None and (isinstance(rows_per_group, bool) or not isinstance(rows_per_group, int)
+                                           or rows_per_group < 1):
+            raise ValueError(f"rows_per_group must be a positive integer or None, got {rows_per_group!r}")
         if not isinstance(columns, Mapping) or not columns:
             raise ValueError("columns must be a non-empty mapping of column name -> array(s)")
         cols = {name: _as_column(name, value) for name, value in columns.items()}

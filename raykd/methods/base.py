@@ -52,8 +52,10 @@ class Param:
 
     def check(self, owner: str, name: str, value: Any) -> Any:
         """``value`` in its canonical type, or ValueError naming the method, the parameter and the valid values."""
+        given = value  # named as given (not as converted) in the error
+
         def bad(expected: str) -> ValueError:
-            return ValueError(f"method {owner!r}: {name}={value!r} is invalid; expected {expected}")
+            return ValueError(f"method {owner!r}: {name}={given!r} is invalid; expected {expected}")
 
         if self.kind == "choice":
             if value not in self.choices:
@@ -62,11 +64,12 @@ class Param:
         integral = self.kind == "int"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise bad("an integer" if integral else "a number")
+        # finiteness first: int(nan) and int(inf) would raise their own errors, not naming the parameter
+        if not math.isfinite(value):
+            raise bad("a finite number")
         if integral and value != int(value):
             raise bad("an integer")
         value = int(value) if integral else float(value)
-        if not math.isfinite(value):
-            raise bad("a finite number")
         if (self.low is not None and (value < self.low or (self.low_open and value == self.low))) or \
                 (self.high is not None and value > self.high):
             raise bad(self.describe_range())
@@ -75,7 +78,7 @@ class Param:
     def describe_range(self) -> str:
         low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
         high = "" if self.high is None else f"<= {self.high:g}"
-        return "a number " + " and ".join(part for part in (low, high) if part)
+        return ("an integer " if self.kind == "int" else "a number ") + " and ".join(p for p in (low, high) if p)
 
     @property
     def searched(self) -> bool:

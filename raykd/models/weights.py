@@ -7,7 +7,8 @@ strictly with every mismatch named.
   (BasicSR, KAIR, SwinIR, DVMSR; the EMA weights first, the ones those projects evaluate) wrappers.
 - :func:`load_weights` loads such a file (or an already loaded mapping) into a model through an optional key
   map: ``None`` (the file already uses the model's names, as the EDSR/RCAN/SwinIR/DVMSR releases do), a
-  registered name (:func:`list_keymaps`), or any callable from the official state dict to raykd's keys.
+  registered name (``raykd.registry.KEYMAPS.names()``) or plugin import path ``"pkg.mod:fn"``, or any callable
+  from the official state dict to raykd's keys.
 
 Key maps are registered next to the model they map into (as models are); ``import raykd.models`` registers
 these, each for the official layout a user brings:
@@ -132,6 +133,10 @@ def _resolve_keymap(keymap: str | Callable | None, model: nn.Module) -> Callable
     if callable(keymap):
         return keymap
     entry = KEYMAPS.get(keymap)
+    if not isinstance(entry, KeyMap):  # a plugin "pkg.mod:fn" names a plain fn(state) -> state
+        if not callable(entry):
+            raise TypeError(f"key map {keymap!r} is {entry!r}, neither a KeyMap nor a function of a state dict")
+        return entry
     if not isinstance(model, entry.targets):
         raise ValueError(
             f"key map {keymap!r} maps into {' / '.join(t.__name__ for t in entry.targets)}, not "

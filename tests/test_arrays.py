@@ -1,0 +1,190 @@
+"""Decoded splits (raykd.data.arrays): decode once, keep in the store, read back verified, rebuild when corrupt."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raykd.config import DataConfig
+from raykd.data import arrays as arrays_mod
+from raykd.data import sr as sr_mod
+from raykd.data.arrays import ImageArrays, PairArrays, decode_split, load_split
+from raykd.data.degrade import imresize, modcrop
+from raykd.data.store import Store, StoreCorruptionWarning
+
+WNIDS = ("n02", "n01", "n03")
+
+
+def _tinyimagenet(root: Path, size: int = 12, n_train: int = 4, n_val: int = 2, seed: int = 0) -> Path:
+    """A TinyImageNet-layout tree of random images (one greyscale per class) of ``size`` px."""
+    rng = np.random.default_rng(seed)
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
+    lines = []
+    for w in WNIDS:
+        folder = root / "train" / w / "images"
+        folder.mkdir(parents=True)
+        for j in range(n_train):
+            shape = (size, size) if j == 0 else (size, size, 3)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{w}_{j}.png")
+        for j in range(n_val):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                root / "val" / "images" / f"val_{w}_{j}.png")
+            lines.append(f"val_{w}_{j}.png\t{w}\t0\t0\t1\t1\n")
+    (root / "val" / "val_annotations.txt").write_text("".join(lines))
+    return root
+
+
+def _cls(root: Path, size: int = 8) -> DataConfig:
+    return DataConfig(task="cls", dataset="tinyimagenet", root=str(root), image_size=size)
+
+
+def _assert_same(a, b) -> None:
+    assert type(a) is type(b) and a.key == b.key and len(a) == len(b)
+    if isinstance(a, ImageArrays):
+        assert a.classes == b.classes
+        assert a.images.dtype == b.images.dtype == np.uint8 and np.array_equal(a.images, b.images)
+        assert a.labels.dtype == b.labels.dtype == np.int64 and np.array_equal(a.labels, b.labels)
+    else:
+        assert a.names == b.names and a.scale == b.scale and np.array_equal(a.grey, b.grey)
+        for i in range(len(a)):
+            assert np.array_equal(a.lr[i], b.lr[i]) and np.array_equal(a.hr[i], b.hr[i])
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = arrays_mod.decode_split
+
+    def counted(data, split):
+        calls.append(1)
+        return real(data, split)
+
+    monkeypatch.setattr(arrays_mod, "decode_split", counted)
+    return calls
+
+
+def test_a_split_is_decoded_once_and_read_back_identical(tmp_path, monkeypatch):
+    root = _tinyimagenet(tmp_path / "tin")
+    data, store = _cls(root), Store(tmp_path / "store")
+    calls = _count_decodes(monkeypatch)
+    first = load_split(data, "train", store)
+    assert len(calls) == 1 and store.exists(first.key)
+    assert first.images.shape == (12, 8, 8, 3) and first.classes == ("n01", "n02", "n03")
+    assert first.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    # the decode itself: each file as RGB, bicubically resized to image_size (PIL)
+    files = sorted((root / "train" / "n02" / "images").iterdir())
+    for j, path in enumerate(files):
+        with Image.open(path) as img:
+            expected = np.asarray(img.convert("RGB").resize((8, 8), Image.Resampling.BICUBIC))
+        assert np.array_equal(first.images[4 + j], expected)
+    assert np.array_equal(first.images[4][..., 0], first.images[4][..., 2])  # the greyscale file, replicated
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_split(data, "train", Store(tmp_path / "store"))  # another process: read, not decoded
+    assert len(calls) == 1
+    _assert_same(first, again)
+    assert not again.images.flags.writeable  # shared read-only
+    # the key names the content: another split or size is another table
+    val = load_split(data, "val", store)
+    bigger = load_split(_cls(root, 10), "train", store)
+    assert len({first.key, val.key, bigger.key}) == 3 and len(calls) == 3
+    assert len(val) == 6 and bigger.images.shape[1:] == (10, 10, 3)
+    _assert_same(decode_split(data, "train"), first)  # no store: just decoded
+    assert load_split(data, "train", None).key == first.key
+
+
+def test_a_corrupt_stored_split_is_reported_and_rebuilt_identically(tmp_path, monkeypatch):
+    data, store = _cls(_tinyimagenet(tmp_path / "tin")), Store(tmp_path / "store")
+    first = load_split(data, "train", store)
+    path = Path(store.path(first.key))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    calls = _count_decodes(monkeypatch)
+    with pytest.warns(StoreCorruptionWarning, match=str(path)):
+        rebuilt = load_split(data, "train", store)
+    assert len(calls) == 1
+    _assert_same(rebuilt, first)
+    assert path.with_name(path.name + ".corrupt").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same(load_split(data, "train", store), first)  # the rebuilt table is valid
+    assert len(calls) == 1
+
+
+def test_an_unreadable_image_stops_decoding_and_names_the_file(tmp_path):
+    root = _tinyimagenet(tmp_path / "tin")
+    bad = root / "train" / "n03" / "images" / "n03_2.JPEG"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(bad, quality=95)
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])  # a truncated JPEG
+    store = Store(tmp_path / "store")
+    with pytest.raises(ValueError, match=rf"unreadable image {bad}"):
+        load_split(_cls(root), "train", store)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())  # nothing stored
+
+
+def _sr_folder(root: Path, sizes: dict[str, tuple[int, int]], grey: tuple[str, ...] = ()) -> Path:
+    rng = np.random.default_rng(2)
+    (root / "HR").mkdir(parents=True)
+    for name, (h, w) in sizes.items():
+        shape = (h, w) if name in grey else (h, w, 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / "HR" / f"{name}.png")
+    return root
+
+
+def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
+    root = _sr_folder(tmp_path / "hr", {"a": (13, 10), "b": (8, 12), "g": (9, 9)}, grey=("g",))
+    data = DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+    store = Store(tmp_path / "store")
+    first = load_split(data, "train", store)
+    assert isinstance(first, PairArrays) and first.names == ("a", "b", "g") and first.scale == 3
+    assert first.grey.tolist() == [False, False, True]
+    for i, name in enumerate(first.names):
+        with Image.open(root / "HR" / f"{name}.png") as img:
+            hr = np.asarray(img.convert("RGB"))
+        assert np.array_equal(first.hr[i], modcrop(hr, 3))
+        assert np.array_equal(first.lr[i], imresize(modcrop(hr, 3), 1 / 3))
+    assert first.lr_sizes(np.array([2, 0])).tolist() == [[3, 3], [4, 3]]
+
+    def no_resize(*args, **kwargs):
+        raise AssertionError("the LR inputs were made again")
+
+    monkeypatch.setattr(sr_mod, "imresize", no_resize)
+    _assert_same(load_split(data, "train", Store(tmp_path / "store")), first)
+    with pytest.raises(AssertionError, match="made again"):
+        decode_split(data, "train")  # the guard works: only the store spared the resize
+
+
+def test_a_split_over_the_memory_budget_is_refused_with_the_setting(tmp_path, monkeypatch):
+    data = _cls(_tinyimagenet(tmp_path / "tin"))
+    monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", 12 * 8 * 8 * 3 - 1)
+    with pytest.raises(MemoryError, match="RAYKD_DATA_MEMORY"):
+        load_split(data, "train", Store(tmp_path / "store"))
+
+
+def test_real_tinyimagenet_10_decodes_to_its_counts_in_rgb(shared_data, tmp_path):
+    root = shared_data / "cls" / "tiny-imagenet-10"
+    data = DataConfig(task="cls", dataset="tinyimagenet", root=str(root), image_size=64)
+    # train is only decoded (storing 60 MB of JPEG pixels would dominate the test); val goes through the store
+    train, val = decode_split(data, "train"), load_split(data, "val", Store(tmp_path / "store"))
+    assert train.images.shape == (5000, 64, 64, 3) and val.images.shape == (500, 64, 64, 3)
+    assert len(train.classes) == 10 and train.classes == val.classes == tuple(sorted(train.classes))
+    assert np.bincount(train.labels).tolist() == [500] * 10 and np.bincount(val.labels).tolist() == [50] * 10
+    _assert_same(load_split(data, "val", Store(tmp_path / "store")), val)
+    # the greyscale files are in there, converted to RGB (three equal channels), with their pixels
+    files = sorted((root / "train").rglob("*.JPEG"), key=lambda p: (train.classes.index(p.parts[-3]), p.name))
+    grey = []
+    for row, path in enumerate(files):
+        with Image.open(path) as img:
+            if img.mode == "L":
+                grey.append((row, np.asarray(img)))
+    assert len(grey) >= 5
+    for row, pixels in grey:
+        for channel in range(3):
+            assert np.array_equal(train.images[row][..., channel], pixels), (files[row], channel)
+    colour = next(r for r in range(len(files)) if r not in dict(grey))
+    assert not np.array_equal(train.images[colour][..., 0], train.images[colour][..., 1])

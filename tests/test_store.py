@@ -1,0 +1,644 @@
+"""The persistent store (raykd.data.store) and teacher tables on it (raykd.teachers.store).
+
+Content keys, the round trip of every dtype and of ragged columns, row groups and the lazy reader, verification
+on read (truncated, tampered, wrong key, wrong version: reported, moved aside, treated as absent), atomic and
+racing writes, and non-local filesystems (a ``file://`` URI, pyarrow's in-memory filesystem). Then teacher
+tables: lookups by sample, float16 storage, top-k logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from raykd.data import store as store_mod
+from raykd.data.store import (
+    STORE_FORMAT_VERSION,
+    Ragged,
+    Store,
+    StoreCorruptionWarning,
+    Table,
+    TableReader,
+    content_key,
+    file_sha256,
+)
+from raykd.teachers.store import TeacherTable, compact_logits, restore_logits, table_key
+
+DOC = {"table": "test", "teacher": {"name": "swinir_x4", "sha256": "ab" * 32}, "view": 3, "outputs": ["logits"]}
+DTYPES = (np.float16, np.float32, np.uint8, np.bool_, np.int16, np.int32, np.int64)
+
+
+def _key(**changes) -> str:
+    return content_key({**DOC, **changes})
+
+
+def _values(rng: np.random.Generator, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Random values of ``dtype`` covering its range (floats with nan, inf and -0.0 too)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    out = (rng.standard_normal(shape) * 100).astype(dtype)
+    flat = out.reshape(-1)
+    flat[:4] = [np.nan, np.inf, -np.inf, -0.0][: flat.size]
+    return out
+
+
+def _columns(rng: np.random.Generator, n: int = 10) -> dict:
+    """One fixed-shape column per dtype (of varied ranks) and ragged columns of three dtypes."""
+    shapes = [(), (3,), (2, 2), (2, 1, 3)]
+    cols = {f"{np.dtype(d).name}": _values(rng, d, (n, *shapes[i % len(shapes)])) for i, d in enumerate(DTYPES)}
+    sizes = rng.integers(1, 6, size=(n, 2))
+    cols["image"] = [_values(rng, np.uint8, (int(h), int(w), 3)) for h, w in sizes]
+    cols["sr"] = [_values(rng, np.float16, (3, int(h), int(w))) for h, w in sizes]
+    cols["tokens"] = [_values(rng, np.int64, (int(h),)) for h, _ in sizes]
+    return cols
+
+
+def _assert_columns_equal(table: Table | dict, cols: dict) -> None:
+    got = table.columns if isinstance(table, Table) else table
+    assert sorted(got) == sorted(cols)
+    for name, want in cols.items():
+        col = got[name]
+        if isinstance(want, list):
+            assert isinstance(col, Ragged) and len(col) == len(want)
+            for row, ref in zip((col[i] for i in range(len(col))), want, strict=True):
+                assert row.dtype == ref.dtype and row.shape == ref.shape
+                np.testing.assert_array_equal(row, ref)
+        else:
+            assert col.dtype == want.dtype and col.shape == want.shape, name
+            # bytes, not values: -0.0 vs 0.0 and NaN payloads count
+            assert col.tobytes() == want.tobytes(), name
+
+
+# ------------------------------------------------------------------------------------------------- keys
+
+
+def test_content_key_is_sha256_of_canonical_json_with_the_format_version():
+    document = {**DOC, "format_version": STORE_FORMAT_VERSION}
+    expected = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert _key() == expected
+    assert len(_key()) == 64 and all(c in "0123456789abcdef" for c in _key())
+
+
+def test_content_key_changes_with_every_field_and_the_format_version(monkeypatch):
+    variants = {
+        "base": _key(),
+        "teacher": _key(teacher={**DOC["teacher"], "sha256": "cd" * 32}),
+        "view": _key(view=4),
+        "view type": _key(view="3"),
+        "outputs": _key(outputs=["logits", "feat"]),
+        "extra field": _key(top_k=5),
+        "null field": _key(top_k=None),
+    }
+    monkeypatch.setattr(store_mod, "STORE_FORMAT_VERSION", STORE_FORMAT_VERSION + 1)
+    variants["format version"] = _key()
+    assert len(set(variants.values())) == len(variants), variants
+
+
+def test_content_key_ignores_key_order_and_numpy_scalar_types():
+    reordered = {"outputs": ["logits"], "view": 3, "teacher": {"sha256": "ab" * 32, "name": "swinir_x4"},
+                 "table": "test"}
+    assert content_key(reordered) == _key()
+    assert _key(view=np.int64(3)) == _key()
+    assert _key(scale=np.float32(0.5)) == _key(scale=0.5)
+
+
+@pytest.mark.parametrize("bad, error", [(float("nan"), ValueError), (float("inf"), ValueError),
+                                        ({1, 2}, TypeError), (object(), TypeError)])
+def test_content_key_refuses_values_without_a_canonical_json_form(bad, error):
+    with pytest.raises(error):
+        _key(view=bad)
+
+
+def test_file_sha256_streams_to_the_same_digest(tmp_path):
+    path = tmp_path / "weights.bin"
+    payload = np.random.default_rng(0).bytes(10_001)
+    path.write_bytes(payload)
+    assert file_sha256(path, chunk_size=4096) == hashlib.sha256(payload).hexdigest()
+
+
+def test_store_paths_refuse_anything_but_a_key(tmp_path):
+    store = Store(tmp_path)
+    for bad in ("../../etc/passwd", _key().upper(), _key()[:-1], _key() + "0", 123):
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            store.path(bad)
+    assert store.path(_key()) == f"{tmp_path.resolve()}/{_key()}.parquet"
+
+
+# ------------------------------------------------------------------------------------------ round trip
+
+
+def test_round_trip_of_every_dtype_and_ragged_columns(tmp_path):
+    cols = _columns(np.random.default_rng(1))
+    meta = {"teacher": "swinir_x4", "names": ["a", "b"], "scale": np.int64(4), "nested": {"x": [1.5, None]}}
+    saved = Store(tmp_path).save(_key(), cols, meta)
+    loaded = Store(tmp_path).load(_key())  # a fresh instance, as in another process
+    assert loaded is not None
+    for table in (saved, loaded):
+        assert table.key == _key() and table.num_rows == 10
+        assert table.meta == {"teacher": "swinir_x4", "names": ["a", "b"], "scale": 4, "nested": {"x": [1.5, None]}}
+        _assert_columns_equal(table, cols)
+    assert loaded.nbytes == saved.nbytes
+    fixed = sum(v.nbytes for v in cols.values() if isinstance(v, np.ndarray))
+    ragged = sum(r.nbytes for name in ("image", "sr", "tokens") for r in cols[name])
+    shapes = 8 * 10 * (3 + 3 + 1) + 3 * 8 * 11  # int64 shapes of each row, plus the N + 1 offsets of each column
+    assert loaded.nbytes == fixed + ragged + shapes
+    # what comes back is read-only: a table is shared between consumers
+    with pytest.raises(ValueError):
+        loaded["int32"][0] = 1
+    with pytest.raises(ValueError):
+        loaded["image"][0][0, 0, 0] = 1
+    with pytest.raises(KeyError, match="'nope'.*holds"):
+        loaded["nope"]
+
+
+def test_ragged_round_trips_through_slices_and_concatenation():
+    rng = np.random.default_rng(2)
+    rows = [_values(rng, np.float32, (int(n), 2)) for n in rng.integers(1, 5, 7)]
+    ragged = Ragged.from_rows(rows)
+    assert len(ragged) == 7 and ragged.dtype == np.float32
+    joined = Ragged.concat([ragged.slice(0, 3), ragged.slice(3, 7)])
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(joined[i], row)
+    assert joined.checksum() == ragged.checksum()
+    assert [r.shape for r in ragged.take(np.array([6, 0]))] == [rows[6].shape, rows[0].shape]
+    with pytest.raises(TypeError, match="row 1"):
+        Ragged.from_rows([np.zeros((2, 2), np.float32), np.zeros(2, np.float32)])
+    with pytest.raises(TypeError, match="row 1"):
+        Ragged.from_rows([np.zeros(2, np.float32), np.zeros(2, np.float16)])
+
+
+def test_byte_swapped_arrays_are_stored_by_value(tmp_path):
+    values = np.arange(-3, 5, dtype=">i4")
+    table = Store(tmp_path).save(_key(), {"x": values})
+    loaded = Store(tmp_path).load(_key())
+    for got in (table["x"], loaded["x"]):
+        assert got.dtype == np.int32 and got.tolist() == values.tolist()
+
+
+@pytest.mark.parametrize(
+    "columns, kwargs, error, match",
+    [
+        ({"x": np.zeros(3, np.float64)}, {}, TypeError, "float64"),
+        ({"x": [np.zeros(2, np.float64), np.zeros(3, np.float64)]}, {}, TypeError, "float64"),
+        ({"x": np.float32(1.0)}, {}, TypeError, "numpy array"),
+        ({"x": np.array(1.0, np.float32)}, {}, ValueError, "scalar"),
+        ({"x": np.zeros(3, np.int32), "y": np.zeros(4, np.int32)}, {}, ValueError, "one length"),
+        ({"__shape__x": np.zeros(3, np.int32)}, {}, ValueError, "column name"),
+        ({"": np.zeros(3, np.int32)}, {}, ValueError, "column name"),
+        ({}, {}, ValueError, "non-empty mapping"),
+        ({"x": "abc"}, {}, TypeError, "numpy array"),
+        ({"x": np.zeros(3, np.int32)}, {"meta": {"bad": float("nan")}}, ValueError, "JSON"),
+        ({"x": np.zeros(3, np.int32)}, {"rows_per_group": 0}, ValueError, "rows_per_group"),
+        ({"x": np.zeros(3, np.int32)}, {"rows_per_group": -2}, ValueError, "rows_per_group"),
+    ],
+)
+def test_save_refuses_malformed_input_without_writing(tmp_path, columns, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Store(tmp_path / "store").save(_key(), columns, **kwargs)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
+# ------------------------------------------------------------------------------ row groups, lazy reader
+
+
+def test_row_groups_and_the_lazy_reader(tmp_path):
+    cols = _columns(np.random.default_rng(3), n=10)
+    store = Store(tmp_path)
+    store.save(_key(), cols, {"m": 1}, rows_per_group=3)
+    assert pq.ParquetFile(store.path(_key())).num_row_groups == 4
+    reader = store.open(_key())
+    assert isinstance(reader, TableReader)
+    assert reader.group_rows == [3, 3, 3, 1] and reader.num_rows == 10 and reader.meta == {"m": 1}
+    starts = np.cumsum([0, *reader.group_rows])
+    for g in (2, 0, 3, 1):  # any order
+        part = reader.group(g)
+        want = {name: v[starts[g]:starts[g + 1]] for name, v in cols.items()}
+        _assert_columns_equal(part, want)
+    # the whole table is the row groups concatenated
+    _assert_columns_equal(store.load(_key()), cols)
+
+
+def test_default_row_groups_hold_about_64_mib(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    store.save(_key(), {"x": np.zeros((50, 1000), np.uint8)})
+    assert store.open(_key()).group_rows == [50]  # 50 kB: one group
+    monkeypatch.setattr(store_mod, "_GROUP_BYTES", 16_000)  # 16 rows of 1000 bytes per group
+    store.save(_key(view=9), {"x": np.zeros((50, 1000), np.uint8)})
+    assert store.open(_key(view=9)).group_rows == [16, 16, 16, 2]
+
+
+def test_lazy_reader_verifies_each_group_as_it_is_read(tmp_path):
+    store, key = Store(tmp_path), _key()
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    store.save(key, {"x": values}, rows_per_group=3)
+    path = Path(store.path(key))
+    _rewrite(path, edit_table=lambda t: _bump(t, "x", 2 * 3 * 4 + 1), row_group_size=3)  # a value in group 2
+    reader = store.open(key)  # the header is intact
+    assert reader is not None
+    np.testing.assert_array_equal(reader.group(0)["x"], values[:3])
+    np.testing.assert_array_equal(reader.group(1)["x"], values[3:6])
+    with pytest.warns(StoreCorruptionWarning, match=r"sha256 mismatch in column 'x', row group 2") as record:
+        with pytest.raises(ValueError, match=rf"{path}.*failed verification.*row group 2"):
+            reader.group(2)
+    assert str(path) in str(record[0].message)
+    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+
+
+# --------------------------------------------------------------------------------- verification on read
+
+
+def _saved(tmp_path: Path) -> tuple[Store, str, Path]:
+    store, key = Store(tmp_path), _key()
+    store.save(key, _columns(np.random.default_rng(4)))
+    return store, key, Path(store.path(key))
+
+
+def _rewrite(path: Path, edit_table=lambda t: t, edit_header=lambda h: h, row_group_size=None) -> None:
+    table = pq.read_table(path)
+    header = edit_header(json.loads(table.schema.metadata[b"raykd.store"]))
+    table = edit_table(table).replace_schema_metadata({b"raykd.store": json.dumps(header).encode()})
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def _bump(table: pa.Table, name: str, position: int) -> pa.Table:
+    col = table.column(name).combine_chunks()
+    values = col.flatten().to_numpy(zero_copy_only=False).copy()
+    values[position] += 1
+    tampered = pa.FixedSizeListArray.from_arrays(pa.array(values), col.type.list_size)
+    return table.set_column(table.column_names.index(name), name, tampered)
+
+
+def _assert_discarded(store: Store, key: str, path: Path, reason: str, reader: bool = False) -> None:
+    with pytest.warns(StoreCorruptionWarning, match=reason) as record:
+        assert (store.open(key) if reader else store.load(key)) is None
+    assert len(record) == 1 and str(path) in str(record[0].message)
+    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left at the final name: a plain miss, no second warning
+        assert store.load(key) is None and store.open(key) is None and not store.exists(key)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+def test_truncated_table_is_reported_moved_aside_and_rebuilt(tmp_path, reader):
+    store, key, path = _saved(tmp_path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    _assert_discarded(store, key, path, "unreadable Parquet", reader)
+    cols = _columns(np.random.default_rng(4))
+    store.save(key, cols)
+    _assert_columns_equal(store.load(key), cols)
+
+
+def test_tampered_value_is_caught_by_the_checksum(tmp_path):
+    store, key, path = _saved(tmp_path)
+    _rewrite(path, edit_table=lambda t: _bump(t, "int32", 5))
+    _assert_discarded(store, key, path, r"sha256 mismatch in column 'int32', row group 0")
+
+
+def test_tampered_ragged_shape_is_caught(tmp_path):
+    store, key, path = _saved(tmp_path)
+
+    def swap_two_dims(table: pa.Table) -> pa.Table:
+        col = table.column("__shape__image").combine_chunks()
+        shapes = col.flatten().to_numpy().reshape(-1, 3).copy()
+        h, w, c = shapes[0]
+        shapes[0] = (w, h, c) if h != w else (1, h * w, c)  # same byte length, different shape
+        fixed = pa.FixedSizeListArray.from_arrays(pa.array(shapes.reshape(-1)), 3)
+        return table.set_column(table.column_names.index("__shape__image"), "__shape__image", fixed)
+
+    _rewrite(path, edit_table=swap_two_dims)
+    _assert_discarded(store, key, path, r"sha256 mismatch in column 'image'")
+
+
+def test_ragged_shape_that_does_not_fit_the_bytes_is_caught(tmp_path):
+    store, key, path = _saved(tmp_path)
+
+    def grow_a_row(table: pa.Table) -> pa.Table:
+        col = table.column("__shape__sr").combine_chunks()
+        shapes = col.flatten().to_numpy().reshape(-1, 3).copy()
+        shapes[3, 1] += 1
+        fixed = pa.FixedSizeListArray.from_arrays(pa.array(shapes.reshape(-1)), 3)
+        return table.set_column(table.column_names.index("__shape__sr"), "__shape__sr", fixed)
+
+    _rewrite(path, edit_table=grow_a_row)
+    _assert_discarded(store, key, path, r"column 'sr': row byte lengths do not match the stored shapes")
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+def test_format_version_mismatch_is_rejected(tmp_path, reader):
+    store, key, path = _saved(tmp_path)
+    _rewrite(path, edit_header=lambda h: {**h, "format_version": STORE_FORMAT_VERSION + 1})
+    _assert_discarded(store, key, path, rf"format version {STORE_FORMAT_VERSION + 1}", reader)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+def test_table_under_the_wrong_key_is_rejected(tmp_path, reader):
+    store, key, path = _saved(tmp_path)
+    other = _key(view=99)
+    path.rename(store.path(other))
+    _assert_discarded(store, other, Path(store.path(other)), f"holds key '{key}'", reader)
+
+
+@pytest.mark.parametrize(
+    "edit_header, reason",
+    [
+        (lambda h: {**h, "num_rows": h["num_rows"] + 1}, "row groups hold 10 rows, the header says 11"),
+        (lambda h: {**h, "group_rows": [9]}, "row groups hold 9 rows, the header says 10"),
+        (lambda h: {**h, "group_rows": [9], "num_rows": 9}, "row group 0 has 10 rows, its header says 9"),
+        (lambda h: {**h, "group_rows": [5, 5], "checksums": {k: v * 2 for k, v in h["checksums"].items()}},
+         "it has 1 row groups, its header says 2"),
+        (lambda h: {k: v for k, v in h.items() if k != "checksums"}, "schema metadata is unreadable"),
+        (lambda h: {**h, "checksums": {**h["checksums"], "int32": []}}, "checksums do not cover"),
+        (lambda h: {**h, "columns": {**h["columns"], "int32": {"dtype": "float64", "shape": []}}}, "float64"),
+    ],
+)
+def test_inconsistent_headers_are_rejected(tmp_path, edit_header, reason):
+    store, key, path = _saved(tmp_path)
+    _rewrite(path, edit_header=edit_header)
+    _assert_discarded(store, key, path, reason)
+
+
+def test_a_parquet_file_without_the_store_header_is_rejected(tmp_path):
+    store, key, path = _saved(tmp_path)
+    pq.write_table(pa.table({"x": [1, 2, 3]}), path)
+    _assert_discarded(store, key, path, "schema metadata 'raykd.store' is missing")
+
+
+# ----------------------------------------------------------------------------------- atomicity, races
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_previous_table(tmp_path, monkeypatch):
+    store, key = Store(tmp_path), _key()
+
+    def half_then_fail(table, where, **kwargs):
+        where.write(b"PAR1 partial bytes")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    with pytest.raises(OSError, match="simulated"):
+        store.save(key, {"x": np.ones((4, 2), np.float16)})
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.undo()
+    store.save(key, {"x": np.ones((4, 2), np.float16)})
+    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    with pytest.raises(OSError, match="simulated"):
+        store.save(key, {"x": np.zeros((4, 2), np.float16)})
+    assert [p.name for p in tmp_path.iterdir()] == [Path(store.path(key)).name]
+    np.testing.assert_array_equal(store.load(key)["x"], np.ones((4, 2), np.float16))
+
+
+def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
+    """A KeyboardInterrupt (any BaseException) mid-write cleans up too."""
+    store = Store(tmp_path)
+
+    def interrupted(table, where, **kwargs):
+        where.write(b"PAR1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod.pq, "write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(_key(), {"x": np.ones(3, np.int32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_racing_writers_and_readers_only_ever_see_valid_tables(tmp_path):
+    rng = np.random.default_rng(5)
+    cols = {"logits": _values(rng, np.float16, (2000, 100)), "sr": [_values(rng, np.float16, (3, 24, 24))] * 2000}
+    key, writers, rounds = _key(), 3, 4
+    barrier = threading.Barrier(writers + 2)
+    writing = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[bool] = []
+
+    def write() -> None:
+        try:
+            barrier.wait()
+            for _ in range(rounds):
+                Store(tmp_path).save(key, cols, rows_per_group=256)
+        except BaseException as exc:  # surfaced below: a thread's exception would otherwise be lost
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", StoreCorruptionWarning)
+                barrier.wait()
+                while writing.is_set():  # read for as long as anyone writes
+                    table = Store(tmp_path).load(key)
+                    seen.append(table is not None)
+                    if table is not None:
+                        _assert_columns_equal(table, cols)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writing.set()
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads + readers:
+        t.start()
+    for t in threads:
+        t.join()
+    writing.clear()
+    for t in readers:
+        t.join()
+    assert not errors, errors[0]
+    assert len(seen) >= 2  # the readers did read while the writers wrote
+    assert [p.name for p in tmp_path.iterdir()] == [Path(Store(tmp_path).path(key)).name]  # no temporaries left
+    _assert_columns_equal(Store(tmp_path).load(key), cols)
+
+
+# ------------------------------------------------------------------------------------ other filesystems
+
+
+def test_a_file_uri_root(tmp_path):
+    cols = _columns(np.random.default_rng(6))
+    store = Store(f"file://{tmp_path}/uri-store")
+    assert store.local and store.root == f"{tmp_path}/uri-store"
+    store.save(_key(), cols, {"m": "uri"})
+    assert (tmp_path / "uri-store" / f"{_key()}.parquet").is_file()
+    assert store.exists(_key())
+    _assert_columns_equal(Store(tmp_path / "uri-store").load(_key()), cols)  # the same table as a plain path
+
+
+def test_an_in_memory_filesystem():
+    fs = pafs._MockFileSystem()
+    store = Store("bucket/prefix", filesystem=fs)
+    assert not store.local
+    cols = _columns(np.random.default_rng(7))
+    key = _key()
+    assert store.load(key) is None and store.open(key) is None and not store.exists(key)
+    store.save(key, cols, {"m": "mock"}, rows_per_group=4)
+    table = Store("bucket/prefix", filesystem=fs).load(key)
+    _assert_columns_equal(table, cols)
+    assert table.meta == {"m": "mock"}
+    _assert_columns_equal(store.open(key).group(2), {n: v[8:] for n, v in cols.items()})
+    listing = {info.path for info in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))}
+    assert listing == {"bucket/prefix", f"bucket/prefix/{key}.parquet"}  # no temporaries left
+
+    # corruption is handled there too: reported, moved aside, rebuilt
+    path = store.path(key)
+    with fs.open_input_file(path) as fh:
+        raw = fh.read()
+    with fs.open_output_stream(path) as fh:
+        fh.write(raw[: len(raw) // 3])
+    with pytest.warns(StoreCorruptionWarning, match=rf"{path}.*unreadable Parquet"):
+        assert store.load(key) is None
+    assert fs.get_file_info(path + ".corrupt").type == pafs.FileType.File
+    assert fs.get_file_info(path).type == pafs.FileType.NotFound
+    store.save(key, cols)
+    _assert_columns_equal(store.load(key), cols)
+
+
+def test_failed_write_on_an_in_memory_filesystem_leaves_no_file(monkeypatch):
+    fs = pafs._MockFileSystem()
+    store = Store("bucket", filesystem=fs)
+
+    def half_then_fail(table, where, **kwargs):
+        where.write(b"PAR1 partial bytes")
+        raise OSError("network down (simulated)")
+
+    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    with pytest.raises(OSError, match="simulated"):
+        store.save(_key(), {"x": np.ones(3, np.int32)})
+    files = [i.path for i in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))
+             if i.type == pafs.FileType.File]
+    assert files == []
+
+
+# ------------------------------------------------------------------------------------------ teacher tables
+
+
+def _teacher_outputs(rng: np.random.Generator, n: int = 12, classes: int = 10) -> dict:
+    return {"logits": (rng.standard_normal((n, classes)) * 3).astype(np.float32),
+            "feat": rng.standard_normal((n, 4, 2, 2)).astype(np.float32),
+            "image": [rng.random((3, int(h), int(w))).astype(np.float32) for h, w in rng.integers(2, 7, (n, 2))]}
+
+
+def _teacher_key(**changes) -> str:
+    args = dict(teacher={"name": "resnet32x4", "weights": "ab" * 32}, inputs={"data": "cd" * 32, "views": "crop"},
+                outputs=["logits", "feat"], view=0, top_k=None)
+    return table_key(**{**args, **changes})
+
+
+def test_table_key_changes_with_everything_that_determines_the_outputs():
+    base = _teacher_key()
+    variants = [_teacher_key(teacher={"name": "resnet32x4", "weights": "ef" * 32}),
+                _teacher_key(inputs={"data": "cd" * 32, "views": "none"}), _teacher_key(outputs=["logits"]),
+                _teacher_key(view=1), _teacher_key(view=None), _teacher_key(top_k=5)]
+    assert len({base, *variants}) == len(variants) + 1
+    assert _teacher_key(outputs=["feat", "logits"]) == base  # the order of the names carries no meaning
+
+
+def test_teacher_table_lookup_by_sample_in_query_order(tmp_path):
+    rng = np.random.default_rng(8)
+    outputs = _teacher_outputs(rng)
+    index = rng.permutation(np.arange(0, 60, 5))  # sample ids, not row numbers, in shuffled order
+    store = Store(tmp_path)
+    saved = TeacherTable.save(store, _teacher_key(), index, outputs, {"teacher": "resnet32x4"})
+    loaded = TeacherTable(store.load(_teacher_key()))
+    row_of = {int(i): r for r, i in enumerate(index)}
+    query = rng.choice(index, size=30)  # repeats allowed
+    rows = [row_of[int(q)] for q in query]
+    for table in (saved, loaded):
+        assert table.outputs == ("feat", "image", "logits") and table.num_rows == 12
+        assert table.table.meta["teacher"] == "resnet32x4"
+        got = table.lookup(query)
+        for name in ("logits", "feat"):
+            assert table.table[name].dtype == np.float16  # stored as float16
+            assert got[name].dtype == np.float32  # served as float32
+            np.testing.assert_array_equal(got[name], outputs[name][rows].astype(np.float16).astype(np.float32))
+        assert isinstance(table.table["image"], Ragged) and table.table["image"].dtype == np.float16
+        for arr, r in zip(got["image"], rows, strict=True):
+            np.testing.assert_array_equal(arr, outputs["image"][r].astype(np.float16))
+        only = table.lookup(query[:3], names=["feat"])
+        assert list(only) == ["feat"]
+
+
+def test_teacher_table_names_missing_samples_and_outputs(tmp_path):
+    index = np.array([3, 7, 11])
+    table = TeacherTable.save(Store(tmp_path), _teacher_key(), index, {"logits": np.zeros((3, 4))}, {})
+    for missing in ([3, 5], [-1], [12], [0], [2, 4]):
+        absent = [m for m in missing if m not in index]
+        with pytest.raises(KeyError, match=rf"samples \[{', '.join(map(str, absent))}\] are not in teacher table"):
+            table.lookup(np.array(missing))
+    with pytest.raises(KeyError, match="output 'feat' not in teacher table"):
+        table.lookup(index, names=["feat"])
+
+
+def test_top_k_equal_to_the_class_count_is_exactly_the_full_table(tmp_path):
+    rng = np.random.default_rng(9)
+    outputs = {"logits": (rng.standard_normal((20, 7)) * 4).astype(np.float32)}
+    index = np.arange(20)
+    store = Store(tmp_path)
+    full = TeacherTable.save(store, _teacher_key(), index, outputs, {})
+    topk = TeacherTable.save(store, _teacher_key(top_k=7), index, outputs, {}, top_k=7)
+    assert "logits" not in topk.table.columns and topk.table["logits.values"].dtype == np.float16
+    query = rng.permutation(index)
+    np.testing.assert_array_equal(topk.lookup(query)["logits"], full.lookup(query)["logits"])
+    # and so after reading back
+    reread = TeacherTable(store.load(_teacher_key(top_k=7)))
+    np.testing.assert_array_equal(reread.lookup(query)["logits"], full.lookup(query)["logits"])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z.astype(np.float64) - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_top_k_keeps_the_top_probabilities_and_spreads_the_rest_uniformly(tmp_path, k):
+    rng = np.random.default_rng(10 + k)
+    n, classes = 16, 10
+    # logits float16 holds exactly, so the stored top k are the teacher's own and the comparison can be tight
+    logits = (rng.standard_normal((n, classes)) * 2).astype(np.float16).astype(np.float32)
+    table = TeacherTable.save(Store(tmp_path), _teacher_key(top_k=k), np.arange(n), {"logits": logits}, {}, top_k=k)
+    assert table.table["logits.values"].shape == (n, k) and table.num_classes == classes
+    restored = table.lookup(np.arange(n))["logits"]
+    assert restored.shape == (n, classes) and restored.dtype == np.float32
+    p, q = _softmax(logits), _softmax(restored)
+    for row in range(n):
+        top = np.argsort(-logits[row])[:k]
+        rest = np.setdiff1d(np.arange(classes), top)
+        # the top k: the teacher's probabilities at T = 1
+        np.testing.assert_allclose(q[row, top], p[row, top], rtol=1e-5)
+        assert set(np.argsort(-restored[row], kind="stable")[:k]) == set(top)
+        # the rest: the teacher's remaining mass (to float32's precision of 1 - kept), spread evenly
+        np.testing.assert_allclose(q[row, rest], p[row, rest].sum() / len(rest), rtol=1e-4, atol=1e-6)
+        assert restored[row, rest].max() == restored[row, rest].min()
+
+
+def test_top_k_of_logits_float16_cannot_hold_is_close(tmp_path):
+    rng = np.random.default_rng(20)
+    logits = (rng.standard_normal((16, 10)) * 2).astype(np.float32)
+    table = TeacherTable.save(Store(tmp_path), _teacher_key(top_k=3), np.arange(16), {"logits": logits}, {}, top_k=3)
+    p, q = _softmax(logits), _softmax(table.lookup(np.arange(16))["logits"])
+    top = np.argsort(-logits, axis=1)[:, :3]
+    np.testing.assert_allclose(np.take_along_axis(q, top, 1), np.take_along_axis(p, top, 1), rtol=1e-2)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_compact_and_restore_logits_directly():
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((5, 300)).astype(np.float32)
+    compact = compact_logits(logits, 4)
+    assert compact["classes"].dtype == np.int16 and compact["values"].dtype == np.float16
+    np.testing.assert_array_equal(compact["classes"], np.argsort(-logits, axis=1)[:, :4])
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
+    np.testing.assert_allclose(compact["lse"], lse, rtol=1e-6)
+    restored = restore_logits(compact["values"], compact["classes"], compact["lse"], 300)
+    np.testing.assert_array_equal(np.take_along_axis(restored, compact["classes"].astype(np.int64), axis=1),
+                                  compact["values"].astype(np.float32))
+    assert compact_logits(logits, 1000)["values"].shape == (5, 300)  # k is capped at the class count
