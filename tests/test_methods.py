@@ -217,7 +217,7 @@ def test_issue_cases(name: str, params: dict, match: str) -> None:
 def test_figkd_level_too_deep_for_the_classes_fails_at_bind_before_any_tensor_work(classes: int) -> None:
     top = max_level(classes)
     method = create_method("figkd", params={"level": 50})  # no bound before the class count is known
-    with pytest.raises(ValueError, match=rf"level=50 is too deep for {classes} classes.*level 1 to {top}"):
+    with pytest.raises(ValueError, match=rf"level=50 is too deep for {classes} classes.*levels 1 to {top}"):
         method.bind({"logits": (classes,)}, {"logits": (classes,)})
     ok = create_method("figkd", params={"level": top})
     ok.bind({"logits": (classes,)}, {"logits": (classes,)})

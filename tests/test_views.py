@@ -100,12 +100,12 @@ def _offsets(seed: int, index: np.ndarray, view: int, padding: int, flip: bool):
 
 
 def _crop_flip_reference(img: np.ndarray, top: int, left: int, mirror: bool, size: int, padding: int) -> torch.Tensor:
-    """One uint8 HxWx3 image: zero-pad, crop, mirror, as float (3, S, S) in [0, 1]."""
+    """One uint8 HxWx3 image: zero-pad, crop, mirror, as uint8 (3, S, S)."""
     padded = np.pad(img, ((padding, padding), (padding, padding), (0, 0)))
     out = padded[top:top + size, left:left + size]
     if mirror:
         out = out[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float() / 255.0
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -124,7 +124,7 @@ def test_crop_flip_batch_equals_the_per_item_reference(size, padding, flip):
         drawn = views.draw(index, view)
         assert all(np.array_equal(a, b) for a, b in zip(drawn, (top, left, mirror)))
         out = views.apply(torch.from_numpy(images), index, view)
-        assert out.shape == (n, 3, size, size) and out.dtype == torch.float32
+        assert out.shape == (n, 3, size, size) and out.dtype == torch.uint8
         for b in range(n):
             expected = _crop_flip_reference(images[b], top[b], left[b], mirror[b], size, padding)
             assert torch.equal(out[b], expected), (view, b)
@@ -196,7 +196,7 @@ def test_classification_batches_equal_per_item_views_and_low_resolution(lr_mode)
         for b, i in enumerate(indices):
             x = _crop_flip_reference(arrays.images[i], top[b], left[b], mirror[b], 16, 2)[None]
             assert torch.equal(out["hr"][b], normalise(x)[0])
-            assert torch.equal(out["lr"][b], normalise(lower(x))[0]), (view, b)
+            assert torch.equal(out["lr"][b], normalise(lower(x.float() / 255.0))[0]), (view, b)
     assert set(batches.batch(indices, 0, CPU)) == {"hr", "index", "view", "label"}  # no LR unless asked
     assert set(batches.batch(indices, 0, CPU, inputs=("lr",))) == {"lr", "index", "view", "label"}
 
@@ -205,7 +205,7 @@ def test_evaluation_batches_are_the_images_themselves():
     arrays = _image_arrays()
     batches = ClassificationBatches(arrays, DataConfig(image_size=16), seed=5, views=False)
     out = batches.batch(np.arange(6), 3, CPU)
-    expected = torch.from_numpy(arrays.images[:6]).permute(0, 3, 1, 2).float() / 255.0
+    expected = torch.from_numpy(arrays.images[:6]).permute(0, 3, 1, 2)
     assert torch.equal(out["hr"], normalise(expected))
     assert batches.describe()["views"] is None and ClassificationBatches(arrays, DataConfig(image_size=16), 5
                                                                          ).describe()["views"] == "crop_flip"

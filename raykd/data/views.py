@@ -111,7 +111,7 @@ def normalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[fl
     levels = 255.0 if x.dtype == torch.uint8 else 1.0
     inv = 1.0 / (torch.tensor(std, device=x.device) * levels).view(1, -1, 1, 1)
     bias = -torch.tensor(mean, device=x.device).view(1, -1, 1, 1) / torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return x.float().mul_(inv).add_(bias)
+    return torch.mul(x.float(), inv).add_(bias)  # out of place: a float input is not changed
 
 
 @dataclass(frozen=True)
