@@ -82,9 +82,15 @@ def _optional_str(owner: str, name: str, value: Any) -> None:
 
 
 def _mapping(owner: str, name: str, value: Any) -> dict[str, Any]:
+    """A plain dict with JSON's containers (tuples become lists), so a config equals its JSON round trip."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         _fail(owner, name, value, "a mapping with string keys")
-    return dict(value)
+    return json.loads(json.dumps(dict(value)))
+
+
+def _flag(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(owner, name, value, "True or False")
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -171,7 +177,7 @@ class DataConfig:
             _fail("data", "tile_overlap", self.tile_overlap, f"smaller than data.tile = {self.tile}")
         _choice("data", "y_channel", self.y_channel, ("matlab", "float"))
         for key in ("flip", "rot90"):
-            _choice("data", key, getattr(self, key), (True, False))
+            _flag("data", key, getattr(self, key))
         if self.reuse_views is not None:
             _int("data", "reuse_views", self.reuse_views, 1)
 
@@ -211,7 +217,7 @@ class OptimConfig:
             if beta >= 1:
                 _fail("optim", "betas", self.betas, "two numbers in [0, 1)")
         _float("optim", "weight_decay", self.weight_decay, 0.0)
-        _choice("optim", "no_decay", self.no_decay, (True, False))
+        _flag("optim", "no_decay", self.no_decay)
         _choice("optim", "schedule", self.schedule, ("cosine", "step", "constant"))
         _int("optim", "epochs", self.epochs, 1)
         _int("optim", "batch_size", self.batch_size, 1)
@@ -269,7 +275,7 @@ class RuntimeConfig:
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             _fail("runtime", "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:<n>'")
         for key in ("amp", "channels_last", "check_data", "progress"):
-            _choice("runtime", key, getattr(self, key), (True, False))
+            _flag("runtime", key, getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -398,9 +404,11 @@ class SweepConfig:
         _int("sweep", "grace_period", self.grace_period, 1)
         _name("sweep", "storage", self.storage)
         _name("sweep", "cache_dir", self.cache_dir)
-        _choice("sweep", "resume", self.resume, (True, False))
+        _flag("sweep", "resume", self.resume)
         _int("sweep", "seed", self.seed, 0)
         _int("sweep", "seeds", self.seeds, 0)
+        if isinstance(self.log, str):
+            _fail("sweep", "log", self.log, "a list of logger names, e.g. ('mlflow',)")
         _set(self, "log", tuple(self.log))
         for logger in self.log:
             _choice("sweep", "log", logger, ("mlflow", "tensorboard"))

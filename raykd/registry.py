@@ -48,7 +48,7 @@ class Registry:
         ``__name__``). Usable as ``@REG.register()``, ``@REG.register(name=..., scope=...)`` or ``REG.register(f)``."""
 
         def add(item: Any) -> Any:
-            key_name = name or getattr(item, "name", None) or item.__name__
+            key_name = name if name is not None else getattr(item, "name", None) or item.__name__
             if not isinstance(key_name, str) or not key_name or is_import_path(key_name):
                 raise ValueError(f"{self.kind} name {key_name!r} must be a non-empty string without ':'")
             item_scope = scope if scope is not None else getattr(item, "task", None) if self.scopes else None

@@ -88,7 +88,7 @@ class SRBatches:
 
     def whole(self, image: int, device: torch.device) -> Tensor:
         """Image ``image``'s whole LR input, float32 ``(1, 3, h, w)`` in [0, 1] (what SR teachers are run on)."""
-        return to_device(self.arrays.lr[image], device).permute(2, 0, 1)[None].float().div_(255.0)
+        return to_device(np.array(self.arrays.lr[image]), device).permute(2, 0, 1)[None].float().div_(255.0)
 
     def describe(self) -> dict[str, Any]:
         """What a whole-image teacher output depends on (not the patch views, which only crop it)."""

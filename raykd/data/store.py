@@ -404,6 +404,8 @@ class Store:
         if not isinstance(columns, Mapping) or not columns:
             raise ValueError("columns must be a non-empty mapping of column name -> array(s)")
         cols = {name: _as_column(name, value) for name, value in columns.items()}
+        if not len(next(iter(cols.values()))):
+            raise ValueError(f"table {key[:12]}... has no rows; the store keeps tables of one or more rows")
         # round-trip meta through JSON now: refuses what cannot be stored, and save and load return equal dicts
         table = Table(key, cols, json.loads(canonical_json(dict(meta or {}))))
         row_bytes = sum(col.nbytes for col in cols.values()) // max(table.num_rows, 1)
@@ -427,7 +429,8 @@ class Store:
 
     def _write(self, tmp: str, arrow: pa.Table, groups: list[tuple[int, int]]) -> None:
         size = groups[0][1] - groups[0][0] if groups else None
-        kwargs = dict(compression="zstd", use_dictionary=False, write_statistics=False, row_group_size=size)
+        # lz4: tensors and pixels barely compress, and the store is read on every sweep start
+        kwargs = dict(compression="lz4", use_dictionary=False, write_statistics=False, row_group_size=size)
         if self.local:
             with open(tmp, "wb") as fh:
                 pq.write_table(arrow, fh, **kwargs)
