@@ -87,6 +87,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=50000)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--teacher", default="resnet32x4")
     p.add_argument("--device", default="cuda", help="cuda (the measurement), or cpu to check the script runs")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -103,7 +104,7 @@ def main() -> None:
         print(f"decoded once in {time.perf_counter() - started:.1f} s ({splits['train'].nbytes / 2**20:.0f} MiB)",
               flush=True)
         task = build_task(data, 0, splits)
-        teacher = create_model("resnet32x4", num_classes=task.num_classes).to(device).eval()
+        teacher = create_model(args.teacher, num_classes=task.num_classes).to(device).eval()
         teacher.to(memory_format=torch.channels_last)
         started = time.perf_counter()
         logits = []
