@@ -38,6 +38,7 @@ __all__ = ["Runtime", "Run", "train", "setup", "train_epoch", "resolve_device", 
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 COUNTERS = ("teacher_samples_computed", "cache_hits")
+CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -249,8 +250,10 @@ def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda
 
         batches = tqdm(batches, total=len(chunks), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
     run.model.train()
-    sums: dict[str, float] = {}
-    seen, started = 0, time.perf_counter()
+    # running sums stay on the device: reading a loss (.item()) every step would make the host wait for the
+    # device and leave it idle while the next step is launched; finiteness is checked every CHECK_EVERY steps
+    sums: dict[str, torch.Tensor] = {}
+    seen, checked, started = 0, 0, time.perf_counter()
     for step, batch in enumerate(batches):
         x = batch[run.input_key]
         if device.type == "cuda" and cfg.runtime.channels_last:
@@ -266,11 +269,6 @@ def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda
             losses = run.method({k: v.float() for k, v in student_out.items()}, teacher_out,
                                 batch[run.task.target_key], epoch + 1)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            terms = {k: float(v.detach()) for k, v in losses.items()}
-            raise NonFiniteLoss(f"training loss is {float(total.detach())} at epoch {epoch + 1}, step {step + 1} (terms "
-                                f"{terms}; method {cfg.method.name} {run.method.params}, lr {cfg.optim.lr}): stopping "
-                                "before any such weights are saved; lower the learning rate or the loss weights")
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(total).backward()
         if rt.world_size > 1:
@@ -279,13 +277,26 @@ def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda
         run.scaler.update()
         n = len(x)
         seen += n
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + value.item() * n
-        sums["loss"] = sums.get("loss", 0.0) + total.item() * n
+        for name, value in {**losses, "loss": total}.items():
+            sums[name] = sums.get(name, 0.0) + value.detach() * n
+        if (step + 1) % CHECK_EVERY == 0:
+            _check_finite(sums, run, epoch, checked + 1, step + 1)
+            checked = step + 1
+    _check_finite(sums, run, epoch, checked + 1, len(chunks))
     elapsed = time.perf_counter() - started
     run.scheduler.step()
-    return {**{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+    return {**{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
             "samples_per_s": seen * rt.world_size / max(elapsed, 1e-9)}
+
+
+def _check_finite(sums: dict[str, torch.Tensor], run: Run, epoch: int, first: int, last: int) -> None:
+    """Stop the run, before any such weights are saved, if a loss term became NaN or infinite."""
+    if "loss" in sums and not math.isfinite(float(sums["loss"])):
+        terms = {k: float(v) for k, v in sums.items()}
+        raise NonFiniteLoss(f"training loss is {float(sums['loss'])} at epoch {epoch + 1}, steps {first}-{last} "
+                            f"(summed terms {terms}; method {run.cfg.method.name} {run.method.params}, lr "
+                            f"{run.cfg.optim.lr}): stopping before any such weights are saved; lower the learning "
+                            "rate or the loss weights")
 
 
 def check_resume(meta: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
