@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from raykd.models.ssm import DEFAULT_CHUNK_SIZE, selective_scan
+from raykd.models.ops import DEFAULT_CHUNK_SIZE, selective_scan
 
 SHAPE = {"b": 8, "d": 384, "l": 197, "n": 16}
 # FLOPs per (b, d, l, n) element: forward = delta*A, exp (counted as 1), delta*u*B (1, the delta*u product is

@@ -1,103 +1,102 @@
-"""Shared teacher-output cache against live teachers, for N trials of one sweep (issue #3's benchmark).
+"""The streaming teacher service against live teachers, for N trials of one sweep (issue #12's benchmark).
 
-Each "trial" is what a sweep trial runs: ``raykd.train.loop.train`` for full epochs of a student. With the
-cache, the teacher service computes every (sample, view) once (Ray actor, Parquet entry, object store) and the
-N trials look outputs up; live, every trial runs the teacher forward on every step. Printed: wall time and
-teacher samples computed for both, their ratios, and the ratio one would expect from the measured step times,
-(teacher forward + student step) / student step. Run from the repository root:
+Each trial trains a student with KD for E epochs on fresh views. With the service, the teacher computes each
+epoch's table once for all N trials (stored in the persistent store, put in the object store, read by every
+trial); live, every trial sends every batch to a teacher actor. Printed, from one run: teacher rows computed and
+wall time of both sweeps and their ratios, the ratio expected from the step times measured in the same run,
+``(teacher forward + student step) / student step``, and each trial's time to its first step.
 
-    .venv/bin/python bench/teacher_cache.py [--trials 8] [--image-size 16] [--epochs 1]
+    .venv/bin/python bench/teacher_cache.py [--trials 8] [--epochs 2] [--teacher resnet32x4] [--student resnet8]
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import ray
 import torch
 
+from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig
 from raykd.models import create_model
-from raykd.teachers.pool import TeacherService
-from raykd.teachers.sources import InProcessTeacher
-from raykd.teachers.specs import TeacherSpec
-from raykd.train.config import TrainConfig
+from raykd.teachers.sources import run_teacher
+from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import train
+from raykd.train.tasks import build_task
+from raykd.tune.sweep import decoded_splits, run_sweep
 
 
-def step_times(cfg: TrainConfig, teacher: torch.nn.Module, repeats: int = 5) -> tuple[float, float]:
+def step_times(base: TrainConfig, task, teacher: torch.nn.Module, repeats: int = 5) -> tuple[float, float]:
     """Seconds for one teacher forward and one student training step on a batch, measured back to back."""
-    student = create_model(cfg.model, num_classes=10)
+    student = create_model(base.model.name, **task.model_kwargs())
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
-    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-    y = torch.randint(0, 10, (cfg.batch_size,))
+    batch = task.batch(np.arange(base.optim.batch_size), 0, torch.device("cpu"), ("hr",))
 
-    def student_step():
+    def student_step() -> None:
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(student(x), y).backward()
+        torch.nn.functional.cross_entropy(student(batch["hr"]), batch["label"]).backward()
         optimizer.step()
 
-    def teacher_forward():
-        with torch.no_grad():
-            teacher(x)
-
-    out = []
-    for fn in (teacher_forward, student_step):
+    def timed(fn) -> float:
         fn()
         started = time.perf_counter()
         for _ in range(repeats):
             fn()
-        out.append((time.perf_counter() - started) / repeats)
-    return out[0], out[1]
+        return (time.perf_counter() - started) / repeats
+
+    return timed(lambda: run_teacher(teacher, batch["hr"], ("logits",))), timed(student_step)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--teacher-model", default="resnet32x4")
-    p.add_argument("--student-model", default="resnet8x4")
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--image-size", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8")
+    p.add_argument("--steps-per-epoch", type=int, default=None)
     args = p.parse_args()
-    torch.manual_seed(0)
-    work = Path(tempfile.mkdtemp(prefix="raykd-bench-"))
-    data = dict(data="demo", image_size=args.image_size, batch_size=64, lr=0.05)
-    teacher_dir = work / "teacher"
-    train({**data, "model": args.teacher_model, "epochs": 1, "steps_per_epoch": 2}, checkpoint_dir=teacher_dir)
-    spec = TeacherSpec.from_checkpoint(teacher_dir)
-    cfg = TrainConfig(model=args.student_model, method="kd", teacher=str(teacher_dir), epochs=args.epochs,
-                      check_data=False, **data)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-
-    started = time.perf_counter()
-    service = TeacherService([spec], cfg, work / "cache")
-    handle = service.handles(["logits"])[spec.name]
-    service.shutdown()
-    for _ in range(args.trials):
-        train(cfg, teacher=handle.source)
-    cached_wall = time.perf_counter() - started
-    cached_computed = service.stats[spec.name].samples_computed
-
-    started = time.perf_counter()
-    live_computed = 0
-    for _ in range(args.trials):
-        live = InProcessTeacher(spec.build(), ("logits",))
-        train(cfg, teacher=lambda task: live)
-        live_computed += live.samples_computed
-    live_wall = time.perf_counter() - started
+    ray.init(include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
+        base = TrainConfig(model=ModelConfig(args.student), data=DataConfig(dataset="demo", image_size=args.image_size,
+                                                                             root=str(Path(tmp) / "digits")),
+                           optim=OptimConfig(lr=0.1, epochs=args.epochs, batch_size=64,
+                                             steps_per_epoch=args.steps_per_epoch),
+                           method=MethodConfig("kd"))
+        splits = decoded_splits(base, str(Path(tmp) / "cache"))
+        task = build_task(base.data, 0, {name: ray.get(ref) for name, ref in splits.items()})
+        train(replace(base, model=ModelConfig(args.teacher), method=MethodConfig("none"),
+                      optim=replace(base.optim, epochs=1, steps_per_epoch=2)), task=task,
+              checkpoint_dir=Path(tmp) / "teacher")
+        spec = TeacherSpec.from_checkpoint(Path(tmp) / "teacher")
+        rows, walls, startups = {}, {}, {}
+        for mode in ("stored", "live"):
+            sweep = SweepConfig(name=mode, methods=("kd",), num_samples=args.trials, max_concurrent_trials=1, seeds=0,
+                                verbose=0, storage=str(Path(tmp) / "runs"), cache_dir=str(Path(tmp) / f"cache-{mode}"),
+                                teachers=TeacherServiceConfig(mode=mode))
+            started = time.perf_counter()
+            summary = run_sweep(base, spec, sweep, splits=splits)
+            walls[mode] = time.perf_counter() - started
+            rows[mode] = summary["teacher_samples_computed"]
+            table = pd.read_parquet(Path(tmp) / "runs" / mode / "results.parquet")
+            startups[mode] = table["startup_s"].to_numpy()
+        teacher_s, student_s = step_times(base, task, spec.build("cpu"))
     ray.shutdown()
-
-    teacher_s, student_s = step_times(cfg, spec.build())
-    print(f"{args.trials} trials x {args.epochs} epoch(s), teacher {args.teacher_model} -> student "
-          f"{args.student_model}, {args.image_size}px digits demo, {torch.get_num_threads()} torch threads")
-    print(f"{'':24}{'wall s':>10}{'teacher samples computed':>28}")
-    print(f"{'shared cache':24}{cached_wall:>10.1f}{cached_computed:>28}")
-    print(f"{'live teacher':24}{live_wall:>10.1f}{live_computed:>28}")
-    print(f"live / cache: wall x{live_wall / cached_wall:.2f}, teacher samples x{live_computed / cached_computed:.2f}")
-    print(f"expected wall ratio as N grows, (teacher forward + student step) / student step: "
-          f"({teacher_s * 1e3:.1f} + {student_s * 1e3:.1f} ms) / {student_s * 1e3:.1f} ms = "
-          f"x{(teacher_s + student_s) / student_s:.2f}")
+    n = len(task)
+    print(f"{args.trials} trials x {args.epochs} epochs of KD, {args.teacher} -> {args.student}, {args.image_size}-px "
+          f"digits ({n} training images), trials one at a time:")
+    for mode in ("stored", "live"):
+        print(f"  {mode:6s}: {walls[mode]:7.1f} s, teacher rows computed {rows[mode]:7d}, first step after "
+              f"{np.median(startups[mode]):.2f} s (median; max {startups[mode].max():.2f} s)")
+    print(f"  live / stored: wall x{walls['live'] / walls['stored']:.2f}, teacher rows x"
+          f"{rows['live'] / max(rows['stored'], 1):.2f} (stored rows = epochs x {n} = {args.epochs * n}, "
+          f"whatever the number of trials)")
+    print(f"  step times (batch 64): teacher forward {1e3 * teacher_s:.1f} ms, student step {1e3 * student_s:.1f} ms; "
+          f"expected wall ratio (teacher + student) / student = x{(teacher_s + student_s) / student_s:.2f}")
 
 
 if __name__ == "__main__":
