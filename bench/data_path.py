@@ -151,7 +151,7 @@ def main() -> None:
         print(f"  (decoding the split once: {decode_s:.1f} s, threads)")
 
         torch.set_num_threads(os.cpu_count() or 1)
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
         try:
             base = TrainConfig(model=ModelConfig("resnet8"), data=data,
                                optim=OptimConfig(epochs=1, batch_size=args.batch_size, steps_per_epoch=2))

@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--student", default="resnet8")
     p.add_argument("--steps-per-epoch", type=int, default=None)
     args = p.parse_args()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
         base = TrainConfig(model=ModelConfig(args.student), data=DataConfig(dataset="demo", image_size=args.image_size,
                                                                              root=str(Path(tmp) / "digits")),

@@ -13,6 +13,8 @@ worker's ``sys.path``; on a cluster submit with ``ray job submit --working-dir .
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 __all__ = ["Registry", "MODELS", "METHODS", "DATASETS", "TASKS", "KEYMAPS", "is_import_path"]
@@ -97,6 +99,10 @@ def _describe(item: Any) -> str:
 
 def _import(path: str, kind: str) -> Any:
     module_name, _, attr = path.partition(":")
+    # the working directory, last: Ray puts it on every worker's path, so a driver started as
+    # `python sweeps/x.py` (whose own path starts at sweeps/) finds the same modules its workers do
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

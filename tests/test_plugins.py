@@ -65,7 +65,7 @@ def plugin(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(root))
     # how a user makes their module importable in every Ray process (or: ray job submit --working-dir .)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"py_modules": [str(root / "myplugin")]})
     yield root
     ray.shutdown()

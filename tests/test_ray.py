@@ -40,7 +40,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def metrics_port(tmp_path_factory):
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=port, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _metrics_export_port=port, log_to_driver=False)
     yield port
     ray.shutdown()
 
