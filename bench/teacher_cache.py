@@ -31,7 +31,10 @@ from raykd.tune.sweep import decoded_splits, run_sweep
 
 
 def step_times(base: TrainConfig, task, teacher: torch.nn.Module, repeats: int = 5) -> tuple[float, float]:
-    """Seconds for one teacher forward and one student training step on a batch, measured back to back."""
+    """Seconds for one teacher forward and one student training step on a batch, measured back to back on one
+    thread, the share each teacher actor and trial has (one CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     student = create_model(base.model.name, **task.model_kwargs())
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
     batch = task.batch(np.arange(base.optim.batch_size), 0, torch.device("cpu"), ("hr",))
@@ -48,7 +51,10 @@ def step_times(base: TrainConfig, task, teacher: torch.nn.Module, repeats: int =
             fn()
         return (time.perf_counter() - started) / repeats
 
-    return timed(lambda: run_teacher(teacher, batch["hr"], ("logits",))), timed(student_step)
+    try:
+        return timed(lambda: run_teacher(teacher, batch["hr"], ("logits",))), timed(student_step)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main() -> None:

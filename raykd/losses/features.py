@@ -18,7 +18,7 @@ def dfd_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
     """
     if f_s.shape != f_t.shape:
         raise ValueError(
-            f"raykd/losses/features.py: DFD needs student and teacher penultimate features of the same shape "
+            f"DFD needs student and teacher penultimate features of the same shape "
             f"(same architecture on LR and HR input); got {tuple(f_s.shape)} and {tuple(f_t.shape)}"
         )
     diff = (f_s - f_t.detach()).flatten(1)
@@ -37,7 +37,7 @@ class HintRegressor(nn.Module):
         super().__init__()
         if len(student_shape) != len(teacher_shape) or len(student_shape) not in (1, 2, 3):
             raise ValueError(
-                f"raykd/losses/features.py: FitNet hint needs student and teacher features of the same rank, "
+                f"FitNet hint needs student and teacher features of the same rank, "
                 f"(D,), (N, D) or (C, H, W) per sample; got {tuple(student_shape)} and {tuple(teacher_shape)}"
             )
         if len(student_shape) == 3:
@@ -66,7 +66,7 @@ def hint_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
         f_t = F.adaptive_avg_pool2d(f_t, size)
     if f_s.shape != f_t.shape:
         raise ValueError(
-            f"raykd/losses/features.py: regressed student hint {tuple(f_s.shape)} cannot be compared with teacher "
+            f"regressed student hint {tuple(f_s.shape)} cannot be compared with teacher "
             f"hint {tuple(f_t.shape)}; the regressor must map to the teacher's width"
         )
     return F.mse_loss(f_s, f_t)
@@ -79,7 +79,7 @@ def attention_map(f: Tensor, p: float = 2.0) -> Tensor:
     """
     if f.dim() != 4:
         raise ValueError(
-            f"raykd/losses/features.py: attention transfer needs (batch, channels, H, W) feature maps, "
+            f"attention transfer needs (batch, channels, H, W) feature maps, "
             f"got shape {tuple(f.shape)}"
         )
     return f.abs().pow(p).mean(dim=1)

@@ -14,11 +14,11 @@ __all__ = ["kd_loss", "dkd_terms", "dkd_loss"]
 def _check_logits(logits_s: Tensor, logits_t: Tensor, T: float) -> None:
     if logits_s.dim() != 2 or logits_s.shape != logits_t.shape:
         raise ValueError(
-            f"raykd/losses/kd.py: logits must both be (batch, classes) of the same shape; "
+            f"logits must both be (batch, classes) of the same shape; "
             f"got student {tuple(logits_s.shape)} and teacher {tuple(logits_t.shape)}"
         )
     if T <= 0:
-        raise ValueError(f"raykd/losses/kd.py: temperature T must be > 0, got {T}")
+        raise ValueError(f"temperature T must be > 0, got {T}")
 
 
 def kd_loss(logits_s: Tensor, logits_t: Tensor, T: float = 4.0) -> Tensor:
@@ -56,7 +56,7 @@ def dkd_terms(logits_s: Tensor, logits_t: Tensor, target: Tensor, T: float = 4.0
     _check_logits(logits_s, logits_t, T)
     if target.shape != logits_s.shape[:1]:
         raise ValueError(
-            f"raykd/losses/kd.py: target must be class indices of shape ({logits_s.shape[0]},), "
+            f"target must be class indices of shape ({logits_s.shape[0]},), "
             f"got {tuple(target.shape)}"
         )
     z_s = logits_s / T

@@ -30,7 +30,7 @@ __all__ = ["wavelet_loss", "mtkd_loss"]
 
 def _check_pair(fn: str, a_name: str, a: Tensor, b_name: str, b: Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"raykd/losses/sr.py: {fn}: {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)} must "
+        raise ValueError(f"{fn}: {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)} must "
                          "have the same (B, C, H, W) shape")
 
 
@@ -54,7 +54,7 @@ def wavelet_loss(student: Tensor, target: Tensor, levels: int = 1, wavelet: Wave
     except TypeError:
         k = 0
     if k < 1:
-        raise ValueError(f"raykd/losses/sr.py: wavelet_loss: levels must be an integer >= 1, got {levels!r}")
+        raise ValueError(f"wavelet_loss: levels must be an integer >= 1, got {levels!r}")
     with torch.autocast(student.device.type, enabled=False):
         both = torch.cat([student.float(), target.detach().float()])
         coeffs = wavedec2(both, wavelet, level=k, mode=mode)
