@@ -12,6 +12,8 @@ from raykd.cli import main
 from raykd.models import create_model
 from raykd.train.checkpoint import save_checkpoint
 
+DVMSR_SET5_X4 = (32.19, 0.8955)  # DVMSR (Lei et al., CVPRW 2024) Table 1, the released student
+
 # Published x4 bicubic baseline on Set5 (Y channel, border = scale), the exact reference the shared data's README names
 PUBLISHED_SET5_X4 = (28.42, 0.8104)
 TINY = {"n_resblocks": 1, "n_feats": 8}
@@ -52,7 +54,7 @@ def test_checkpoint_and_official_weights_rows_match_an_independent_measurement(s
     rows = _table(capsys.readouterr().out)
     assert set(rows) == {"Bicubic", "tiny"}
     main(["eval-sr", "--model", "edsr_baseline", "--model-kwargs", '{"n_resblocks": 1, "n_feats": 8}',
-          "--weights", str(official), "--official", "--set", str(set5), "--scale", "4", "--tile", "0"])
+          "--weights", str(official), "--set", str(set5), "--scale", "4"])
     untiled = _table(capsys.readouterr().out)["edsr_baseline"]["Set5"]
 
     psnrs, ssims = [], []
@@ -73,20 +75,31 @@ def test_checkpoint_and_official_weights_rows_match_an_independent_measurement(s
         assert got[1] == pytest.approx(expected[1], abs=6e-4)
 
 
-def test_arguments_that_cannot_work_are_refused_with_the_fix(shared_data, tmp_path):
+def test_released_dvmsr_reproduces_table_1_from_the_command_line(shared_data, capsys):
+    """The command the issue names: whole images (untiled, the default), MATLAB-rounded Y (the default)."""
+    weights = shared_data / "weights" / "DVMSR.pth"
+    assert main(["eval-sr", "--model", "dvmsr", "--weights", str(weights), "--set", str(shared_data / "sr" / "Set5"),
+                 "--scale", "4"]) == 0
+    printed = capsys.readouterr().out
+    psnr, ssim = _table(printed)["dvmsr"]["Set5"]
+    assert "whole images" in printed and "matlab luma" in printed
+    assert psnr == pytest.approx(DVMSR_SET5_X4[0], abs=0.01)
+    assert ssim == pytest.approx(DVMSR_SET5_X4[1], abs=0.0015)
+
+
+def test_arguments_that_cannot_work_are_refused_with_the_fix(shared_data, tmp_path, capsys):
     set5 = str(shared_data / "sr" / "Set5")
     with pytest.raises(SystemExit, match="--model and/or --bicubic"):
         main(["eval-sr", "--set", set5, "--scale", "4"])
     with pytest.raises(SystemExit, match="give its --weights FILE"):
         main(["eval-sr", "--model", "edsr_baseline", "--set", set5, "--scale", "4"])
-    with pytest.raises(SystemExit, match="give --weights"):
-        main(["eval-sr", "--bicubic", "--official", "--set", set5, "--scale", "4"])
     ckpt = save_checkpoint(tmp_path / "x2", model=create_model("edsr_baseline", scale=2, **TINY),
                            meta={"model": "edsr_baseline", "model_kwargs": {"scale": 2, **TINY}})
     with pytest.raises(SystemExit, match="x2 model, not x4"):
         main(["eval-sr", "--model", str(ckpt), "--set", set5, "--scale", "4"])
     bad = tmp_path / "wrong.pth"
     torch.save({"params": create_model("edsr_baseline", scale=4, n_resblocks=2, n_feats=8).state_dict()}, bad)
-    with pytest.raises(ValueError, match="unexpected"):
-        main(["eval-sr", "--model", "edsr_baseline", "--model-kwargs", '{"n_resblocks": 1, "n_feats": 8}',
-              "--weights", str(bad), "--official", "--set", set5, "--scale", "4"])
+    assert main(["eval-sr", "--model", "edsr_baseline", "--model-kwargs", '{"n_resblocks": 1, "n_feats": 8}',
+                 "--weights", str(bad), "--set", set5, "--scale", "4"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "unexpected" in err
