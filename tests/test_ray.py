@@ -175,9 +175,9 @@ def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port,
     assert second["teachers"][teacher.name]["tables_loaded"] == 3
 
 
-def test_a_sweep_builds_its_task_once_per_process_and_reports_startup(metrics_port, teacher, splits,
-                                                                        tmp_path) -> None:
-    sweep = _sweep(tmp_path, methods=("none",), num_samples=4, max_concurrent_trials=1)
+def test_a_sweep_builds_its_task_once_per_process_and_logs_to_mlflow_and_tensorboard(metrics_port, teacher,
+                                                                                       splits, tmp_path) -> None:
+    sweep = _sweep(tmp_path, methods=("none",), num_samples=4, max_concurrent_trials=1, log=("mlflow", "tensorboard"))
     run_sweep(override(BASE, {"optim.epochs": 1}), None, sweep, splits=splits)
     table = pd.read_parquet(tmp_path / "runs" / "sweep" / "results.parquet")
     rows = [json.loads(line) for trial in (tmp_path / "runs" / "sweep").glob("run_trial_*")
@@ -188,6 +188,14 @@ def test_a_sweep_builds_its_task_once_per_process_and_reports_startup(metrics_po
     assert len(rows) == 4 and len(by_pid) < 4  # trial processes are reused ...
     assert all(builds == {1} for builds in by_pid.values())  # ... and each built the task once
     assert (table["startup_s"] < 30).all()
+    # Tune's logger callbacks, offline: an MLflow SQLite store beside the results, TensorBoard event files per trial
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'sweep' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4 and all("val_top1" in run.data.metrics for run in runs)
+    assert len(list((tmp_path / "runs" / "sweep").glob("run_trial_*/events.out.tfevents.*"))) == 4
 
 
 def test_a_corrupt_table_is_detected_and_rebuilt(metrics_port, teacher, splits, task, tmp_path) -> None:

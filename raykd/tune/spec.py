@@ -126,7 +126,8 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
                         "~/.cache/raykd)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--log", nargs="*", default=[], choices=("mlflow", "tensorboard"),
-                   help="also log to MLflow (./mlruns) and/or TensorBoard (in the trials' directories)")
+                   help="also log to MLflow ($MLFLOW_TRACKING_URI, else <results>/mlflow.db) and/or TensorBoard "
+                        "(event files in the trials' directories)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--seed", type=int, default=0)
     spec.add_arguments(p)

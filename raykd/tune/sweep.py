@@ -144,16 +144,22 @@ def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, n
     return Tuner(trainable, tune_config=tune_config, param_space=param_space,
                  run_config=RunConfig(name=name, storage_path=directory.rsplit("/", 1)[0],
                                       failure_config=sweep.failure, verbose=sweep.verbose,
-                                      callbacks=_loggers(sweep.log)))
+                                      callbacks=_loggers(sweep)))
 
 
-def _loggers(names: tuple[str, ...]) -> list[Any]:
+def _loggers(sweep: SweepConfig) -> list[Any]:
+    """Tune's own logger callbacks: MLflow (to ``$MLFLOW_TRACKING_URI``, else a SQLite store ``<results>/mlflow.db``,
+    or ``./mlflow.db`` when the results are on a URI; one experiment per sweep) and TensorBoard (event files in every
+    trial's directory)."""
     callbacks = []
-    if "mlflow" in names:
+    if "mlflow" in sweep.log:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        callbacks.append(MLflowLoggerCallback(experiment_name="raykd"))
-    if "tensorboard" in names:
+        local = Path("mlflow.db") if "://" in sweep.directory else Path(sweep.directory) / "mlflow.db"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local.resolve()}"
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep.name))
+    if "tensorboard" in sweep.log:
         from ray.tune.logger import TBXLoggerCallback
 
         callbacks.append(TBXLoggerCallback())
