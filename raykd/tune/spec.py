@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
-                          default_cache_dir)
+                          default_cache_dir, override)
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.sweep import decoded_splits, run_sweep
 from raykd.tune.teachers import prepare_teacher
@@ -108,6 +108,8 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per trial ({sizes('epochs')})")
     p.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs ({sizes('teacher_epochs')})")
     p.add_argument("--batch-size", type=int, default=None, help=sizes("batch_size"))
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="cap on training steps per epoch, teacher's included (quick checks on large data)")
     p.add_argument("--methods", nargs="+", default=list(spec.methods),
                    help=f"methods to sweep (default {' '.join(spec.methods)})")
     p.add_argument("--seeds", type=int, default=3,
@@ -169,6 +171,8 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
         return 2
     profile = _profile(spec, args)
     base = spec.base(args, data, profile)
+    if args.steps_per_epoch is not None:
+        base = override(base, {"optim.steps_per_epoch": args.steps_per_epoch})
     sweep = sweep_config(spec, args, profile)
     connect(args.address)
     splits = decoded_splits(base, args.cache_dir)
