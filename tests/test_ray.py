@@ -265,3 +265,34 @@ def test_raykd_series_reach_the_prometheus_endpoint(metrics_port, teacher, tmp_p
     missing = [name for name in wanted if name not in text]
     assert not missing, f"series not exported: {missing}"
     assert f'teacher="{teacher.name}"' in text
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's /proc/self/smaps_rollup")
+def test_trials_on_a_node_read_one_copy_of_the_decoded_data(metrics_port) -> None:
+    """Two trial processes map a decoded split (48 MiB) that the driver put once: neither copies it."""
+    from raykd.data.arrays import ImageArrays
+
+    rng = np.random.default_rng(0)
+    split = ImageArrays(rng.integers(0, 255, (4096, 64, 64, 3), dtype=np.uint8), np.zeros(4096, dtype=np.int64),
+                        ("a", "b"), "key")
+    splits = {"train": ray.put(split)}
+
+    def unique_memory() -> int:  # this process's private pages; shared object-store pages excluded
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
+        return sum(int(fields[k].split()[0]) * 1024 for k in ("Private_Clean", "Private_Dirty"))
+
+    @ray.remote(num_cpus=0)
+    class Reader:  # defined here: shipped by value, like a trial's code
+        def __init__(self):
+            import raykd.data.arrays  # noqa: F401  (what the split unpickles into, loaded before measuring)
+
+        def read(self, refs):
+            before = unique_memory()
+            arrays = ray.get(refs["train"])
+            total = int(arrays.images.sum(dtype=np.int64))  # every page read
+            return unique_memory() - before, total
+
+    readers = [Reader.remote() for _ in range(2)]
+    (grew_a, total_a), (grew_b, total_b) = ray.get([r.read.remote(splits) for r in readers])
+    assert total_a == total_b == int(split.images.sum(dtype=np.int64))
+    assert grew_a < 0.05 * split.nbytes and grew_b < 0.05 * split.nbytes, (grew_a, grew_b, split.nbytes)
