@@ -11,6 +11,7 @@ from PIL import Image
 from raykd.config import DataConfig
 from raykd.data import arrays as arrays_mod
 from raykd.data import sr as sr_mod
+from raykd.data.batches import ClassificationBatches
 from raykd.data.arrays import ImageArrays, PairArrays, decode_split, load_split
 from raykd.data.degrade import imresize, modcrop
 from raykd.data.store import Store, StoreCorruptionWarning
@@ -159,11 +160,40 @@ def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
         decode_split(data, "train")  # the guard works: only the store spared the resize
 
 
-def test_a_split_over_the_memory_budget_is_refused_with_the_setting(tmp_path, monkeypatch):
+def test_a_split_over_the_memory_budget_is_streamed_from_the_store(tmp_path, monkeypatch):
+    """Above the budget a split is decoded into the store one row group at a time and read back by group; without a
+    store to stream through it is refused, naming the setting."""
+    import pickle
+
+    import torch
+
+    from raykd.train.loop import shard_order
+
     data = _cls(_tinyimagenet(tmp_path / "tin"))
+    whole = decode_split(data, "train")
     monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", 12 * 8 * 8 * 3 - 1)
+    monkeypatch.setattr(arrays_mod, "GROUP_BYTES", 5 * 8 * 8 * 3)  # row groups of 5 images
     with pytest.raises(MemoryError, match="RAYKD_DATA_MEMORY"):
-        load_split(data, "train", Store(tmp_path / "store"))
+        decode_split(data, "train")
+    store = Store(tmp_path / "store")
+    streamed = load_split(data, "train", store)
+    assert isinstance(streamed, arrays_mod.StreamedImages) and len(streamed) == len(whole)
+    assert streamed.groups == [(0, 5), (5, 10), (10, 12)]
+    index = np.array([11, 0, 7, 3, 7])
+    assert np.array_equal(streamed.images[index], whole.images[index])
+    assert np.array_equal(streamed.labels, whole.labels) and streamed.classes == whole.classes
+    again = pickle.loads(pickle.dumps(streamed))  # what another process receives: the location, not the pixels
+    assert len(pickle.dumps(streamed)) < whole.images.nbytes and np.array_equal(again.images[index],
+                                                                                  whole.images[index])
+    reloaded = load_split(data, "train", store)  # a second sweep streams what the first stored
+    assert reloaded.key == streamed.key and np.array_equal(reloaded.images[np.arange(12)], whole.images)
+    order = shard_order(12, seed=0, epoch=3, rank=0, world_size=1, groups=streamed.groups)
+    assert sorted(order.tolist()) == list(range(12))
+    visits = [g for k, g in enumerate(order // 5) if k == 0 or g != order[k - 1] // 5]
+    assert sorted(visits) == [0, 1, 2]  # each group read once, as one run of its items
+    views = ClassificationBatches(streamed, data, seed=1).batch(index, 2, torch.device("cpu"))
+    expected = ClassificationBatches(whole, data, seed=1).batch(index, 2, torch.device("cpu"))
+    assert torch.equal(views["hr"], expected["hr"])
 
 
 def test_real_tinyimagenet_10_decodes_to_its_counts_in_rgb(shared_data, tmp_path):

@@ -234,7 +234,7 @@ def test_default_row_groups_hold_about_64_mib(tmp_path, monkeypatch):
     store = Store(tmp_path)
     store.save(_key(), {"x": np.zeros((50, 1000), np.uint8)})
     assert store.open(_key()).group_rows == [50]  # 50 kB: one group
-    monkeypatch.setattr(store_mod, "_GROUP_BYTES", 16_000)  # 16 rows of 1000 bytes per group
+    monkeypatch.setattr(store_mod, "GROUP_BYTES", 16_000)  # 16 rows of 1000 bytes per group
     store.save(_key(view=9), {"x": np.zeros((50, 1000), np.uint8)})
     assert store.open(_key(view=9)).group_rows == [16, 16, 16, 2]
 
@@ -267,7 +267,7 @@ def _saved(tmp_path: Path) -> tuple[Store, str, Path]:
 
 def _rewrite(path: Path, edit_table=lambda t: t, edit_header=lambda h: h, row_group_size=None) -> None:
     table = pq.read_table(path)
-    header = edit_header(json.loads(table.schema.metadata[b"raykd.store"]))
+    header = edit_header(json.loads(pq.ParquetFile(path).metadata.metadata[b"raykd.store"]))
     table = edit_table(table).replace_schema_metadata({b"raykd.store": json.dumps(header).encode()})
     pq.write_table(table, path, row_group_size=row_group_size)
 
@@ -359,7 +359,7 @@ def test_table_under_the_wrong_key_is_rejected(tmp_path, reader):
         (lambda h: {**h, "group_rows": [9], "num_rows": 9}, "row group 0 has 10 rows, its header says 9"),
         (lambda h: {**h, "group_rows": [5, 5], "checksums": {k: v * 2 for k, v in h["checksums"].items()}},
          "it has 1 row groups, its header says 2"),
-        (lambda h: {k: v for k, v in h.items() if k != "checksums"}, "schema metadata is unreadable"),
+        (lambda h: {k: v for k, v in h.items() if k != "checksums"}, "metadata is unreadable"),
         (lambda h: {**h, "checksums": {**h["checksums"], "int32": []}}, "checksums do not cover"),
         (lambda h: {**h, "columns": {**h["columns"], "int32": {"dtype": "float64", "shape": []}}}, "float64"),
     ],
@@ -373,7 +373,7 @@ def test_inconsistent_headers_are_rejected(tmp_path, edit_header, reason):
 def test_a_parquet_file_without_the_store_header_is_rejected(tmp_path):
     store, key, path = _saved(tmp_path)
     pq.write_table(pa.table({"x": [1, 2, 3]}), path)
-    _assert_discarded(store, key, path, "schema metadata 'raykd.store' is missing")
+    _assert_discarded(store, key, path, "metadata 'raykd.store' is missing")
 
 
 # ----------------------------------------------------------------------------------- atomicity, races
@@ -382,18 +382,20 @@ def test_a_parquet_file_without_the_store_header_is_rejected(tmp_path):
 def test_failed_write_leaves_no_file_and_keeps_the_previous_table(tmp_path, monkeypatch):
     store, key = Store(tmp_path), _key()
 
-    def half_then_fail(table, where, **kwargs):
-        where.write(b"PAR1 partial bytes")
+    original = store_mod.pq.ParquetWriter.write_table
+
+    def half_then_fail(self, table, **kwargs):
+        original(self, table, **kwargs)  # a row group on disk, then the disk fills
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    monkeypatch.setattr(store_mod.pq.ParquetWriter, "write_table", half_then_fail)
     with pytest.raises(OSError, match="simulated"):
         store.save(key, {"x": np.ones((4, 2), np.float16)})
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.undo()
     store.save(key, {"x": np.ones((4, 2), np.float16)})
-    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    monkeypatch.setattr(store_mod.pq.ParquetWriter, "write_table", half_then_fail)
     with pytest.raises(OSError, match="simulated"):
         store.save(key, {"x": np.zeros((4, 2), np.float16)})
     assert [p.name for p in tmp_path.iterdir()] == [Path(store.path(key)).name]
@@ -404,11 +406,13 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     """A KeyboardInterrupt (any BaseException) mid-write cleans up too."""
     store = Store(tmp_path)
 
-    def interrupted(table, where, **kwargs):
-        where.write(b"PAR1")
+    original = store_mod.pq.ParquetWriter.write_table
+
+    def interrupted(self, table, **kwargs):
+        original(self, table, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_mod.pq, "write_table", interrupted)
+    monkeypatch.setattr(store_mod.pq.ParquetWriter, "write_table", interrupted)
     with pytest.raises(KeyboardInterrupt):
         store.save(_key(), {"x": np.ones(3, np.int32)})
     assert list(tmp_path.iterdir()) == []
@@ -506,11 +510,13 @@ def test_failed_write_on_an_in_memory_filesystem_leaves_no_file(monkeypatch):
     fs = pafs._MockFileSystem()
     store = Store("bucket", filesystem=fs)
 
-    def half_then_fail(table, where, **kwargs):
-        where.write(b"PAR1 partial bytes")
+    original = store_mod.pq.ParquetWriter.write_table
+
+    def half_then_fail(self, table, **kwargs):
+        original(self, table, **kwargs)
         raise OSError("network down (simulated)")
 
-    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    monkeypatch.setattr(store_mod.pq.ParquetWriter, "write_table", half_then_fail)
     with pytest.raises(OSError, match="simulated"):
         store.save(_key(), {"x": np.ones(3, np.int32)})
     files = [i.path for i in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))

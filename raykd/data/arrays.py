@@ -7,16 +7,19 @@ back) and puts it in Ray's object store once; every trial, teacher actor and Tra
 same copy (numpy arrays from the object store are zero-copy). A second sweep on the same data only reads the
 store.
 
-Memory: a split is held whole (TinyImageNet-200 train at 64 px is 1.2 GB). A split above
-:data:`MEMORY_BUDGET_BYTES` (``$RAYKD_DATA_MEMORY``, default 8 GiB per split) is refused with the numbers, naming
-the setting that raises it: it would not fit a node's object store (30% of its RAM by default) next to the
-teacher tables.
+Memory: a split is held whole while it fits :data:`MEMORY_BUDGET_BYTES` (``$RAYKD_DATA_MEMORY``, default 8 GiB
+per split; TinyImageNet-200 train at 64 px is 1.2 GB): a node's object store (30% of its RAM by default) must
+hold it next to the teacher tables. A classification split above it is decoded straight into the store, one row
+group (64 MiB) at a time, and streamed back by group (:class:`StreamedImages`): each process reads the groups
+itself, and training visits them in a shuffled order, shuffling within each. Super-resolution splits are held
+whole (DIV2K's 800 training pairs at x4 are about 7 GB).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +30,9 @@ from PIL import Image
 from raykd.config import DataConfig
 from raykd.data.classification import ClassificationDataset, open_dataset
 from raykd.data.sr import SRDataset, open_sr_dataset
-from raykd.data.store import Ragged, Store, content_key
+from raykd.data.store import GROUP_BYTES, Ragged, Store, content_key
 
-__all__ = ["ImageArrays", "PairArrays", "MEMORY_BUDGET_BYTES", "load_split", "decode_split"]
+__all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "load_split", "decode_split"]
 
 DECODE_FORMAT = 1
 MEMORY_BUDGET_BYTES = int(float(os.environ.get("RAYKD_DATA_MEMORY", 8 * 2**30)))
@@ -109,53 +112,143 @@ def _decode_image(dataset: ClassificationDataset, i: int, size: int) -> np.ndarr
     return np.asarray(img, dtype=np.uint8)
 
 
-def _parallel(fn, n: int, what: str) -> list:
-    """``[fn(i) for i in range(n)]`` on threads (PIL decodes without the GIL), with a progress line for long
-    decodes."""
+def _parallel(fn, items: range, what: str) -> list:
+    """``[fn(i) for i in items]`` on threads (PIL decodes without the GIL), with a progress line for long decodes."""
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         out = []
-        for i, item in enumerate(pool.map(fn, range(n))):
+        for i, item in enumerate(pool.map(fn, items)):
             out.append(item)
             if (i + 1) % 20000 == 0:
                 rate = (i + 1) / (time.perf_counter() - started)
-                print(f"decoding {what}: {i + 1}/{n} images, {rate:.0f}/s, ETA {(n - i - 1) / rate:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(f"decoding {what}: {i + 1}/{len(items)} images, {rate:.0f}/s, ETA "
+                      f"{(len(items) - i - 1) / rate:.0f} s", file=sys.stderr, flush=True)
     return out
 
 
 def decode_split(data: DataConfig, split: str) -> Arrays:
-    """Decode ``split`` of ``data`` (every image read once; an unreadable file stops it, naming the file)."""
+    """Decode ``split`` of ``data`` in memory (every image read once; an unreadable file stops it, naming the
+    file). A classification split above the memory budget needs a store to stream through (:func:`load_split`)."""
     dataset = _open(data, split)
     key = content_key(_document(data, split, dataset))
     n = len(dataset)
     if data.task == "cls":
         size = data.image_size
-        needed = n * size * size * 3
-        _check_budget(needed, f"{data.dataset} {split} at {size} px")
-        images = np.stack(_parallel(lambda i: _decode_image(dataset, i, size), n, f"{data.dataset} {split}"))
-        return ImageArrays(images, np.asarray([dataset.label(i) for i in range(n)], dtype=np.int64),
-                           tuple(dataset.classes), key)
-    pairs = _parallel(dataset.pair, n, f"{data.dataset} {split}")
+        _check_budget(n * size * size * 3, f"{data.dataset} {split} at {size} px", streamable=True)
+        images = np.stack(_parallel(lambda i: _decode_image(dataset, i, size), range(n), f"{data.dataset} {split}"))
+        return ImageArrays(images, _labels(dataset), tuple(dataset.classes), key)
+    pairs = _parallel(dataset.pair, range(n), f"{data.dataset} {split}")
     lr, hr = Ragged.from_rows([p[0] for p in pairs], "LR images"), Ragged.from_rows([p[1] for p in pairs], "HR images")
-    _check_budget(lr.nbytes + hr.nbytes, f"{data.dataset} {split} at x{data.scale}")
+    _check_budget(lr.nbytes + hr.nbytes, f"{data.dataset} {split} at x{data.scale}", streamable=False)
     return PairArrays(lr, hr, np.asarray(dataset.grey, dtype=bool), tuple(dataset.name(i) for i in range(n)),
                       data.scale, key)
 
 
-def _check_budget(nbytes: int, what: str) -> None:
+def _labels(dataset: ClassificationDataset) -> np.ndarray:
+    return np.asarray([dataset.label(i) for i in range(len(dataset))], dtype=np.int64)
+
+
+def _check_budget(nbytes: int, what: str, streamable: bool) -> None:
     if nbytes > MEMORY_BUDGET_BYTES:
+        how = ("decode it through a store (load_split with a store; the sweeps do), which streams it, or raise "
+               "RAYKD_DATA_MEMORY (bytes)") if streamable else "raise RAYKD_DATA_MEMORY (bytes) if the nodes hold it"
         raise MemoryError(f"{what} decodes to {nbytes / 2**30:.1f} GiB, above the {MEMORY_BUDGET_BYTES / 2**30:.1f} "
-                          "GiB a split may take in memory; raise RAYKD_DATA_MEMORY (bytes) if the nodes' object "
-                          "stores hold it, or lower data.image_size")
+                          f"GiB a split may take in memory; {how}")
+
+
+class StreamedImages:
+    """A classification split above the memory budget, kept in the store and read back by row group.
+
+    ``images[indices]`` reads (and verifies) the row groups the indices fall in, keeping the last ``keep`` groups in
+    memory; training visits the split group by group (:attr:`groups`, used by the trainer's shuffle) so each group is
+    read once per epoch. It pickles as its store location, so every process (trial, Train worker, teacher actor)
+    streams on its own instead of receiving the data.
+    """
+
+    def __init__(self, root: str, key: str, labels: np.ndarray, classes: tuple[str, ...], group_rows: list[int],
+                 row_shape: tuple[int, ...], keep: int = 2) -> None:
+        self.root, self.key, self.labels, self.classes = root, key, labels, classes
+        bounds = np.cumsum([0, *group_rows])
+        self.groups = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.row_shape, self.keep = tuple(row_shape), keep
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._reader = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict(), "_reader": None}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self.row_shape))
+
+    @property
+    def images(self) -> "StreamedImages":
+        return self
+
+    def _group(self, g: int) -> np.ndarray:
+        if g not in self._cache:
+            if self._reader is None:
+                self._reader = Store(self.root).open(self.key)
+                if self._reader is None:
+                    raise FileNotFoundError(f"decoded split {self.key} is gone from the store {self.root}; decode it "
+                                            "again (rerun the sweep)")
+            self._cache[g] = np.asarray(self._reader.group(g)["images"])
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(g)
+        return self._cache[g]
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        starts = np.array([a for a, _ in self.groups])
+        which = np.searchsorted(starts, indices, side="right") - 1
+        out = np.empty((len(indices), *self.row_shape), dtype=np.uint8)
+        for g in np.unique(which):
+            mask = which == g
+            out[mask] = self._group(int(g))[indices[mask] - starts[g]]
+        return out
+
+
+def _decode_streamed(data: DataConfig, split: str, dataset: ClassificationDataset, store: Store, key: str
+                     ) -> StreamedImages:
+    """Decode a split too large for memory straight into the store, one row group (about 64 MiB) at a time."""
+    size = data.image_size
+    per_group = max(1, GROUP_BYTES // (size * size * 3))
+    labels, n = _labels(dataset), len(dataset)
+    print(f"{data.dataset} {split}: {n * size * size * 3 / 2**30:.1f} GiB at {size} px is above the "
+          f"{MEMORY_BUDGET_BYTES / 2**30:.1f} GiB in-memory budget; streaming it from the store", file=sys.stderr)
+    with store.writer(key, {"classes": list(dataset.classes)}) as writer:
+        for start in range(0, n, per_group):
+            rows = range(start, min(n, start + per_group))
+            images = np.stack(_parallel(lambda i: _decode_image(dataset, i, size), rows, f"{data.dataset} {split}"))
+            writer.append({"images": images, "labels": labels[start:rows.stop]})
+    return _streamed(store, key, labels, tuple(dataset.classes))
+
+
+def _streamed(store: Store, key: str, labels: np.ndarray, classes: tuple[str, ...]) -> StreamedImages:
+    reader = store.open(key)
+    if reader is None:
+        raise FileNotFoundError(f"decoded split {key} could not be read back from {store.root}")
+    shape = tuple(reader.header["columns"]["images"]["shape"])
+    return StreamedImages(store.location, key, labels, classes, reader.group_rows, shape)
 
 
 def load_split(data: DataConfig, split: str, store: Store | None) -> Arrays:
-    """``split`` of ``data`` from ``store`` when it holds a verified copy, else decoded and saved there."""
+    """``split`` of ``data`` from ``store`` when it holds a verified copy, else decoded and saved there. A
+    classification split above the memory budget is streamed from the store (:class:`StreamedImages`)."""
     if store is None:
         return decode_split(data, split)
     dataset = _open(data, split)
     key = content_key(_document(data, split, dataset))
+    big = data.task == "cls" and len(dataset) * data.image_size ** 2 * 3 > MEMORY_BUDGET_BYTES
+    if big:
+        reader = store.open(key)
+        if reader is not None:
+            return _streamed(store, key, _labels(dataset), tuple(dataset.classes))
+        return _decode_streamed(data, split, dataset, store, key)
     table = store.load(key)
     if table is not None:
         meta = table.meta

@@ -14,8 +14,8 @@ A table is a set of equally long columns:
   (raw bytes, because Parquet encodes list columns with a repetition level per element: several times slower for
   images of millions of values).
 
-Rows are written in row groups of about 64 MiB, and the schema metadata (``raykd.store``) records the format
-version, the key, the row count, each column's dtype and shape, a sha256 of every column in every row group, and
+Rows are written in row groups of about 64 MiB (:class:`TableWriter` appends them one by one, so a table need not
+fit in memory), and the file's key-value metadata (``raykd.store``) records the format version, the key, the row count, each column's dtype and shape, a sha256 of every column in every row group, and
 the caller's ``meta``. :meth:`Store.load` verifies all of it; :meth:`Store.open` gives a lazy reader that verifies
 each row group as it is read, for tables larger than memory. A table that fails verification is reported
 (:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to ``<key>.parquet.corrupt`` and
@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["STORE_FORMAT_VERSION", "Ragged", "Store", "StoreCorruptionWarning", "Table", "TableReader",
-           "content_key", "file_sha256"]
+           "TableWriter", "content_key", "file_sha256"]
 
 # Bump whenever the on-disk layout or the meaning of a stored column changes: old tables then get new keys.
 STORE_FORMAT_VERSION = 2
@@ -52,7 +52,7 @@ _METADATA_KEY = b"raykd.store"
 _SHAPE_PREFIX = "__shape__"
 _DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.uint8, np.bool_, np.int16, np.int32, np.int64))
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
-_GROUP_BYTES = 64 * 2**20
+GROUP_BYTES = 64 * 2**20  # bytes of a row group: what a streamed table reads at a time
 
 
 class StoreCorruptionWarning(RuntimeWarning):
@@ -229,7 +229,7 @@ class Table:
 
 
 def _groups(num_rows: int, row_bytes: int, rows_per_group: int | None) -> list[tuple[int, int]]:
-    per = rows_per_group or max(1, _GROUP_BYTES // max(row_bytes, 1))
+    per = rows_per_group or max(1, GROUP_BYTES // max(row_bytes, 1))
     return [(start, min(num_rows, start + per)) for start in range(0, num_rows, per)]
 
 
@@ -248,18 +248,10 @@ def _arrow(col: Column) -> dict[str, pa.Array]:
     return {"": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])}
 
 
-def _header(key: str, columns: Mapping[str, Column], groups: list[tuple[int, int]], meta: Mapping[str, Any]
-            ) -> dict[str, Any]:
-    specs = {}
-    for name, col in columns.items():
-        if isinstance(col, Ragged):
-            specs[name] = {"dtype": col.dtype.name, "shape": None, "ndim": int(col.shapes.shape[1])}
-        else:
-            specs[name] = {"dtype": col.dtype.name, "shape": list(col.shape[1:])}
-    return {"format_version": STORE_FORMAT_VERSION, "key": key, "num_rows": groups[-1][1] if groups else 0,
-            "columns": specs, "group_rows": [stop - start for start, stop in groups],
-            "checksums": {name: [_column_checksum(col, a, b) for a, b in groups] for name, col in columns.items()},
-            "meta": dict(meta)}
+def _spec(col: Column) -> dict[str, Any]:
+    if isinstance(col, Ragged):
+        return {"dtype": col.dtype.name, "shape": None, "ndim": int(col.shapes.shape[1])}
+    return {"dtype": col.dtype.name, "shape": list(col.shape[1:])}
 
 
 def _decode_group(batch: pa.Table, header: dict[str, Any], group: int) -> dict[str, Column]:
@@ -312,17 +304,17 @@ def _fixed(chunk: pa.Array, name: str, size: int, dtype: np.dtype) -> np.ndarray
     return values.to_numpy(zero_copy_only=False).reshape(len(chunk), size)
 
 
-def _read_header(schema: pa.Schema, key: str) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(_METADATA_KEY)
+def _read_header(metadata: dict[bytes, bytes] | None, key: str) -> dict[str, Any]:
+    raw = (metadata or {}).get(_METADATA_KEY)
     if raw is None:
-        raise _Corrupt(f"schema metadata {_METADATA_KEY.decode()!r} is missing")
+        raise _Corrupt(f"metadata {_METADATA_KEY.decode()!r} is missing")
     try:
         header = json.loads(raw)
         version, stored_key = header["format_version"], header["key"]
         columns, groups, checksums = header["columns"], header["group_rows"], header["checksums"]
         header["meta"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise _Corrupt(f"schema metadata is unreadable ({exc!r})") from None
+        raise _Corrupt(f"metadata is unreadable ({exc!r})") from None
     if version != STORE_FORMAT_VERSION:
         raise _Corrupt(f"format version {version!r}, this raykd reads version {STORE_FORMAT_VERSION}")
     if stored_key != key:
@@ -364,12 +356,95 @@ class TableReader:
                              ) from None
 
 
+class TableWriter:
+    """Writes one table row group by row group, then makes it visible under its key in one rename (a context
+    manager: an exception leaves nothing behind). Every group must have the same columns, dtypes and shapes."""
+
+    def __init__(self, store: "Store", key: str, meta: Mapping[str, Any] | None) -> None:
+        self.store, self.key, self.path = store, key, store.path(key)
+        # round-trip meta through JSON now: refuses what cannot be stored, and save and load return equal dicts
+        self.meta: dict[str, Any] = json.loads(canonical_json(dict(meta or {})))
+        # pid + uuid: racing writers (threads, processes, nodes on shared storage) never share a temporary name
+        self.tmp = f"{store.root}/.{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        self.specs: dict[str, dict[str, Any]] | None = None
+        self.group_rows: list[int] = []
+        self.checksums: dict[str, list[str]] = {}
+        self._file: Any = None
+        self._parquet: pq.ParquetWriter | None = None
+
+    def append(self, columns: Mapping[str, Any]) -> None:
+        """Write the next row group."""
+        cols = {name: _as_column(name, value) for name, value in sorted(columns.items())}
+        lengths = {len(col) for col in cols.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(f"a row group needs columns of one non-zero length, got {sorted(lengths)}")
+        specs = {name: _spec(col) for name, col in cols.items()}
+        if self.specs is None:
+            self.specs = specs
+        elif specs != self.specs:
+            raise ValueError(f"row group {len(self.group_rows)} of table {self.key[:12]}... has columns {specs}, the "
+                             f"first had {self.specs}")
+        rows = lengths.pop()
+        for name, col in cols.items():
+            self.checksums.setdefault(name, []).append(_column_checksum(col, 0, rows))
+        arrow = pa.table({f"{prefix}{name}": arr for name, col in cols.items() for prefix, arr in _arrow(col).items()})
+        if self._parquet is None:
+            self.store.fs.create_dir(self.store.root, recursive=True)
+            self._file = open(self.tmp, "wb") if self.store.local else self.store.fs.open_output_stream(self.tmp)
+            # lz4: tensors and pixels barely compress, and the store is read on every sweep start
+            self._parquet = pq.ParquetWriter(self._file, arrow.schema, compression="lz4", use_dictionary=False,
+                                             write_statistics=False)
+        self._parquet.write_table(arrow, row_group_size=rows)
+        self.group_rows.append(rows)
+
+    def close(self) -> None:
+        """Write the header (format, key, columns, row groups, checksums, meta) and make the table visible."""
+        if self._parquet is None:
+            raise ValueError(f"table {self.key[:12]}... has no rows; the store keeps tables of one or more rows")
+        header = {"format_version": STORE_FORMAT_VERSION, "key": self.key, "num_rows": sum(self.group_rows),
+                  "columns": self.specs, "group_rows": self.group_rows, "checksums": self.checksums,
+                  "meta": self.meta}
+        self._parquet.add_key_value_metadata({_METADATA_KEY: canonical_json(header).encode()})
+        self._parquet.close()
+        if self.store.local:
+            self._file.flush()
+            os.fsync(self._file.fileno())  # durable before visible: after a crash the final name is complete or absent
+        self._file.close()
+        self.store.fs.move(self.tmp, self.path)
+
+    def abort(self) -> None:
+        for closing in (self._parquet, self._file):
+            try:
+                if closing is not None:
+                    closing.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self.store.fs.delete_file(self.tmp)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        if kind is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+
 class Store:
     """A directory (or URI prefix) of content-keyed tables. ``filesystem`` overrides the pyarrow filesystem
     inferred from ``root`` (tests use pyarrow's in-memory filesystem)."""
 
     def __init__(self, root: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> None:
         root = str(root)
+        self.location = root  # as given: what another process opens the same store with
         if filesystem is not None:
             self.fs, self.root = filesystem, root.rstrip("/")
         elif "://" in root:
@@ -397,7 +472,6 @@ class Store:
         ``meta``: JSON-able provenance, returned as ``table.meta``. ``rows_per_group`` sets the row groups (default:
         about 64 MiB each), the unit :class:`TableReader` streams.
         """
-        path = self.path(key)
         if rows_per_group is not None and (isinstance(rows_per_group, bool) or not isinstance(rows_per_group, int)
                                            or rows_per_group < 1):
             raise ValueError(f"rows_per_group must be a positive integer or None, got {rows_per_group!r}")
@@ -406,39 +480,17 @@ class Store:
         cols = {name: _as_column(name, value) for name, value in columns.items()}
         if not len(next(iter(cols.values()))):
             raise ValueError(f"table {key[:12]}... has no rows; the store keeps tables of one or more rows")
-        # round-trip meta through JSON now: refuses what cannot be stored, and save and load return equal dicts
-        table = Table(key, cols, json.loads(canonical_json(dict(meta or {}))))
-        row_bytes = sum(col.nbytes for col in cols.values()) // max(table.num_rows, 1)
-        groups = _groups(table.num_rows, row_bytes, rows_per_group)
-        header = _header(key, table.columns, groups, table.meta)
-        arrays = {f"{prefix}{name}": arr for name, col in table.columns.items() for prefix, arr in _arrow(col).items()}
-        arrow = pa.table(arrays).replace_schema_metadata({_METADATA_KEY: canonical_json(header).encode()})
-        self.fs.create_dir(self.root, recursive=True)
-        # pid + uuid: racing writers (threads, processes, nodes on shared storage) never share a temporary name
-        tmp = f"{self.root}/.{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            self._write(tmp, arrow, groups)
-            self.fs.move(tmp, path)
-        except BaseException:
-            try:
-                self.fs.delete_file(tmp)
-            except (FileNotFoundError, OSError):
-                pass
-            raise
+        with self.writer(key, meta) as writer:
+            table = Table(key, cols, writer.meta)  # checks the columns' lengths agree
+            row_bytes = sum(col.nbytes for col in cols.values()) // table.num_rows
+            for start, stop in _groups(table.num_rows, row_bytes, rows_per_group):
+                writer.append({name: col.slice(start, stop) if isinstance(col, Ragged) else col[start:stop]
+                               for name, col in table.columns.items()})
         return table
 
-    def _write(self, tmp: str, arrow: pa.Table, groups: list[tuple[int, int]]) -> None:
-        size = groups[0][1] - groups[0][0] if groups else None
-        # lz4: tensors and pixels barely compress, and the store is read on every sweep start
-        kwargs = dict(compression="lz4", use_dictionary=False, write_statistics=False, row_group_size=size)
-        if self.local:
-            with open(tmp, "wb") as fh:
-                pq.write_table(arrow, fh, **kwargs)
-                fh.flush()
-                os.fsync(fh.fileno())  # durable before visible: after a crash the final name is complete or absent
-        else:
-            with self.fs.open_output_stream(tmp) as fh:
-                pq.write_table(arrow, fh, **kwargs)
+    def writer(self, key: str, meta: Mapping[str, Any] | None = None) -> "TableWriter":
+        """A :class:`TableWriter` for ``key``: row groups appended one by one (tables larger than memory)."""
+        return TableWriter(self, key, meta)
 
     def load(self, key: str) -> Table | None:
         """The verified table for ``key``, or ``None`` if absent or if it failed verification (then reported)."""
@@ -458,7 +510,7 @@ class Store:
         try:
             with fh:
                 parquet = pq.ParquetFile(fh)
-                header = _read_header(parquet.schema_arrow, key)
+                header = _read_header(parquet.metadata.metadata, key)
                 if parquet.num_row_groups != len(header["group_rows"]):
                     raise _Corrupt(f"it has {parquet.num_row_groups} row groups, its header says "
                                    f"{len(header['group_rows'])}")

@@ -72,10 +72,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def shard_order(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+def shard_order(n: int, *, seed: int, epoch: int, rank: int, world_size: int,
+                groups: list[tuple[int, int]] | None = None) -> np.ndarray:
     """This worker's item indices for ``epoch``: one shuffle shared by all workers (seeded by seed and epoch),
-    dealt round-robin and cut to equal length so every DDP worker takes the same number of steps."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
+    dealt round-robin and cut to equal length so every DDP worker takes the same number of steps. With ``groups``
+    (the row groups of a split streamed from the store) the groups come in a shuffled order and the items are
+    shuffled within each, so every group is read once per epoch."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if groups is None:
+        order = torch.randperm(n, generator=generator).numpy()
+    else:
+        order = np.concatenate([groups[g][0] + torch.randperm(groups[g][1] - groups[g][0], generator=generator).numpy()
+                                for g in torch.randperm(len(groups), generator=generator).tolist()])
     return order[rank::world_size][: n // world_size]
 
 
@@ -237,7 +245,8 @@ def _prefetched(make: Callable[[np.ndarray], dict[str, Any]], chunks: list[np.nd
 def train_epoch(run: Run, epoch: int, on_first_step: Callable[[], None] = lambda: None) -> dict[str, float]:
     """One epoch (0-based ``epoch``, view ``data.view_for_epoch(epoch)``): mean of every loss term, throughput."""
     cfg, rt, device = run.cfg, run.runtime, run.runtime.device
-    order = shard_order(len(run.task), seed=cfg.seed, epoch=epoch, rank=rt.rank, world_size=rt.world_size)
+    order = shard_order(len(run.task), seed=cfg.seed, epoch=epoch, rank=rt.rank, world_size=rt.world_size,
+                        groups=getattr(run.task.train_arrays, "groups", None))
     batch_size = cfg.optim.batch_size
     if cfg.optim.steps_per_epoch is not None:
         order = order[: cfg.optim.steps_per_epoch * batch_size]
