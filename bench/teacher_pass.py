@@ -1,14 +1,14 @@
-"""One epoch's teacher pass two ways (issue #12 asked to consider Ray Data): the teacher service's own actor loop
-(chunks of rows spread over its teacher actors, a bounded number in flight) against Ray Data's ``map_batches``
-over an actor pool running the same teacher on the same views. Both end with the table saved in the store.
-Printed: seconds per table (median of ``--repeats``, each on a fresh store) and rows/s for both.
+"""A sweep's teacher passes two ways (issue #12 asked to consider Ray Data): the teacher service's own actor loop
+(chunks of rows spread over its long-lived teacher actors, a bounded number in flight) against Ray Data's
+``map_batches`` over an actor pool running the same teacher on the same views, one execution per epoch. Both end
+each epoch with its table saved in the store. Printed: seconds to the first table (start-up included) and per
+further table (the steady state of a sweep), and rows/s, for both.
 
-    .venv/bin/python bench/teacher_pass.py [--rows 10000] [--image-size 32] [--teacher resnet8x4] [--replicas 1]
+    .venv/bin/python bench/teacher_pass.py [--rows 10000] [--epochs 3] [--image-size 32] [--teacher resnet8x4]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,10 +46,10 @@ class Teacher:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--teacher", default="resnet8x4")
     p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     rng = np.random.default_rng(0)
@@ -62,35 +62,36 @@ def main() -> None:
                         meta={"model": args.teacher, "model_kwargs": {"num_classes": 10}})
         spec = TeacherSpec.from_checkpoint(Path(tmp) / "teacher")
         ref = ray.put(arrays)
-        service_s, data_s = [], []
-        for repeat in range(args.repeats):
-            started = time.perf_counter()
-            service = start_service([TeacherRequest(spec, ("logits",))], data, ref, 1,
-                                    TeacherServiceConfig(replicas=args.replicas, ahead=0),
-                                    str(Path(tmp) / f"service-{repeat}"), f"bench-{repeat}")
-            source = ServiceClient(service, spec.name, ("logits",)).source("cls", 4, 0)
-            source.begin_epoch(0)
-            service_s.append(time.perf_counter() - started)
-            ray.get(service.shutdown.remote())
-            ray.kill(service)
 
-            started = time.perf_counter()
-            weights = spec.weights_bytes()
+        started, service_t = time.perf_counter(), []
+        service = start_service([TeacherRequest(spec, ("logits",))], data, ref, args.epochs,
+                                TeacherServiceConfig(replicas=args.replicas, ahead=0, mode="stored"),
+                                str(Path(tmp) / "service"), "bench")
+        source = ServiceClient(service, spec.name, ("logits",)).source("cls", 4, 0)
+        for epoch in range(args.epochs):  # one trial training every epoch: the service makes each table once
+            source.begin_epoch(epoch)
+            service_t.append(time.perf_counter() - started)
+        ray.get(service.shutdown.remote())
+
+        started, data_t = time.perf_counter(), []
+        weights = spec.weights_bytes()
+        for epoch in range(args.epochs):
             out = (ray.data.range(args.rows)
-                   .map_batches(Teacher, fn_constructor_args=(spec, weights, data, arrays, 0), batch_size=256,
+                   .map_batches(Teacher, fn_constructor_args=(spec, weights, data, arrays, epoch), batch_size=256,
                                 concurrency=args.replicas, num_cpus=1)
                    .take_all())
             out.sort(key=lambda row: row["id"])
-            TeacherTable.save(Store(Path(tmp) / f"data-{repeat}"), table_key(spec.identity(), {"bench": repeat},
-                                                                              ["logits"], 0),
+            TeacherTable.save(Store(Path(tmp) / "data"), table_key(spec.identity(), {"bench": 1}, ["logits"], epoch),
                               np.array([r["id"] for r in out]), {"logits": np.stack([r["logits"] for r in out])},
                               {"teacher": spec.name})
-            data_s.append(time.perf_counter() - started)
+            data_t.append(time.perf_counter() - started)
     ray.shutdown()
-    print(f"one epoch's table of {args.rows} rows, {args.teacher} at {s} px, {args.replicas} teacher actor(s):")
-    for name, times in (("teacher service (actor loop)", service_s), ("Ray Data map_batches", data_s)):
-        median = statistics.median(times)
-        print(f"  {name:30s} {median:6.1f} s  ({args.rows / median:6.0f} rows/s; runs {', '.join(f'{t:.1f}' for t in times)})")
+    print(f"{args.epochs} epochs' tables of {args.rows} rows, {args.teacher} at {s} px, {args.replicas} teacher "
+          "actor(s):")
+    for name, times in (("teacher service (actor loop)", service_t), ("Ray Data map_batches", data_t)):
+        steady = (times[-1] - times[0]) / max(len(times) - 1, 1)
+        print(f"  {name:30s} first table {times[0]:6.1f} s, then {steady:6.1f} s per table "
+              f"({args.rows / steady:6.0f} rows/s); all {times[-1]:.1f} s")
 
 
 if __name__ == "__main__":
