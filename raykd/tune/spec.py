@@ -48,7 +48,8 @@ class SweepSpec:
     * :meth:`student`, :meth:`teacher_model`, :meth:`optim`: the models and the optimiser (teacher and student
       share the data and optimiser unless :meth:`teacher_config` says otherwise);
     * :meth:`teachers`: the teacher of each distilling method (default: one trained teacher for all of them);
-    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`after` for sweep-specific flags and steps.
+    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`run`, :meth:`after` for sweep-specific flags and
+      steps.
     """
 
     name: ClassVar[str]
@@ -89,6 +90,12 @@ class SweepSpec:
 
     def sweep_overrides(self, args: argparse.Namespace, profile: Profile) -> dict[str, Any]:
         return {}
+
+    def run(self, args: argparse.Namespace, base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpec],
+            sweep: SweepConfig, splits: Mapping[str, Any]) -> dict[str, Any]:
+        """The sweep itself: one :func:`run_sweep` (a spec that runs several, one table each, overrides this and
+        leaves its combined summary in ``<sweep.directory>/summary.md``)."""
+        return run_sweep(base, teachers, sweep, splits=splits)
 
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
         pass
@@ -172,7 +179,7 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     connect(args.address)
     splits = decoded_splits(base, args.cache_dir)
     teachers = spec.teachers(args, base, profile, splits)
-    summary = run_sweep(base, teachers, sweep, splits=splits)
+    summary = spec.run(args, base, teachers, sweep, splits)
     spec.after(args, sweep, base)
     print_summary(sweep, summary)
     return 0
