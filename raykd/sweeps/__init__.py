@@ -13,7 +13,8 @@ from raykd.tune.spec import SweepSpec, run_spec
 
 __all__ = ["SWEEPS", "run"]
 
-SWEEPS: dict[str, type[SweepSpec]] = {spec.name: spec for spec in (FiGKDTinyImageNet, DFDCifar, DVMSRDiv2K, MTKDDiv2K, ViMDCub)}
+SWEEPS: dict[str, type[SweepSpec]] = {spec.name: spec for spec in (
+    FiGKDTinyImageNet, DFDCifar, DVMSRDiv2K, MTKDDiv2K, ViMDCub)}
 
 
 def run(name: str, argv: Sequence[str] | None = None) -> int:

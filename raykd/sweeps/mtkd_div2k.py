@@ -139,7 +139,8 @@ class MTKDDiv2K(DIV2KSweep):
                        help="a teacher's raykd checkpoint directory or released weights file (skips its training)")
         p.add_argument("--teacher-kwargs", nargs="+", default=[], metavar="NAME=JSON",
                        help="model kwargs of a teacher, e.g. swinir='{\"img_size\": 48}'")
-        p.add_argument("--student", choices=STUDENTS, default="edsr_baseline", help="the student (default edsr_baseline)")
+        p.add_argument("--student", choices=STUDENTS, default="edsr_baseline",
+                       help="the student (default edsr_baseline)")
         p.add_argument("--stage1-epochs", type=int, default=None,
                        help=f"aggregator epochs (default {self.STAGE1['epochs'][0]}; smoke {self.STAGE1['epochs'][1]})")
         p.add_argument("--stage1-lr", type=float, default=None,
@@ -217,7 +218,7 @@ class MTKDDiv2K(DIV2KSweep):
         if self.stage1 is not None and "://" not in sweep.directory and summary.exists():
             result = self.stage1
             held = base.data.val_root or f"{base.data.dataset} val"
-            summary.write_text(summary.read_text() + f"\n## MTKD stage 1: teachers and aggregator, held-out ({held})\n\n"
-                               f"{result.table()}\n\nl1kd distils from {result.best_teacher}; mtkd from "
-                               f"{result.spec.name} ({result.spec.checkpoint}).\n")
+            summary.write_text(summary.read_text() + f"\n## MTKD stage 1: teachers and aggregator, held-out "
+                               f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; mtkd "
+                               f"from {result.spec.name} ({result.spec.checkpoint}).\n")
 
