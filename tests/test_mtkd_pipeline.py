@@ -194,7 +194,7 @@ def test_stage1_through_the_service_is_stored_reused_and_served_to_a_student(dat
 
     started = ray.is_initialized()
     if not started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         cache = tmp_path / "cache"
         splits = decoded_splits(TrainConfig(data=data), str(cache))

@@ -89,7 +89,8 @@ def test_the_summary_puts_each_lr_size_in_its_own_section(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_runs_end_to_end_one_table_per_lr_size(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a private local Ray: never join another Ray instance on this machine (its address file is shared)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     done = subprocess.run([sys.executable, str(ROOT / "sweeps" / "dfd_cifar.py"), "--smoke", "--cache-dir",
                            str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--seeds", "1"],
                           env=env, capture_output=True, text=True, timeout=900)

@@ -129,7 +129,8 @@ def test_a_released_teacher_is_converted_once_into_the_trained_teacher_store(tmp
 
 
 def _smoke(name: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a private local Ray: never join another Ray instance on this machine (its address file is shared)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     run = subprocess.run([sys.executable, str(ROOT / "sweeps" / f"{name}.py"), "--smoke", "--cache-dir",
                           str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--seeds", "1", *extra],
                          env=env, capture_output=True, text=True, timeout=1200)

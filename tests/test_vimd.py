@@ -303,7 +303,8 @@ def test_vimd_terms_flag_fixes_terms_for_the_sweeps_vimd_trials(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_sweep_runs_end_to_end_with_an_ablation_column(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a private local Ray: never join another Ray instance on this machine (its address file is shared)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     run = subprocess.run([sys.executable, str(ROOT / "sweeps" / "vimd_cub.py"), "--smoke", "--cache-dir",
                           str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--methods", "none", "vimd",
                           "--vimd-terms", "hidden", "--num-samples", "3", "--seeds", "0"],
