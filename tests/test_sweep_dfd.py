@@ -16,7 +16,7 @@ import pytest
 from raykd.config import MethodConfig, SweepConfig
 from raykd.sweeps import SWEEPS, run
 from raykd.sweeps.dfd_cifar import find_cifar10, write_summary
-from raykd.tune.spec import _parser, _profile, sweep_config
+from raykd.tune.spec import _parser, _profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from raykd.models import create_model
 from raykd.sweeps import SWEEPS, run
 from raykd.sweeps.div2k import find_div2k
 from raykd.sweeps.mtkd_div2k import released_teacher
-from raykd.tune.spec import _parser, _profile, sweep_config
+from raykd.tune.spec import _parser, _profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

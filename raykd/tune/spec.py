@@ -4,6 +4,7 @@ the full and smoke sizes), and :func:`run_spec` is the one program behind every 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,10 +33,12 @@ class Profile:
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` ("auto" for the one this machine belongs to) or start a local Ray."""
+    """Join the cluster at ``address`` ("auto" for the one this machine belongs to; ``$RAY_ADDRESS`` when not
+    given) or start a local Ray. A bare ``ray.init()`` would instead join whatever cluster ``/tmp/ray``'s address
+    file names, another user's on a shared machine."""
     if ray.is_initialized():
         return
-    context = ray.init(address=address) if address else ray.init()
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}")
 
