@@ -85,9 +85,12 @@ class ViMD(Method):
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
+        # by ``terms``, not by what the teacher provided: a sweep's teacher service serves the union of the outputs
+        # its methods may ask for
+        wanted = self.teacher_outputs()
         terms = {"ce": F.cross_entropy(student["logits"], target)}
-        if "logits" in teacher:
+        if "logits" in wanted:
             terms["kd"] = p["alpha"] * kd_loss(student["logits"], teacher["logits"], p["T"])
-        if "hidden" in teacher:
+        if "hidden" in wanted:
             terms["hidden"] = p["alpha"] * p["beta"] * hidden_state_loss(student["hidden"], teacher["hidden"])
         return terms

@@ -303,6 +303,8 @@ class TeacherService:
             self._release(teacher)
 
     async def _ensure(self, teacher: str, seed: int, view: int | None) -> Any:
+        if view is None:  # a whole-image (SR) table does not depend on the seed: one copy serves every stream
+            seed = 0
         key = (teacher, seed, view)
         if key in self.ready:
             return self.ready[key]

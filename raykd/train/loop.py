@@ -27,7 +27,8 @@ from raykd.methods import Method, create_method
 from raykd.models import create_model
 from raykd.models.checkpoint import read_meta
 from raykd.models.features import capture, output_shapes
-from raykd.models.weights import load_weights
+from raykd.models.weights import load_weights, read_state_dict
+from raykd.registry import KEYMAPS
 from raykd.teachers.sources import InProcessTeacher, TeacherSource
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.checkpoint import load_checkpoint, save_checkpoint
@@ -120,11 +121,28 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 def build_student(cfg: TrainConfig, task: Task) -> nn.Module:
     """The model ``cfg.model`` names, with the task's fixed kwargs (classes, scale), started from
-    ``model.init_from`` when given."""
+    ``model.init_from`` when given. A classifier head stored for another number of classes (an ImageNet checkpoint
+    started on CUB) is left out: the model keeps its own, freshly initialised head."""
     student = create_model(cfg.model.name, **{**task.model_kwargs(), **cfg.model.kwargs})
     if cfg.model.init_from is not None:
-        load_weights(student, cfg.model.init_from, keymap=cfg.model.init_keymap)
+        state = read_state_dict(cfg.model.init_from)
+        load_weights(student, state, keymap=cfg.model.init_keymap,
+                     exclude=_other_head(student, state, cfg.model.init_keymap))
     return student
+
+
+def _other_head(model: nn.Module, state: dict[str, torch.Tensor], keymap: str | None) -> tuple[str, ...]:
+    """``(prefix,)`` of ``model``'s classifier head (``get_classifier()``) when ``state``, mapped by ``keymap``,
+    holds that head with other shapes; else ``()``."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    prefix = next((name for name, module in model.named_modules() if module is head and name), None)
+    if prefix is None:
+        return ()
+    mapped = KEYMAPS.get(keymap).fn(state) if keymap is not None else state
+    own = {k: v.shape for k, v in model.state_dict().items() if k.startswith(prefix + ".")}
+    stored = {k: v.shape for k, v in mapped.items() if k.startswith(prefix + ".")}
+    return (prefix,) if any(k in stored and stored[k] != shape for k, shape in own.items()) else ()
 
 
 def param_groups(model: nn.Module, extra: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:

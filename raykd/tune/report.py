@@ -31,8 +31,10 @@ FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "star
          "teacher_samples_computed", "cache_hits", "started")
 
 
-def trials_table(results: Any, metric: str, task: str, stage: str = "search") -> tuple[pd.DataFrame, dict]:
-    """One row per trial of a Tune ``ResultGrid`` (in start order), and each trial's metric per epoch."""
+def trials_table(results: Any, metric: str, task: str, stage: str = "search",
+                 fixed: dict[str, dict[str, Any]] | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per trial of a Tune ``ResultGrid`` (in start order), and each trial's metric per epoch; ``fixed``:
+    ``{method: params}`` the sweep fixed for that method's trials."""
     rows, curves = [], {}
     for result in results:
         config = result.config or {}
@@ -46,7 +48,8 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search") ->
         trial = last.get("trial_id") or Path(result.path).name
         row: dict[str, Any] = {
             "trial": trial, "stage": stage, "method": method, "seed": int(last.get("seed", config.get("seed", 0))),
-            "status": "ok" if ok else "error", **{**method_class(method, task).defaults(), **searched},
+            "status": "ok" if ok else "error",
+            **{**method_class(method, task).defaults(), **searched, **(fixed or {}).get(method, {})},
             f"best_{metric}": float(history[metric].max()) if ok and history is not None else math.nan,
             f"last_{metric}": float(last[metric]) if ok else math.nan,
             "epochs": int(last.get("epoch", 0)), "wall_s": float(last.get("wall_s", math.nan)),
@@ -213,9 +216,10 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
                  base: dict[str, Any], teacher_stats: dict[str, dict[str, int]], wall_s: float) -> dict[str, Any]:
     """Write the results, the summaries and the plots to ``directory`` (a path or URI); return the summary."""
     metric, mode = sweep["metric"], sweep["mode"]
-    table, curves = trials_table(results, metric, task)
+    fixed = {base["method"]["name"]: dict(base["method"]["params"])} if base.get("method") else {}
+    table, curves = trials_table(results, metric, task, fixed=fixed)
     if seed_results is not None:
-        seeds_table, seed_curves = trials_table(seed_results, metric, task, stage="seeds")
+        seeds_table, seed_curves = trials_table(seed_results, metric, task, stage="seeds", fixed=fixed)
         table = pd.concat([table, seeds_table], ignore_index=True)
         curves.update(seed_curves)
     ok = table[(table["status"] == "ok") & (table["stage"] == "search")] if not table.empty else table

@@ -4,6 +4,7 @@ the full and smoke sizes), and :func:`run_spec` is the one program behind every 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,10 +33,12 @@ class Profile:
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` ("auto" for the one this machine belongs to) or start a local Ray."""
+    """Join the cluster at ``address`` ("auto" for the one this machine belongs to; ``$RAY_ADDRESS`` when not
+    given) or start a local Ray. A bare ``ray.init()`` would instead join whatever cluster ``/tmp/ray``'s address
+    file names, another user's on a shared machine."""
     if ray.is_initialized():
         return
-    context = ray.init(address=address) if address else ray.init()
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}")
 
@@ -48,7 +51,8 @@ class SweepSpec:
     * :meth:`student`, :meth:`teacher_model`, :meth:`optim`: the models and the optimiser (teacher and student
       share the data and optimiser unless :meth:`teacher_config` says otherwise);
     * :meth:`teachers`: the teacher of each distilling method (default: one trained teacher for all of them);
-    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`after` for sweep-specific flags and steps.
+    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`run`, :meth:`after` for sweep-specific flags and
+      steps.
     """
 
     name: ClassVar[str]
@@ -89,6 +93,12 @@ class SweepSpec:
 
     def sweep_overrides(self, args: argparse.Namespace, profile: Profile) -> dict[str, Any]:
         return {}
+
+    def run(self, args: argparse.Namespace, base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpec],
+            sweep: SweepConfig, splits: Mapping[str, Any]) -> dict[str, Any]:
+        """The sweep itself: one :func:`run_sweep` (a spec that runs several, one table each, overrides this and
+        leaves its combined summary in ``<sweep.directory>/summary.md``)."""
+        return run_sweep(base, teachers, sweep, splits=splits)
 
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
         pass
@@ -177,7 +187,7 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     connect(args.address)
     splits = decoded_splits(base, args.cache_dir)
     teachers = spec.teachers(args, base, profile, splits)
-    summary = run_sweep(base, teachers, sweep, splits=splits)
+    summary = spec.run(args, base, teachers, sweep, splits)
     spec.after(args, sweep, base)
     print_summary(sweep, summary)
     return 0

@@ -57,7 +57,9 @@ class SweepPayload:
 
     def trial(self, config: Mapping[str, Any]) -> TrialSpec:
         method, params = trial_method(dict(config))
-        cfg = override(self.base, {"method.name": method, "method.params": params,
+        # the base's method params are fixed for that method's trials (ViMD's ``terms`` of an ablation column)
+        fixed = self.base.method.params if method == self.base.method.name else {}
+        cfg = override(self.base, {"method.name": method, "method.params": {**params, **fixed},
                                    "seed": int(config.get("seed", self.base.seed))})
         trial = tune.get_context().get_trial_name()
         return TrialSpec(cfg, self.splits, self.clients.get(method), name=trial, started=time.time(),

@@ -1,0 +1,228 @@
+"""What the DIV2K super-resolution sweeps (DVMSR, MTKD) share: their data flags, finding DIV2K, the SR optimiser,
+and measuring every trial's final student on extra test sets (Set14) after the sweep.
+
+Flags (:meth:`DIV2KSweep.add_arguments`): ``--data-root``/``--download`` (DIV2K's bicubic track), ``--val-root``
+(the set trials are validated on, e.g. Set5, in the benchmark layout ``HR/`` + ``LR_bicubic/X{s}/``; DIV2K's 100
+valid images without it), ``--set14-root`` (measured after the sweep), ``--scale``, ``--patch-size``, ``--lr``,
+and the SR evaluation's conventions: ``--y-channel`` (``matlab``: luma rounded as MATLAB's ``rgb2ycbcr``, the EDSR /
+RCAN / SwinIR tables, the default; ``float``: unrounded, BasicSR's ``calculate_psnr``) and ``--tile`` (LR tiles of
+that side for whole-image inference; 0, the default, super-resolves every image whole, which is exact).
+
+With ``--set14-root`` every trial's final student (search and seeds stages) is measured on that set after the sweep
+(:func:`add_test_sets`: one Ray task per trial, on a GPU when trials had one), and its PSNR/SSIM (the same Y
+convention, ``scale`` pixels of border) join ``results.parquet`` and ``summary.md`` (v1's ``add_test_sets``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from raykd.config import DataConfig, OptimConfig, SweepConfig, TrainConfig
+from raykd.tune.spec import Profile, SweepSpec
+
+__all__ = ["DIV2KSweep", "find_div2k", "benchmark_missing", "add_test_sets", "evaluate_checkpoint"]
+
+
+def find_div2k(data_root: Path | None, cache_dir: str | Path, scale: int, download: bool) -> Path | None:
+    """The DIV2K root holding the x``scale`` training pairs (downloaded first when ``download``), directly or one
+    level down (``<root>/DIV2K``); else ``None`` after telling the user where it looked and how to get it."""
+    # absolute: Tune runs each trial in its own working directory
+    root = (data_root or Path(cache_dir) / "datasets" / "DIV2K").expanduser().resolve()
+    lr = f"DIV2K_train_LR_bicubic/X{scale}"
+    for candidate in (root, root / "DIV2K"):
+        if (candidate / "DIV2K_train_HR").is_dir() and (candidate / lr).is_dir():
+            return candidate
+    if download:
+        from raykd.data.sr import download_div2k
+
+        return download_div2k(root, scale).resolve()
+    print(f"DIV2K not found at {root} (no DIV2K_train_HR/ and {lr}/ there, nor under {root / 'DIV2K'}).\n"
+          f"Get it with --download (train + valid, HR and bicubic X{scale}, about 4.3 GB at x4, into {root}), "
+          "point --data-root at a directory holding the official DIV2K folders "
+          "(https://data.vision.ee.ethz.ch/cvl/DIV2K/), or try the pipeline on built-in data with --smoke.",
+          file=sys.stderr)
+    return None
+
+
+def benchmark_missing(folders: Mapping[str, Path | None], scale: int) -> list[str]:
+    """``"--flag PATH"`` of every given folder that is not a benchmark set at ``scale`` (``HR/`` and
+    ``LR_bicubic/X{scale}/``)."""
+    return [f"{flag} {path}" for flag, path in folders.items() if path is not None and not (
+        (Path(path).expanduser() / "HR").is_dir() and (Path(path).expanduser() / "LR_bicubic" / f"X{scale}").is_dir())]
+
+
+class DIV2KSweep(SweepSpec):
+    """A DIV2K SR sweep: subclasses set ``name``, ``methods``, the profiles, ``patch`` (LR patch side: full,
+    smoke), and the models."""
+
+    task = "sr"
+    patch: ClassVar[tuple[int, int]] = (64, 16)
+    patches_per_image: ClassVar[tuple[int, int]] = (16, 4)
+    learning_rate: ClassVar[tuple[float, float]] = (2e-4, 2e-3)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-root", type=Path, default=None,
+                       help="the DIV2K directory holding DIV2K_train_HR/ and DIV2K_train_LR_bicubic/X{s}/ "
+                            "(default: <cache-dir>/datasets/DIV2K)")
+        p.add_argument("--download", action="store_true",
+                       help="download DIV2K's train and valid HR + bicubic LR archives (about 4.3 GB at x4) if absent")
+        p.add_argument("--val-root", type=Path, default=None,
+                       help="validation set in the benchmark layout (HR/ + LR_bicubic/X{s}/), e.g. Set5 (default: "
+                            "DIV2K valid; smoke: the demo's val images)")
+        p.add_argument("--set14-root", type=Path, default=None,
+                       help="Set14 in the benchmark layout: every trial's final student is also measured on it, and "
+                            "the numbers join results.parquet and summary.md")
+        p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3 or 4; default 4)")
+        p.add_argument("--patch-size", type=int, default=None,
+                       help=f"LR training patch side of the students (default {self.patch[0]}; smoke {self.patch[1]})")
+        p.add_argument("--lr", type=float, default=None,
+                       help=f"Adam learning rate (default {self.learning_rate[0]:g}; smoke {self.learning_rate[1]:g})")
+        p.add_argument("--y-channel", choices=("matlab", "float"), default="matlab",
+                       help="PSNR/SSIM luma: MATLAB-rounded (the EDSR/RCAN/SwinIR tables; default) or float "
+                            "(BasicSR's calculate_psnr)")
+        p.add_argument("--tile", type=int, default=0,
+                       help="LR tile side for whole-image inference (evaluation, teacher outputs); 0: whole images "
+                            "(default; exact)")
+        p.add_argument("--tile-overlap", type=int, default=16, help="overlap of --tile tiles (default 16)")
+
+    def data(self, args: argparse.Namespace) -> DataConfig | None:
+        missing = benchmark_missing({"--val-root": args.val_root, "--set14-root": args.set14_root}, args.scale)
+        if missing:
+            print(f"no benchmark set (HR/ and LR_bicubic/X{args.scale}/) at {', '.join(missing)}", file=sys.stderr)
+            return None
+        common: dict[str, Any] = dict(task="sr", scale=args.scale, y_channel=args.y_channel, tile=args.tile,
+                                      tile_overlap=args.tile_overlap,
+                                      patch_size=args.patch_size or self.patch[1 if args.smoke else 0],
+                                      patches_per_image=self.patches_per_image[1 if args.smoke else 0])
+        if args.val_root is not None:
+            common.update(val_dataset="paired", val_root=str(args.val_root.expanduser().resolve()))
+        if args.smoke:
+            # the scikit-image photo demo (6 train, 2 val images) under the cache dir: the pipeline end to end in
+            # minutes on two cores, not a result
+            return DataConfig(dataset="demo_sr", root=str(Path(args.cache_dir) / "datasets" / "sr-demo"), **common)
+        root = find_div2k(args.data_root, args.cache_dir, args.scale, args.download)
+        return None if root is None else DataConfig(dataset="div2k", root=str(root), **common)
+
+    def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
+        # the SR recipe (EDSR/RCAN/SwinIR, DVMSR, MTKD): Adam (0.9, 0.999), no weight decay
+        return OptimConfig(name="adam", lr=args.lr or self.learning_rate[1 if args.smoke else 0], betas=(0.9, 0.999),
+                           weight_decay=0.0, schedule="cosine", epochs=profile.epochs, batch_size=profile.batch_size)
+
+    def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
+        if args.set14_root is not None:
+            add_test_sets(sweep.directory, base, {"set14": args.set14_root.expanduser().resolve()}, args.cache_dir,
+                          gpus=min(args.gpus_per_worker, 1))
+
+
+# ------------------------------------------------------------------ every trial's final student on test sets
+
+
+def _test_data(base: TrainConfig, root: Path) -> DataConfig:
+    # the test folder is also the (unused) training split: the task then needs nothing but the test set
+    data = base.data
+    return DataConfig(task="sr", dataset="paired", root=str(root), val_root=str(root), scale=data.scale,
+                      patch_size=1, y_channel=data.y_channel, tile=data.tile, tile_overlap=data.tile_overlap)
+
+
+def evaluate_checkpoint(weights: bytes, meta: Mapping[str, Any], tests: Mapping[str, tuple[DataConfig, Any]]
+                        ) -> dict[str, float]:
+    """PSNR/SSIM of a checkpoint's model (its ``model.safetensors`` bytes and ``meta.json``) on each test set
+    ``{name: (data, decoded split or its object-store reference)}``, with :meth:`SRTask.evaluate` (run as a Ray
+    task, on a GPU when given one)."""
+    import ray
+    import safetensors.torch
+
+    from raykd.models import create_model
+    from raykd.train.loop import resolve_device
+    from raykd.train.tasks import SRTask
+
+    device = resolve_device("auto")
+    model = create_model(meta["model"], **meta["model_kwargs"])
+    model.load_state_dict(safetensors.torch.load(weights), strict=True)
+    model.to(device).eval()
+    out = {}
+    for name, (data, arrays) in tests.items():
+        arrays = ray.get(arrays) if isinstance(arrays, ray.ObjectRef) else arrays
+        metrics = SRTask(data, arrays, arrays, seed=0).evaluate(model, device)
+        out[f"{name}_psnr"], out[f"{name}_ssim"] = metrics["val_psnr"], metrics["val_ssim"]
+    return out
+
+
+def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], cache_dir: str, gpus: float = 0
+                  ) -> pd.DataFrame | None:
+    """Measure every trial's final student (search and seeds stages) on each test set ``{name: benchmark folder}``
+    and merge ``last_val_ssim`` and ``<name>_psnr``/``<name>_ssim`` into ``<directory>/results.parquet`` by trial;
+    append the per-trial table and the best searched trial of each method to ``summary.md``. Returns the table
+    (``None`` for remote storage, which this step does not handle yet)."""
+    import ray
+    from ray.tune import ExperimentAnalysis
+
+    from raykd.data.arrays import load_split
+    from raykd.data.store import Store
+    from raykd.models.checkpoint import MODEL_FILE, read_meta
+
+    if "://" in directory:
+        print(f"test sets: skipped for remote storage {directory} (measure the checkpoints with raykd eval-sr)")
+        return None
+    root = Path(directory)
+    if not (root / "results.parquet").exists():
+        return None
+    store = Store(Path(cache_dir).expanduser() / "store")
+    sets = {}
+    for name, folder in tests.items():
+        data = _test_data(base, Path(folder))
+        sets[name] = (data, ray.put(load_split(data, "val", store)))
+    evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_checkpoint)
+    rows, pending = [], []
+    for experiment in (root, root.with_name(root.name + "-seeds")):
+        if not (experiment / "tuner.pkl").exists() and not any(experiment.glob("experiment_state*.json")):
+            continue
+        analysis = ExperimentAnalysis(str(experiment))
+        for trial in analysis.trials:
+            last = trial.last_result or {}
+            rows.append({"trial": last.get("trial_id", trial.trial_id),
+                         "last_val_ssim": float(last.get("val_ssim", math.nan))})
+            checkpoint = analysis.get_last_checkpoint(trial)
+            if checkpoint is None:
+                continue
+            with checkpoint.as_directory() as path:
+                weights, meta = (Path(path) / MODEL_FILE).read_bytes(), read_meta(path)
+            pending.append((rows[-1], evaluate.remote(weights, meta, sets)))
+    for row, ref in pending:
+        row.update(ray.get(ref))
+    table = pd.read_parquet(root / "results.parquet")
+    added = pd.DataFrame(rows)
+    if added.empty:
+        return table
+    table = table.drop(columns=[c for c in added.columns if c != "trial" and c in table.columns])
+    table = table.merge(added, on="trial", how="left")
+    table.to_parquet(root / "results.parquet", index=False)
+
+    metric = "val_psnr"
+    columns = [c for c in [f"best_{metric}", f"last_{metric}", "last_val_ssim",
+                           *[f"{n}_{m}" for n in tests for m in ("psnr", "ssim")]] if c in table.columns]
+    val = base.data.val_root or f"{base.data.dataset} val"
+    lines = ["", f"## Test sets: every trial's final student (val: {val}; "
+             + ", ".join(f"{n}: {p}" for n, p in tests.items()) + f"; Y {base.data.y_channel}, "
+             f"{base.data.scale}-pixel border)", ""]
+    ok = table[(table["status"] == "ok") & (table["stage"] == "search")]
+    if not ok.empty:
+        best = ok.loc[ok.groupby("method")[f"best_{metric}"].idxmax().values]
+        lines += ["Best searched trial of each method (by val PSNR):", "",
+                  "| method | trial | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for _, r in best.sort_values(f"best_{metric}", ascending=False).iterrows():
+            lines.append(f"| {r['method']} | {r['trial']} | " + " | ".join(f"{r[c]:.4f}" for c in columns) + " |")
+        lines.append("")
+    lines += ["| trial | stage | method | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['trial']} | {r['stage']} | {r['method']} | " + " | ".join(f"{r[c]:.4f}" for c in columns)
+                     + " |")
+    summary = root / "summary.md"
+    summary.write_text((summary.read_text() if summary.exists() else "") + "\n".join(lines) + "\n")
+    return table
