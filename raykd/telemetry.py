@@ -15,6 +15,8 @@ owns the series for the whole session.
 """
 from __future__ import annotations
 
+import threading
+import time
 from functools import cache
 
 import ray
@@ -28,6 +30,9 @@ _SERIES = {
 }
 
 
+REPUBLISH_S = 5.0  # Ray stops exporting a gauge some seconds after its last set: the exporter sets them again
+
+
 @ray.remote(num_cpus=0)
 class _Exporter:
     def __init__(self):
@@ -35,6 +40,9 @@ class _Exporter:
 
         self.series = {name: getattr(metrics, kind)(name, description=description, tag_keys=(tag,))
                        for name, (kind, description, tag) in _SERIES.items()}
+        self.gauges: dict[tuple[str, str], float] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._republish, daemon=True).start()
 
     def update(self, name: str, value: float, tag: str) -> None:
         series = self.series[name]
@@ -42,31 +50,56 @@ class _Exporter:
         if _SERIES[name][0] == "Counter":
             series.inc(value, tags=tags)
         else:
+            with self.lock:
+                self.gauges[name, tag] = value
             series.set(value, tags=tags)
+
+    def _republish(self) -> None:
+        """A gauge shows its last value for as long as the sweep runs (and its first value, set before Ray's
+        exporter was ready, is not lost)."""
+        while True:
+            time.sleep(REPUBLISH_S)
+            with self.lock:
+                current = dict(self.gauges)
+            for (name, tag), value in current.items():
+                self.series[name].set(value, tags={_SERIES[name][2]: tag})
+
+
+_STARTED: dict[str, object] = {}
+
+
+def _name() -> str:
+    return f"raykd-telemetry-{ray.get_runtime_context().get_job_id()}"
 
 
 @cache
-def _exporter(cluster: str, job_id: str):
-    """The session's exporter. Cached per cluster and job: a new local Ray (tests start several) reuses job ids,
-    and a handle into a cluster that has shut down must not be reused."""
-    return _Exporter.options(name=f"raykd-telemetry-{job_id}", get_if_exists=True).remote()
-
-
-def _current():
-    context = ray.get_runtime_context()
-    return _exporter(context.gcs_address, context.get_job_id())
+def _exporter(cluster: str, name: str):
+    """The session's exporter, looked up by name (``None`` until the driver has started one). Cached per cluster: a
+    new local Ray (tests start several) reuses job ids, and a handle into a cluster that has shut down must not be
+    reused."""
+    try:
+        return ray.get_actor(name)
+    except ValueError:
+        return None
 
 
 def start() -> None:
-    """Create the exporter from this (long-lived, driver) process: an actor lives as long as its creator, so it
-    must not be created first by a trial or a teacher actor that ends before the sweep does."""
+    """Create the exporter from this (long-lived, driver) process: an actor lives as long as its creator, so it is
+    never created by a trial or a teacher actor, which end before the sweep does (their updates are dropped until
+    the driver has started it)."""
     if ray.is_initialized():
-        _current()
+        # held here: an actor whose last handle goes out of scope is killed
+        _STARTED[ray.get_runtime_context().gcs_address] = _Exporter.options(name=_name(), get_if_exists=True).remote()
+        _exporter.cache_clear()
 
 
 def _update(name: str, value: float, tag: str) -> None:
     if ray.is_initialized():
-        _current().update.remote(name, value, tag)
+        exporter = _exporter(ray.get_runtime_context().gcs_address, _name())
+        if exporter is None:
+            _exporter.cache_clear()  # look again next time
+        else:
+            exporter.update.remote(name, value, tag)
 
 
 def teacher_samples_computed(teacher: str, n: int) -> None:
