@@ -87,9 +87,11 @@ def start() -> None:
     """Create the exporter from this (long-lived, driver) process: an actor lives as long as its creator, so it is
     never created by a trial or a teacher actor, which end before the sweep does (their updates are dropped until
     the driver has started it)."""
-    if ray.is_initialized():
-        # held here: an actor whose last handle goes out of scope is killed
-        _STARTED[ray.get_runtime_context().gcs_address] = _Exporter.options(name=_name(), get_if_exists=True).remote()
+    cluster = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    if cluster is not None and cluster not in _STARTED:
+        # the creating handle is held here for the session: when it goes out of scope the actor is killed, even
+        # while handles looked up by name still exist
+        _STARTED[cluster] = _Exporter.options(name=_name(), get_if_exists=True).remote()
         _exporter.cache_clear()
 
 

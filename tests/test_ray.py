@@ -296,3 +296,4 @@ def test_trials_on_a_node_read_one_copy_of_the_decoded_data(metrics_port) -> Non
     (grew_a, total_a), (grew_b, total_b) = ray.get([r.read.remote(splits) for r in readers])
     assert total_a == total_b == int(split.images.sum(dtype=np.int64))
     assert grew_a < 0.05 * split.nbytes and grew_b < 0.05 * split.nbytes, (grew_a, grew_b, split.nbytes)
+
