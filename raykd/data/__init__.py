@@ -1,1 +1,2 @@
-"""Data: classification and SR datasets, replayable views, MATLAB-compatible degradation, built-ins, downloads."""
+"""Data: datasets in their published layouts, the persistent store, splits decoded once, replayable views computed
+for whole batches on the device, MATLAB-compatible degradation, built-in demos, downloads."""

@@ -1,1 +1,2 @@
-"""Teachers: specs, the Ray actors that host them, where trainers get their outputs, and the output cache."""
+"""Teachers: what a teacher is (spec), the service that streams its outputs per epoch (Ray actors), the stored
+tables of those outputs, the sources a trainer reads them from, and the store of trained teachers."""

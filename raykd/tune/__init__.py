@@ -1,1 +1,2 @@
-"""Sweeps: Ray Tune + Optuna search spaces, the sweep driver, the shared script flags and the reports."""
+"""Sweeps: Ray Tune + Optuna over the methods' own search spaces, the seeds stage, the reports, the sweep's teacher,
+and declarative sweep specs with their command line."""
