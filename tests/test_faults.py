@@ -98,9 +98,11 @@ def _trial_rows(directory: Path) -> dict[str, list[dict]]:
     for path in directory.glob("*/result.json"):
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         try:
-            rows[path.parent.name] = [json.loads(line) for line in lines]
+            found = [json.loads(line) for line in lines]
         except json.JSONDecodeError:  # a line being written
             continue
+        if found:
+            rows[path.parent.name] = found
     return rows
 
 
