@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     args = p.parse_args()
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     data = DataConfig(dataset="demo", image_size=args.image_size)
     with tempfile.TemporaryDirectory(prefix="raykd-load-") as tmp:
         work = Path(tmp)

@@ -56,7 +56,7 @@ BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo",
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another's cluster
     yield
     ray.shutdown()
 
@@ -235,10 +235,13 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint(local_ray, teacher
 
     assert killer.killed is not None, "the trial finished before it could be killed"
     trial, pid = killer.killed
-    rows = _trial_rows(tmp_path / "runs" / "killed")[trial]
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # resumed, not restarted from epoch 1
-    assert rows[0]["pid"] == pid and rows[-1]["pid"] != pid and _gone(pid)
-    killed, clean = (pd.read_parquet(tmp_path / "runs" / name / "results.parquet").iloc[0] for name in ("killed", "clean"))
+    # the rows the new process reported: from the epoch after the checkpoint on, once each (Tune's result.json may
+    # lose the killed process's rows: on a restart it copies back its last synced copy)
+    rows = [r for r in _trial_rows(tmp_path / "runs" / "killed")[trial] if r["pid"] != pid]
+    epochs = [r["epoch"] for r in rows]  # killed 0.3 s after its epoch-1 report: during epoch 2 (or 3)
+    assert epochs[0] in (2, 3) and epochs == list(range(epochs[0], 5)) and _gone(pid)  # resumed, not from 1
+    killed, clean = (pd.read_parquet(tmp_path / "runs" / name / "results.parquet").iloc[0]
+                     for name in ("killed", "clean"))
     assert killed["status"] == clean["status"] == "ok"
     for column in ("epochs", "last_val_top1", "best_val_top1", "cache_hits", "teacher_samples_computed"):
         assert killed[column] == clean[column], column
@@ -246,6 +249,35 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint(local_ray, teacher
     (clean_trial,) = [p for p in (tmp_path / "runs" / "clean").iterdir() if p.name.startswith("run_trial")]
     a, b = _final_weights(tmp_path / "runs" / "killed" / trial), _final_weights(clean_trial)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_restarted_trial_takes_the_newest_complete_checkpoint_it_persisted(tmp_path, monkeypatch) -> None:
+    """Tune registers a reported checkpoint only after another round trip to the trial; a trial lost in between
+    is restarted with an older one (here epoch 1, or none). The trial resumes from the newest complete checkpoint
+    in its storage instead (epoch 2), never from one cut short (epoch 3, its weights half-uploaded)."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    from raykd.train import worker
+
+    trial_dir = tmp_path / "trial"
+    model = create_model("resnet8", num_classes=10)
+    for index in range(3):
+        save_checkpoint(trial_dir / f"checkpoint_{index:06d}", model=model,
+                        meta={"model": "resnet8", "epoch": index + 1})
+    weights = trial_dir / "checkpoint_000002" / MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+    class Storage:
+        storage_filesystem, trial_fs_path = pafs.LocalFileSystem(), str(trial_dir)
+
+    context = type("Context", (), {"get_storage": lambda self: Storage})()
+    monkeypatch.setattr(worker.tune, "get_context", lambda: context)
+    for registered in (None, tune.Checkpoint(str(trial_dir / "checkpoint_000000"))):
+        monkeypatch.setattr(worker.tune, "get_checkpoint", lambda: registered)
+        assert Path(worker._TuneSession().previous().path).name == "checkpoint_000001"
+    monkeypatch.setattr(worker.tune, "get_checkpoint", lambda: tune.Checkpoint(str(trial_dir / "checkpoint_000001")))
+    assert Path(worker._TuneSession().previous().path).name == "checkpoint_000001"
 
 
 # ------------------------------------------------------------------------------------------------------ (c) driver
@@ -314,7 +346,7 @@ class Driver:
 def driver_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("driver")
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAYKD_CACHE": str(root / "default-cache")}
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "local"  # each driver starts its own Ray, never joins one another test left running
     return root / "cache", root / "runs", env, root / "default-cache"
 
 
@@ -354,7 +386,7 @@ def test_a_driver_killed_mid_sweep_completes_with_resume(driver_dirs) -> None:
     # Tune's state was restored (a fresh start would have new trial ids), each trial's epochs reported once
     assert all(any(f"_{trial}_" in name for trial in table["trial"]) for name in started), (started, table["trial"])
     for rows in _trial_rows(storage / "sweep_kill").values():
-        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+        assert [r["epoch"] for r in rows] == list(range(rows[0]["epoch"], rows[0]["epoch"] + len(rows)))
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -475,9 +507,16 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     with pytest.raises(SystemExit):  # argparse: an s3:// cache cannot hold datasets and teacher directories
         run_spec(FiGKDTinyImageNet(), _smoke(tmp_path)[:1] + ["--cache-dir", "s3://bucket/cache"])
 
-    # an autoscaling cluster: a node type it can launch counts
-    monkeypatch.setattr(resources, "_launchable", lambda: [{"CPU": 4.0, "GPU": 1.0}])
+    # a `ray up` cluster (cluster.yaml, GPU workers from zero): a node type its autoscaler can launch counts
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")
     for sweep in (big_trial, gpu_trial, big_teacher):
         resources.check_sweep_resources(sweep)
     assert _fit_to_a_node(1) == {"num_gpus": 1, "num_cpus": 1}
-    assert _fit_to_a_node(0) == {"num_cpus": 4, "num_gpus": 0}
+    assert _fit_to_a_node(0) == {"num_cpus": 48, "num_gpus": 0}  # the largest node type, added for it
+    huge = _sweep(tmp_path, scaling=ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 8}))
+    with pytest.raises(InsufficientResources, match=r"autoscaler can add: 48 CPU/4 GPU, 4 CPU/1 GPU"):
+        resources.check_sweep_resources(huge)
+    # an autoscaler whose node types cannot be read decides for itself
+    (tmp_path / "ray_bootstrap_config.yaml").write_text("available_node_types: {gpu: {max_workers: 2}}")
+    resources.check_sweep_resources(huge)

@@ -2,40 +2,65 @@
 
 A Ray task, actor or placement-group bundle runs on one node, so a request for more CPUs/GPUs than any node has
 waits forever (Ray and Tune only warn). The rule: a request must fit one *alive* node, or one *node type the
-autoscaler can launch* (from the cluster config it reports to the GCS: ``cluster.yaml``'s
-``available_node_types`` with ``max_workers > 0``); otherwise it is refused before any work starts, naming the
-request, the largest nodes, and the setting that asks for it. A cluster without an autoscaler (a local Ray,
-``ray start`` by hand) is judged by its alive nodes alone.
+autoscaler can launch* (``cluster.yaml``'s ``available_node_types`` with ``max_workers > 0``, as the autoscaler
+reports them to the GCS or as ``ray up`` left them on the head); otherwise it is refused before any work starts,
+naming the request, the largest nodes, and the setting that asks for it. A cluster without an autoscaler (a local
+Ray, ``ray start`` by hand) is judged by its alive nodes alone; one whose autoscaler's node types cannot be read
+is not judged (the autoscaler decides).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ray
 
-__all__ = ["InsufficientResources", "node_shapes", "check_fits", "check_sweep_resources"]
+__all__ = ["InsufficientResources", "node_shapes", "check_fits", "check_sweep_resources", "BOOTSTRAP_CONFIG"]
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # what `ray up` writes on the head for its autoscaler
 
 
 class InsufficientResources(ValueError):
     """A request exceeds every node the cluster has or can launch; the message gives the numbers."""
 
 
-def _launchable() -> list[dict[str, float]]:
-    """The resources of every node type the autoscaler may start (empty without an autoscaler)."""
+def _launchable() -> list[dict[str, float]] | None:
+    """The resources of every node type the autoscaler may start: ``[]`` without an autoscaler, ``None`` when one
+    runs but its node types are unknown (then nothing is refused). Read from the cluster config the autoscaler
+    reports to the GCS (autoscaler v2, KubeRay), else from the config ``ray up`` leaves on the head for its
+    autoscaler (:data:`BOOTSTRAP_CONFIG`; the driver runs on the head under ``ray job submit``)."""
     from ray._private import state
 
     try:
         config = state.state.get_cluster_config()
-    except Exception:  # an older GCS, or none reachable: judge by the alive nodes
+    except Exception:  # an older GCS: fall back on the launcher's file
+        config = None
+    if config is not None:
+        return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    path = Path(BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
         return []
-    if config is None:
-        return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    try:
+        import yaml
+
+        launcher = yaml.safe_load(path.read_text())
+        types = launcher.get("available_node_types") or {}
+        out = []
+        for name, node_type in types.items():
+            if name == launcher.get("head_node_type") or not node_type.get("max_workers", 0):
+                continue
+            if "resources" not in node_type:
+                return None
+            out.append({key: float(value) for key, value in node_type["resources"].items()})
+        return out
+    except Exception:  # unreadable: an autoscaler runs, its node types are unknown
+        return None
 
 
-def node_shapes() -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """(total resources of every alive node, resources of every node type the autoscaler can launch)."""
+def node_shapes() -> tuple[list[dict[str, float]], list[dict[str, float]] | None]:
+    """(total resources of every alive node, resources of every node type the autoscaler can launch, or ``None``
+    when an autoscaler runs whose node types are unknown)."""
     alive = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
     return alive, _launchable()
 
@@ -50,12 +75,12 @@ def _describe(nodes: list[dict[str, float]]) -> str:
 
 
 def check_fits(request: Mapping[str, float], what: str, setting: str,
-               shapes: tuple[list[dict[str, float]], list[dict[str, float]]] | None = None) -> None:
+               shapes: tuple[list[dict[str, float]], list[dict[str, float]] | None] | None = None) -> None:
     """Raise :class:`InsufficientResources` unless ``request`` (resource name -> amount, for one process) fits
     one alive node or one node type the autoscaler can launch. ``what`` names the process, ``setting`` the
     flag/field that sets the request."""
     alive, launchable = shapes if shapes is not None else node_shapes()
-    if any(_fits(request, node) for node in alive + launchable):
+    if launchable is None or any(_fits(request, node) for node in alive + launchable):
         return
     wanted = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
     scaling = f"; node types the autoscaler can add: {_describe(launchable)}" if launchable else \

@@ -35,7 +35,7 @@ def _fit_to_a_node(gpus: float) -> dict[str, float]:
         check_fits({"CPU": 1, "GPU": gpus}, "teacher training", "--gpus-per-worker")
         return {"num_gpus": gpus, "num_cpus": 1}
     alive, launchable = node_shapes()  # a node type the autoscaler can add counts as a node
-    nodes = alive + launchable
+    nodes = alive + (launchable or [])
     largest = max((n.get("CPU", 0.0) for n in nodes), default=1.0)
     if largest < 1:
         raise RuntimeError(f"no node of this cluster has a CPU to train the teacher on (nodes: {nodes}); add a CPU "
