@@ -4,10 +4,11 @@ Each client does what a trial does through ``ServiceClient``: ask the service fo
 (``TeacherService.table``, which also moves the production frontier) and fetch it from the object store, for
 ``e = 0 .. epochs-1``; all clients start together (a barrier). Two rounds: the first from a cold start (the
 service has just started, as at the start of a sweep: epoch 0's requests all wait on one computation, later ones
-race the producer), the second with every table made (restarted or late trials). Printed per round: requests answered and lost (an error, a wrong or short
-table), whether every client got the same table per epoch, how many tables the service computed (one per epoch,
-however many clients), and latency percentiles (p50/p90/p99/max) for all requests, for those that had to wait
-for a table being made (cold) and for those served a table that existed (warm). Run from the repository root:
+race the producer), the second with every table made (restarted or late trials). Printed per round: requests
+answered and lost (an error, a wrong or short table), whether every client got the same table per epoch, and
+latency percentiles (p50/p90/p99/max) for all requests, for those that had to wait for a table being made (cold)
+and for those served a table that existed (warm); and how many tables the service computed (one per epoch, however
+many clients). Run from the repository root:
 
     .venv/bin/python bench/service_load.py [--clients 64] [--epochs 4] [--clients-as threads|tasks]
 
