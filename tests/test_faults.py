@@ -1,7 +1,8 @@
 """Faults and bad input (issue #10): real processes killed with SIGKILL, and inputs refused naming the value or file.
 
 * a teacher actor killed during the teacher pass: the table completes, equals an unkilled run's, is counted once,
-  and nothing half-written is left in the store;
+  and nothing half-written is left in the store; the teacher service itself killed: it restarts, finishes the table
+  and frees the dead instance's reservation;
 * a trial process killed mid-epoch: the trial resumes from its checkpoint and ends with the weights and counters
   of an unkilled run;
 * the sweep driver killed during teacher training, and again mid-sweep: ``--resume`` continues the teacher from
@@ -40,7 +41,7 @@ from raykd.data.builtin import make_demo_classification
 from raykd.models import create_model
 from raykd.models.checkpoint import MODEL_FILE, CheckpointError, manifest
 from raykd.sweeps.figkd_tinyimagenet import FiGKDTinyImageNet
-from raykd.teachers.service import TeacherRequest, start_service
+from raykd.teachers.service import TeacherRequest, start_service, stop_service
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.checkpoint import save_checkpoint
 from raykd.train.loop import train
@@ -168,6 +169,35 @@ def test_a_teacher_actor_killed_during_the_teacher_pass(local_ray, splits, tmp_p
     assert stats == clean_stats  # computed once: samples_computed = one table's rows, tables_built = 1
     assert stats["samples_computed"] == len(rows) and stats["tables_built"] == 1
     assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == [f"{table.key}.parquet"]  # no temporaries
+
+
+def test_the_teacher_service_killed_during_the_teacher_pass(local_ray, splits, tmp_path) -> None:
+    """SIGKILL the service itself while its actor computes: Ray restarts it (its teacher weights kept alive by the
+    driver), the request in flight is retried on the new instance, which frees the dead one's placement group
+    and makes the table; once stopped, no CPU stays reserved."""
+    slow = TeacherSpec.from_checkpoint(_checkpoint(tmp_path / "teacher", "resnet8x4", num_classes=10))
+    service = start_service([TeacherRequest(slow, ("logits",))], BASE.data, splits["train"], 1,
+                            TeacherServiceConfig(mode="stored"), str(tmp_path / "store"), "servicekill")
+    try:
+        ray.get(service.start.remote([0]))
+        pid = ray.get(service.__ray_call__.remote(lambda _: os.getpid()))
+        actor = ray.get(service.actor_pids.remote(slow.name))[0]
+        started = _cpu_seconds(actor)
+        while _cpu_seconds(actor) - started < 0.5:
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        table = ray.get(ray.get(service.table.remote(slow.name, 0, 0, True))[0])
+        stats = ray.get(service.statistics.remote())[slow.name]
+        assert ray.get(service.__ray_call__.remote(lambda _: os.getpid())) != pid
+    finally:
+        stop_service(service)
+    rows = len(ray.get(splits["train"]))
+    assert len(table.lookup(np.arange(rows))["logits"]) == rows
+    assert stats["tables_built"] == 1 and stats["samples_computed"] == rows
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2  # the dead instance's placement group was freed
 
 
 def test_the_service_needs_no_teacher_files_on_its_node(local_ray, splits, teacher, tmp_path) -> None:

@@ -52,7 +52,8 @@ from raykd.teachers.sources import Counted, Fetch, StoredTeacher, TeacherSource,
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.store import TeacherTable, table_key
 
-__all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service"]
+__all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service",
+           "stop_service"]
 
 CHUNK_ROWS = 1024  # rows per actor task: small enough that a killed actor loses little, large enough to batch
 
@@ -279,7 +280,16 @@ class TeacherService:
         weights = request.weights if request.weights is not None else ray.put(spec.weights_bytes())
         cfg = self.config
         bundle = {k: v for k, v in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)) if v > 0}
-        group = placement_group([bundle] * cfg.replicas, strategy="PACK") if bundle else None
+        group = None
+        if bundle:
+            # named after the service, so that an instance Ray restarted after a crash frees the reservation of the
+            # one that died (placement groups live as long as the job, not as the actor that made them)
+            name = f"{ray.get_runtime_context().get_actor_name() or 'raykd-teachers'}/{teacher}"
+            try:
+                remove_placement_group(ray.util.get_placement_group(name))
+            except ValueError:
+                pass
+            group = placement_group([bundle] * cfg.replicas, strategy="PACK", name=name)
         if group is not None:
             self.groups[teacher] = group
             await group.ready()
@@ -440,4 +450,20 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
         ray.kill(ray.get_actor(actor_name), no_restart=True)
     except ValueError:
         pass
-    return TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)
+    service = TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)
+    # Ray restarts a dead service with the same arguments, but objects they only refer to are freed once the first
+    # instance (their borrower) is gone: the driver keeps them (and the caller the data) until stop_service
+    _PINNED[service._actor_id.hex()] = [r.weights for r in requests]
+    return service
+
+
+_PINNED: dict[str, list] = {}  # actor id -> object refs a restarted TeacherService needs
+
+
+def stop_service(service: Any) -> None:
+    """Stop a service of :func:`start_service`: its producers, actors and placement groups, and what it pinned."""
+    try:
+        ray.get(service.shutdown.remote())
+    finally:
+        ray.kill(service, no_restart=True)
+        _PINNED.pop(service._actor_id.hex(), None)

@@ -31,7 +31,7 @@ from raykd.data.store import Store
 from raykd.methods import create_method
 from raykd.models.features import capture
 from raykd.registry import TASKS
-from raykd.teachers.service import ServiceClient, TeacherRequest, start_service
+from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import build_student
 from raykd.train.tasks import build_task
@@ -234,8 +234,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                             base=to_json(base), teacher_stats=stats, wall_s=time.perf_counter() - started)
     finally:
         if service is not None:
-            ray.get(service.shutdown.remote())
-            ray.kill(service, no_restart=True)
+            stop_service(service)
 
 
 def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:
