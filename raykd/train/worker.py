@@ -138,9 +138,10 @@ def train_worker(config: dict[str, Any]) -> None:
     if spec.teacher is not None and method(**cfg.method.params).teacher_outputs():
         source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed)
     node = ray.get_runtime_context().get_node_id()
-    exported = {"cache_hits": 0}
+    exported = {"cache_hits": 0, "reports": 0}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        exported["reports"] += 1
         metrics = {**metrics, "wall_s": time.time() - started, "node": node, **spec.extra}
         telemetry.student_throughput(spec.name, metrics["samples_per_s"])
         if spec.teacher is not None:
@@ -149,5 +150,7 @@ def train_worker(config: dict[str, Any]) -> None:
         session.report(metrics, checkpoint_dir)
 
     with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, _resume_dir(session.previous()) as resume:
-        train(cfg, task=task, teacher=source, runtime=session.runtime(cfg), checkpoint_dir=Path(tmp) / "checkpoint",
-              resume_from=resume, report=report, started=started)
+        final = train(cfg, task=task, teacher=source, runtime=session.runtime(cfg),
+                      checkpoint_dir=Path(tmp) / "checkpoint", resume_from=resume, report=report, started=started)
+    if not exported["reports"] and final:  # resumed from its last epoch: nothing to train, but Tune needs the result
+        report(final, None)
