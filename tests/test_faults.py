@@ -310,6 +310,22 @@ def test_a_restarted_trial_takes_the_newest_complete_checkpoint_it_persisted(tmp
     assert Path(worker._TuneSession().previous().path).name == "checkpoint_000001"
 
 
+def test_a_trial_resumed_from_its_final_checkpoint_reports_its_result(local_ray, splits, tmp_path, monkeypatch) -> None:
+    """A trial whose newest checkpoint is its last epoch's (it finished, but Tune had not recorded that when the
+    driver or node died) trains nothing more and still reports its result, which Tune requires."""
+    from ray import tune
+
+    from raykd.train import worker
+
+    cfg = override(BASE, {"optim.epochs": 1})
+    final = train(cfg, task=_task(splits), checkpoint_dir=tmp_path / "done")
+    reports = []
+    monkeypatch.setattr(worker._TuneSession, "previous", lambda self: tune.Checkpoint.from_directory(tmp_path / "done"))
+    monkeypatch.setattr(worker._TuneSession, "report", lambda self, metrics, checkpoint: reports.append(metrics))
+    worker.train_worker({"trial": worker.TrialSpec(cfg, splits)})
+    assert [(r["epoch"], r["val_top1"]) for r in reports] == [(1, final["val_top1"])]
+
+
 # ------------------------------------------------------------------------------------------------------ (c) driver
 
 
