@@ -133,6 +133,7 @@ def _gone(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------------ (a) teacher actor
 
 
+@pytest.mark.slow
 def test_a_teacher_actor_killed_during_the_teacher_pass(local_ray, splits, tmp_path) -> None:
     """SIGKILL the teacher actor while it computes the table: Ray restarts it in its placement group and reruns the
     chunk it had in flight; the table completes, equals an unkilled run's, is counted once, and the store holds
@@ -171,6 +172,7 @@ def test_a_teacher_actor_killed_during_the_teacher_pass(local_ray, splits, tmp_p
     assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == [f"{table.key}.parquet"]  # no temporaries
 
 
+@pytest.mark.slow
 def test_the_teacher_service_killed_during_the_teacher_pass(local_ray, splits, tmp_path) -> None:
     """SIGKILL the service itself while its actor computes: Ray restarts it (its teacher weights kept alive by the
     driver), the request in flight is retried on the new instance, which frees the dead one's placement group
