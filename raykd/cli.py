@@ -130,6 +130,14 @@ def eval_sr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_root(args: argparse.Namespace) -> str | None:
+    """``--data-root``; the built-in digits are written under ``--cache-dir`` (as the sweeps do), never to the
+    default cache when another is given."""
+    if args.data_root is None and args.data == "demo":
+        return str(Path(args.cache_dir).expanduser().resolve() / "datasets" / "digits-32")
+    return args.data_root
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of ``raykd train`` / ``raykd distill`` flags."""
     method, teacher = MethodConfig(), None
@@ -140,7 +148,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         teacher = TeacherConfig(args.teacher, model)
     return TrainConfig(
         model=ModelConfig(args.model, init_from=args.init_from),
-        data=DataConfig(dataset=args.data, root=args.data_root, image_size=args.image_size),
+        data=DataConfig(dataset=args.data, root=_data_root(args), image_size=args.image_size),
         optim=OptimConfig(name=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                           steps_per_epoch=args.steps_per_epoch),
         method=method, teacher=teacher, runtime=RuntimeConfig(device=args.device, progress=True), seed=args.seed)

@@ -28,6 +28,7 @@ Progress is printed by the service (rows done, rows/s, ETA), and counted in the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 import os
@@ -51,7 +52,8 @@ from raykd.teachers.sources import Counted, Fetch, StoredTeacher, TeacherSource,
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.store import TeacherTable, table_key
 
-__all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service"]
+__all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service",
+           "stop_service"]
 
 CHUNK_ROWS = 1024  # rows per actor task: small enough that a killed actor loses little, large enough to batch
 
@@ -62,6 +64,7 @@ class TeacherRequest:
 
     spec: TeacherSpec
     outputs: tuple[str, ...]
+    weights: Any = None  # ObjectRef of the weights' safetensors bytes, put by the driver (start_service)
 
 
 def _device() -> torch.device:
@@ -72,10 +75,10 @@ def _batches(arrays: ImageArrays | PairArrays, data: DataConfig, seed: int) -> C
     return ClassificationBatches(arrays, data, seed) if data.task == "cls" else SRBatches(arrays, data, seed)
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"control": 1})
 class TeacherActor:
     """One frozen teacher on its own device (a GPU when the actor was given one), reading the sweep's decoded
-    training split from the object store."""
+    training split from the object store. Batches run one at a time; :meth:`where` answers at once, beside them."""
 
     def __init__(self, spec: TeacherSpec, weights: bytes, data: DataConfig, arrays: list) -> None:
         self.spec, self.data = spec, data
@@ -89,8 +92,10 @@ class TeacherActor:
             self.views[seed] = _batches(self.arrays, self.data, seed)
         return self.views[seed]
 
-    def pid(self) -> int:
-        return os.getpid()
+    @ray.method(concurrency_group="control")
+    def where(self) -> tuple[int, str]:
+        """(process id, node id) of this actor."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def compute(self, seed: int, view: int, indices: np.ndarray, outputs: Sequence[str], batch_size: int
                 ) -> dict[str, np.ndarray]:
@@ -234,8 +239,12 @@ class TeacherService:
         return {(seed, view): t for (name, seed, view), t in self.produced_at.items() if name == teacher}
 
     def actor_pids(self, teacher: str) -> list[int]:
-        """Process ids of ``teacher``'s actors (fault tests kill them)."""
-        return ray.get([actor.pid.remote() for actor in self.actors.get(teacher, [])])
+        """Process ids of ``teacher``'s actors (fault tests kill them), answered while they compute."""
+        return [pid for pid, _ in self.actor_places(teacher)]
+
+    def actor_places(self, teacher: str) -> list[tuple[int, str]]:
+        """(process id, node id) of each of ``teacher``'s actors."""
+        return ray.get([actor.where.remote() for actor in self.actors.get(teacher, [])])
 
     def shutdown(self) -> None:
         for task in self.producers.values():
@@ -266,11 +275,21 @@ class TeacherService:
         return self.actors[teacher]
 
     async def _create_actors(self, teacher: str) -> None:
-        spec = self.requests[teacher].spec
-        weights = ray.put(spec.weights_bytes())
+        request = self.requests[teacher]
+        spec = request.spec
+        weights = request.weights if request.weights is not None else ray.put(spec.weights_bytes())
         cfg = self.config
         bundle = {k: v for k, v in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)) if v > 0}
-        group = placement_group([bundle] * cfg.replicas, strategy="PACK") if bundle else None
+        group = None
+        if bundle:
+            # named after the service, so that an instance Ray restarted after a crash frees the reservation of the
+            # one that died (placement groups live as long as the job, not as the actor that made them)
+            name = f"{ray.get_runtime_context().get_actor_name() or 'raykd-teachers'}/{teacher}"
+            try:
+                remove_placement_group(ray.util.get_placement_group(name))
+            except ValueError:
+                pass
+            group = placement_group([bundle] * cfg.replicas, strategy="PACK", name=name)
         if group is not None:
             self.groups[teacher] = group
             await group.ready()
@@ -420,10 +439,33 @@ class ServiceClient:
 
 def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: Any, epochs: int,
                   config: TeacherServiceConfig, store_root: str, name: str) -> Any:
-    """The sweep's teacher service, named ``raykd-teachers-<name>`` (replacing a stale one of that name)."""
+    """The sweep's teacher service, named ``raykd-teachers-<name>`` (replacing a stale one of that name).
+
+    The teachers' weights are read here, in the driver, and travel through the object store (their sha256 with
+    the spec), so the service and its actors may run on nodes that do not have the checkpoint files."""
+    for request in requests:
+        request.spec.weights_sha256  # cached on the spec, which is pickled with it
+    requests = [dataclasses.replace(r, weights=r.weights if r.weights is not None else ray.put(r.spec.weights_bytes()))
+                for r in requests]
     actor_name = f"raykd-teachers-{name}"
     try:
         ray.kill(ray.get_actor(actor_name), no_restart=True)
     except ValueError:
         pass
-    return TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)
+    service = TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)
+    # Ray restarts a dead service with the same arguments, but objects they only refer to are freed once the first
+    # instance (their borrower) is gone: the driver keeps them (and the caller the data) until stop_service
+    _PINNED[service._actor_id.hex()] = [r.weights for r in requests]
+    return service
+
+
+_PINNED: dict[str, list] = {}  # actor id -> object refs a restarted TeacherService needs
+
+
+def stop_service(service: Any) -> None:
+    """Stop a service of :func:`start_service`: its producers, actors and placement groups, and what it pinned."""
+    try:
+        ray.get(service.shutdown.remote())
+    finally:
+        ray.kill(service, no_restart=True)
+        _PINNED.pop(service._actor_id.hex(), None)

@@ -71,7 +71,11 @@ class TrainedTeachers:
         except OSError:  # another run finished the same teacher first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         partial = self.partial(path)
-        for leftover in (partial, partial.with_name(partial.name + ".old")):
+        # the work in progress, and what a process killed mid-write left: a checkpoint's temporary sibling
+        # (".<partial>.*", raykd.train.checkpoint) or an unfinished commit (".<dir>.<pid>.tmp")
+        leftovers = [partial, partial.with_name(partial.name + ".old"), *path.parent.glob(f".{partial.name}.*"),
+                     *path.parent.glob(f".{path.name}.*.tmp")]
+        for leftover in leftovers:
             shutil.rmtree(leftover, ignore_errors=True)
         spec = self.find(path, name)
         if spec is None:

@@ -10,6 +10,7 @@ restarts by the checkpoints.
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -26,6 +28,7 @@ from ray import tune
 from raykd import telemetry
 from raykd.config import TrainConfig
 from raykd.methods import method_class
+from raykd.models.checkpoint import META_FILE
 from raykd.teachers.service import ServiceClient
 from raykd.train.loop import Runtime, resolve_device, train
 from raykd.train.tasks import build_task
@@ -53,11 +56,42 @@ class _TuneSession:
         return Runtime(device=resolve_device(cfg.runtime.device))
 
     def previous(self) -> Any:
-        return tune.get_checkpoint()
+        """Tune's checkpoint of this trial, or a newer one the trial persisted that Tune never registered: Tune
+        registers a reported checkpoint only after a second round trip to the trial, so a process or node lost
+        in between would otherwise restart from an older checkpoint (or from scratch)."""
+        given = tune.get_checkpoint()
+        try:
+            storage = tune.get_context().get_storage()
+            fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+        except Exception:  # not a Tune trial with storage (a test calling the trial function directly)
+            return given
+        known = _persisted_epoch(fs, given.path) if given is not None else 0
+        for info in sorted(fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True)),
+                           key=lambda i: i.base_name, reverse=True):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                epoch = _persisted_epoch(fs, info.path)
+                if epoch is not None and epoch > (known or 0):
+                    return tune.Checkpoint(info.path, filesystem=fs)
+        return given
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
         tune.report(metrics, checkpoint=checkpoint)
+
+
+def _persisted_epoch(fs: Any, directory: str) -> int | None:
+    """The epoch of the raykd checkpoint at ``directory`` on ``fs`` if every file of its manifest is there in
+    full (sizes; contents are verified when it is loaded), else ``None``."""
+    try:
+        with fs.open_input_stream(f"{directory}/{META_FILE}") as stream:
+            meta = json.loads(stream.read())
+        files = meta.get("files") or {}
+        infos = fs.get_file_info([f"{directory}/{name}" for name in files])
+        if any(info.size != files[info.base_name]["bytes"] for info in infos):
+            return None
+        return int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class _TrainSession:
@@ -104,9 +138,10 @@ def train_worker(config: dict[str, Any]) -> None:
     if spec.teacher is not None and method(**cfg.method.params).teacher_outputs():
         source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed)
     node = ray.get_runtime_context().get_node_id()
-    exported = {"cache_hits": 0}
+    exported = {"cache_hits": 0, "reports": 0}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        exported["reports"] += 1
         metrics = {**metrics, "wall_s": time.time() - started, "node": node, **spec.extra}
         telemetry.student_throughput(spec.name, metrics["samples_per_s"])
         if spec.teacher is not None:
@@ -115,5 +150,7 @@ def train_worker(config: dict[str, Any]) -> None:
         session.report(metrics, checkpoint_dir)
 
     with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, _resume_dir(session.previous()) as resume:
-        train(cfg, task=task, teacher=source, runtime=session.runtime(cfg), checkpoint_dir=Path(tmp) / "checkpoint",
-              resume_from=resume, report=report, started=started)
+        final = train(cfg, task=task, teacher=source, runtime=session.runtime(cfg),
+                      checkpoint_dir=Path(tmp) / "checkpoint", resume_from=resume, report=report, started=started)
+    if not exported["reports"] and final:  # resumed from its last epoch: nothing to train, but Tune needs the result
+        report(final, None)

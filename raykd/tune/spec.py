@@ -16,7 +16,7 @@ import ray
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
                           default_cache_dir, override)
 from raykd.teachers.spec import TeacherSpec
-from raykd.tune.sweep import decoded_splits, run_sweep
+from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
 from raykd.tune.teachers import prepare_teacher
 
 __all__ = ["Profile", "SweepSpec", "run_spec", "connect"]
@@ -131,11 +131,13 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
                    help="cap on trials at once (default: as many as the cluster, or its autoscaler, can hold)")
     p.add_argument("--teacher-replicas", type=int, default=1, help="teacher actors per teacher")
     p.add_argument("--top-k", type=int, default=None, help="store only the k largest teacher logits (default: all)")
-    p.add_argument("--storage", default="runs", help="where results go: <storage>/<name>/ (a path, NFS, s3:// or gs://)")
+    p.add_argument("--storage", default="runs",
+                   help="where results and checkpoints go: <storage>/<name>/ (a path, NFS, s3:// or gs://; on a "
+                        "cluster, storage every node reaches)")
     p.add_argument("--name", default=None, help=f"sweep name (default {spec.name}; smoke {spec.name}_smoke)")
     p.add_argument("--cache-dir", default=default_cache_dir(),
                    help="teacher outputs, decoded data, trained teachers and datasets (default $RAYKD_CACHE or "
-                        "~/.cache/raykd)")
+                        "~/.cache/raykd; on a cluster, an NFS path mounted on every node)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--log", nargs="*", default=[], choices=("mlflow", "tensorboard"),
                    help="also log to MLflow ($MLFLOW_TRACKING_URI, else <results>/mlflow.db) and/or TensorBoard "
@@ -174,8 +176,14 @@ def sweep_config(spec: SweepSpec, args: argparse.Namespace, profile: Profile) ->
 def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None = None) -> int:
     """Parse the flags, find the data, connect to Ray, prepare the teacher(s), run the sweep and print its
     summary; 2 when the data is missing (after saying where it looked and how to get it)."""
-    args = _parser(spec, doc).parse_args(argv)
-    args.cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if "://" not in args.cache_dir else args.cache_dir
+    parser = _parser(spec, doc)
+    args = parser.parse_args(argv)
+    cache = args.cache_dir[len("file://"):] if args.cache_dir.startswith("file://") else args.cache_dir
+    if "://" in cache:  # datasets and trained teachers are directories that training writes with plain file I/O
+        parser.error(f"--cache-dir {args.cache_dir}: the cache holds datasets and trained teachers, so it must be a "
+                     "path (on a cluster, an NFS/EFS mount at the same path on every node); results may go to "
+                     "s3:// or gs:// with --storage")
+    args.cache_dir = str(Path(cache).expanduser().resolve())
     data = spec.data(args)
     if data is None:
         return 2
@@ -185,6 +193,7 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
         base = override(base, {"optim.steps_per_epoch": args.steps_per_epoch})
     sweep = sweep_config(spec, args, profile)
     connect(args.address)
+    check_sweep(sweep)  # before the data is decoded and the teacher trained: both can take hours
     splits = decoded_splits(base, args.cache_dir)
     teachers = spec.teachers(args, base, profile, splits)
     summary = spec.run(args, base, teachers, sweep, splits)

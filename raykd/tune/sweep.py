@@ -31,15 +31,16 @@ from raykd.data.store import Store
 from raykd.methods import create_method
 from raykd.models.features import capture
 from raykd.registry import TASKS
-from raykd.teachers.service import ServiceClient, TeacherRequest, start_service
+from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import build_student
 from raykd.train.tasks import build_task
 from raykd.train.worker import TrialSpec, train_worker
 from raykd.tune.report import write_report
+from raykd.tune.resources import check_sweep_resources
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 
-__all__ = ["run_sweep", "SweepPayload", "check_teacher", "decoded_splits"]
+__all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_teacher", "decoded_splits"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 
@@ -119,14 +120,29 @@ def _check_resume_storage(directory: str) -> None:
                                   "Tune's state from it, so only resume a sweep directory only you can write")
 
 
+def _directory(sweep: SweepConfig, name: str) -> str:
+    """``<storage>/<name>``: the Tune experiment directory of the search (``sweep.name``) or the seeds stage."""
+    return str(Path(sweep.directory).parent / name) if "://" not in sweep.directory else \
+        f"{sweep.directory.rsplit('/', 1)[0]}/{name}"
+
+
+def check_sweep(sweep: SweepConfig) -> None:
+    """What refuses a sweep at once, before any data, teacher or Tune work (Ray initialised): ``--resume`` of a
+    directory others can write, and trial workers or teacher actors no node can hold
+    (:func:`raykd.tune.resources.check_sweep_resources`)."""
+    if sweep.resume:
+        for name in (sweep.name, f"{sweep.name}-seeds"):
+            _check_resume_storage(_directory(sweep, name))
+    check_sweep_resources(sweep)
+
+
 def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, name: str, *, search: bool,
            grid: list[dict[str, Any]] | None = None) -> Any:
     from ray.tune import RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    directory = str(Path(sweep.directory).parent / name) if "://" not in sweep.directory else \
-        f"{sweep.directory.rsplit('/', 1)[0]}/{name}"
+    directory = _directory(sweep, name)
     if sweep.resume and Tuner.can_restore(directory):
         _check_resume_storage(directory)
         return Tuner.restore(directory, trainable=trainable, resume_errored=True)
@@ -175,6 +191,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     ``teachers`` serves every method that distils, or is a ``{method: teacher}`` mapping where methods distil from
     different teachers (MTKD's aggregated teacher against L1-KD's single one). ``splits``: the decoded data already
     in the object store (:func:`decoded_splits`; decoded here when not given)."""
+    check_sweep(sweep)
     task_name = base.data.task
     methods = check_methods(sweep.methods, task_name)
     for method in methods:  # every method's defaults checked before any work
@@ -225,8 +242,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                             base=to_json(base), teacher_stats=stats, wall_s=time.perf_counter() - started)
     finally:
         if service is not None:
-            ray.get(service.shutdown.remote())
-            ray.kill(service, no_restart=True)
+            stop_service(service)
 
 
 def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:

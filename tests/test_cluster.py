@@ -1,0 +1,188 @@
+"""A sweep on a multi-node Ray cluster (``ray.cluster_utils.Cluster``: separate raylets and object stores on this
+machine) that loses a node mid-sweep.
+
+The head has no CPUs (as in ``cluster.yaml``), two workers one CPU each; token authentication is on (as
+``cluster.yaml`` sets it: ``RAY_AUTH_MODE=token`` on every node and client, one shared token). The results, the
+Train checkpoints and the store are on paths every "node" sees (given as ``file://`` URIs, so pyarrow's
+filesystem path is the one exercised).
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, override
+from raykd.tune.resources import InsufficientResources
+from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
+from raykd.tune.teachers import prepare_teacher
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
+                   optim=OptimConfig(lr=0.1, epochs=EPOCHS, batch_size=64))
+
+
+def _refresh_auth() -> None:
+    """This process read RAY_AUTH_MODE and the token when Ray was imported; make it read them again."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """A head with no CPUs and two 1-CPU workers, token authentication on, this process connected as driver."""
+    from ray._common.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # Cluster starts every node with this process's environment: RAY_AUTH_MODE=token and the token (Ray would
+    # otherwise read ~/.ray/auth_token) reach the GCS, the raylets and the workers as `ray start` would give them
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    _refresh_auth()
+    # Cluster records its head in /tmp/ray/ray_current_cluster, where every `ray.init()` on this machine would
+    # then connect (and `ray.init(num_cpus=...)` fail): keep whatever was there, so other Ray users are not diverted
+    address_file = Path(get_ray_address_file(None))
+    before = address_file.read_text() if address_file.exists() else None
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    _restore(address_file, before)
+    workers = [nodes.add_node(num_cpus=1) for _ in range(2)]
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, log_to_driver=False)
+    try:
+        yield nodes, workers
+    finally:
+        ray.shutdown()
+        nodes.shutdown()  # removes the address file
+        _restore(address_file, before)
+        monkeypatch.undo()
+        _refresh_auth()
+
+
+def _restore(path: Path, content: str | None) -> None:
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(content)
+
+
+def _trial_rows(directory) -> dict[str, list[dict]]:
+    import json
+
+    rows = {}
+    for path in directory.glob("*/result.json"):
+        try:
+            found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if found:
+            rows[path.parent.name] = found
+    return rows
+
+
+def _live_rows(name: str) -> dict[str, list[dict]]:
+    """Rows of experiment ``name`` while it runs (Tune's driver staging copy; storage is synced now and then)."""
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    rows = {}
+    for directory in session.glob(f"artifacts/*/{name}/driver_artifacts"):
+        rows.update(_trial_rows(directory))
+    return rows
+
+
+class NodeRemover(threading.Thread):
+    """Removes a worker node once (1) the teacher actors have been released, (2) a trial has completed on it and
+    (3) another trial on it is mid-run (reported epoch 1..EPOCHS-2), and the teacher service is elsewhere. Records
+    where the service's teacher actors ran."""
+
+    def __init__(self, nodes, workers, name: str, teacher: str) -> None:
+        super().__init__(daemon=True)
+        self.nodes, self.workers, self.name, self.teacher = nodes, workers, name, teacher
+        self.actor_nodes: set[str] = set()
+        self.service_node: str | None = None
+        self.removed: tuple[str, str, int] | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        service, released = None, False
+        while not self.done.is_set():
+            time.sleep(0.1)
+            if service is None:
+                try:
+                    service = ray.get_actor(f"raykd-teachers-{self.name}")
+                    self.service_node = ray.get(service.__ray_call__.remote(
+                        lambda _: ray.get_runtime_context().get_node_id()))
+                except ValueError:
+                    continue
+            if not released:
+                places = ray.get(service.actor_places.remote(self.teacher))
+                self.actor_nodes |= {node for _, node in places}
+                released = bool(self.actor_nodes) and not places
+                continue
+            rows = _live_rows(self.name)
+            completed = {r[-1]["node"] for r in rows.values() if r[-1]["epoch"] == EPOCHS}
+            for trial, r in rows.items():
+                node = r[-1]["node"]
+                if 1 <= r[-1]["epoch"] <= EPOCHS - 2 and node in completed and node != self.service_node:
+                    self.nodes.remove_node(next(w for w in self.workers if w.node_id == node))
+                    self.removed = (trial, node, r[-1]["epoch"])
+                    return
+
+
+def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) -> None:
+    from ray.train import ScalingConfig
+    from ray.tune import FailureConfig
+
+    nodes, workers = cluster
+    worker_ids = {w.node_id for w in workers}
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    sweep = SweepConfig(name="cluster", methods=("kd",), num_samples=4, grace_period=EPOCHS, seeds=0, verbose=0,
+                        storage=runs.as_uri(), cache_dir=cache.as_uri(), failure=FailureConfig(max_failures=2),
+                        teachers=TeacherServiceConfig(replicas=2, num_cpus=0.5, mode="stored"))
+
+    # a trial or teacher actor larger than every node is refused at once, with the numbers
+    for too_big, what in ((dict(scaling=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2})), "trial"),
+                          (dict(teachers=TeacherServiceConfig(num_cpus=1.5)), "teacher actor")):
+        with pytest.raises(InsufficientResources, match=rf"{what}.*asks for .* CPU.*nodes 1 CPU/0 GPU, 0 CPU/0 GPU"):
+            check_sweep(dataclasses.replace(sweep, **too_big))
+
+    splits = decoded_splits(BASE, sweep.cache_dir)  # the store through pyarrow (file:// URI)
+    teacher = prepare_teacher(None, override(BASE, {"optim.epochs": 1, "optim.steps_per_epoch": 5}), splits,
+                              cache_dir=cache)  # trained in a Ray task sized to one node (1 CPU)
+    remover = NodeRemover(nodes, workers, sweep.name, teacher.name)
+    remover.start()
+    try:
+        summary = run_sweep(BASE, teacher, sweep, splits=splits)
+    finally:
+        remover.done.set()
+
+    assert remover.removed is not None, "no node was removed: no trial was mid-run where another had completed"
+    trial, lost, at_epoch = remover.removed
+    (survivor,) = worker_ids - {lost}
+    table = pd.read_parquet(runs / "cluster" / "results.parquet")
+    assert len(table) == 4 and (table["status"] == "ok").all() and (table["epochs"] == EPOCHS).all()
+    assert set(table["node"]) == worker_ids  # trials completed on both workers (one before it was lost)
+    assert len(remover.actor_nodes) == 1 and remover.actor_nodes <= worker_ids  # both teacher actors on one node
+
+    # the lost trial was retried on the other node from the checkpoint of the last epoch it reported there, and
+    # reported each later epoch once (Tune may drop rows of the lost process from result.json when it restarts)
+    rows = [r for r in _trial_rows(runs / "cluster")[trial] if r["node"] == survivor]
+    epochs = [r["epoch"] for r in rows]  # (one more epoch may have been reported between the look and the removal)
+    assert at_epoch < epochs[0] <= at_epoch + 1 + 1 and epochs == list(range(epochs[0], EPOCHS + 1))
+    last = table[table["trial"] == rows[-1]["trial_id"]].iloc[0]
+    train_rows = len(ray.get(splits["train"]))
+    assert (table["cache_hits"] == EPOCHS * train_rows).all() and last["cache_hits"] == EPOCHS * train_rows
+    assert (table["teacher_samples_computed"] == 0).all()  # stored mode: trials read tables, never run the teacher
+    stats = summary["teachers"][teacher.name]
+    assert stats["tables_built"] == EPOCHS and stats["samples_computed"] == EPOCHS * train_rows  # each table once
+    assert len(list((cache / "store").glob("*.parquet"))) == 2 + EPOCHS  # decoded splits + tables, via the URI
