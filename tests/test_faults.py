@@ -5,8 +5,8 @@
   and frees the dead instance's reservation;
 * a trial process killed mid-epoch: the trial resumes from its checkpoint and ends with the weights and counters
   of an unkilled run;
-* the sweep driver killed during teacher training, and again mid-sweep: ``--resume`` continues the teacher from
-  its last epoch and completes the sweep;
+* the sweep driver killed during teacher training, and (resumed) again mid-sweep: ``--resume`` continues the
+  teacher from its last epoch and completes the sweep;
 * a crash between checkpoint writes: ``tests/test_train.py::
   test_a_crash_between_checkpoint_writes_always_leaves_a_complete_checkpoint``.
 
@@ -399,42 +399,36 @@ def driver_dirs(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_driver_killed_during_teacher_training_resumes_the_teacher(driver_dirs) -> None:
+def test_a_killed_driver_resumes_its_teacher_then_its_sweep(driver_dirs) -> None:
+    """The driver killed during teacher training, then (resumed) killed again mid-sweep, then resumed to the end:
+    the teacher continues from its last epoch, the sweep from Tune's state, every trial's epochs reported once."""
     cache, storage, env, default_cache = driver_dirs
-    first = Driver(_driver(cache, storage, "teacher_kill"), env)
+    first = Driver(_driver(cache, storage, "killed"), env)
     epoch = re.compile(r"teacher resnet8x4: epoch (\d)/4")
     first.wait_for(lambda: any(int(m) >= 2 for m in epoch.findall(first.output)))
     first.kill()
     done = max(int(m) for m in epoch.findall(first.output))
 
-    output = Driver(_driver(cache, storage, "teacher_kill", "--resume"), env).finish()
-    resumed = re.search(r"resuming teacher training from (\S+) \(epoch (\d) done\)", output)
-    assert resumed and int(resumed.group(2)) >= done - 1, output[-5000:]  # at most the epoch in flight is lost
-    assert "epoch 1/4" not in output  # not trained from the start
+    second = Driver(_driver(cache, storage, "killed", "--resume"), env)
+    second.wait_for(lambda: any((storage / "killed").glob("*/checkpoint_000000")))  # a trial's epoch 1
+    second.kill()
+    resumed = re.search(r"resuming teacher training from (\S+) \(epoch (\d) done\)", second.output)
+    assert resumed and int(resumed.group(2)) >= done - 1, second.output[-5000:]  # at most the epoch in flight
+    assert "epoch 1/4" not in second.output  # not trained from the start
+    started = {p.parent.name for p in (storage / "killed").glob("*/checkpoint_000000")}
+    assert not (storage / "killed" / "results.parquet").exists()
+
+    output = Driver(_driver(cache, storage, "killed", "--resume"), env).finish()
+    assert "reusing teacher" in output
     (stored,) = (cache / "teachers").iterdir()  # the teacher; no .partial, temporary or half-committed dirs
     assert not stored.name.startswith(".") and re.fullmatch(r"resnet8x4-[0-9a-f]{16}", stored.name)
-    table = pd.read_parquet(storage / "teacher_kill" / "results.parquet")
-    assert len(table) == 3 and (table["status"] == "ok").all() and table["epochs"].between(1, 2).all()  # ASHA
-    assert not default_cache.exists()  # --cache-dir is honoured for the built-in digits too
-
-
-@pytest.mark.slow
-def test_a_driver_killed_mid_sweep_completes_with_resume(driver_dirs) -> None:
-    cache, storage, env, _ = driver_dirs
-    first = Driver(_driver(cache, storage, "sweep_kill"), env)  # the teacher comes from the cache (or is trained)
-    first.wait_for(lambda: any((storage / "sweep_kill").glob("*/checkpoint_000000")))  # a trial's epoch 1
-    first.kill()
-    started = {p.parent.name for p in (storage / "sweep_kill").glob("*/checkpoint_000000")}
-    assert not (storage / "sweep_kill" / "results.parquet").exists()
-
-    output = Driver(_driver(cache, storage, "sweep_kill", "--resume"), env).finish()
-    assert "reusing teacher" in output
-    table = pd.read_parquet(storage / "sweep_kill" / "results.parquet")
+    table = pd.read_parquet(storage / "killed" / "results.parquet")
     assert len(table) == 3 and (table["status"] == "ok").all() and table["epochs"].between(1, 2).all()  # ASHA
     # Tune's state was restored (a fresh start would have new trial ids), each trial's epochs reported once
     assert all(any(f"_{trial}_" in name for trial in table["trial"]) for name in started), (started, table["trial"])
-    for rows in _trial_rows(storage / "sweep_kill").values():
+    for rows in _trial_rows(storage / "killed").values():
         assert [r["epoch"] for r in rows] == list(range(rows[0]["epoch"], rows[0]["epoch"] + len(rows)))
+    assert not default_cache.exists()  # --cache-dir is honoured for the built-in digits too
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
