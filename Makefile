@@ -14,8 +14,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) sweeps/figkd_tinyimagenet.py --smoke
 
+# two pytest workers: most of the slow end-to-end tests wait on Ray and subprocesses rather than compute
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
 bench: $(VENV)/.installed
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

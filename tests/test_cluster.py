@@ -101,15 +101,18 @@ def _live_rows(name: str) -> dict[str, list[dict]]:
 
 
 class NodeRemover(threading.Thread):
-    """Removes a worker node once (1) the teacher actors have been released, (2) a trial has completed on it and
-    (3) another trial on it is mid-run (reported epoch 1..EPOCHS-2), and the teacher service is elsewhere. Records
-    where the service's teacher actors ran."""
+    """Removes a worker node once (1) every teacher table has been produced and the teacher actors released, (2) a
+    trial has completed and (3) a trial on that node is mid-run (reported epoch 1..EPOCHS-2). Records where the
+    service and the teacher actors ran, the nodes trials reported from and the trials that had completed when the
+    node went."""
 
     def __init__(self, nodes, workers, name: str, teacher: str) -> None:
         super().__init__(daemon=True)
         self.nodes, self.workers, self.name, self.teacher = nodes, workers, name, teacher
         self.actor_nodes: set[str] = set()
+        self.trial_nodes: set[str] = set()
         self.service_node: str | None = None
+        self.completed: dict[str, str] = {}  # trial id -> node, of the trials completed when the node went
         self.removed: tuple[str, str, int] | None = None
         self.done = threading.Event()
 
@@ -127,16 +130,21 @@ class NodeRemover(threading.Thread):
             if not released:
                 places = ray.get(service.actor_places.remote(self.teacher))
                 self.actor_nodes |= {node for _, node in places}
-                released = bool(self.actor_nodes) and not places
+                released = not places and len(ray.get(service.produced.remote(self.teacher))) == EPOCHS
                 continue
             rows = _live_rows(self.name)
-            completed = {r[-1]["node"] for r in rows.values() if r[-1]["epoch"] == EPOCHS}
+            self.trial_nodes |= {row["node"] for found in rows.values() for row in found}
+            completed = {r[-1]["trial_id"]: r[-1]["node"] for r in rows.values() if r[-1]["epoch"] == EPOCHS}
             for trial, r in rows.items():
                 node = r[-1]["node"]
-                if 1 <= r[-1]["epoch"] <= EPOCHS - 2 and node in completed and node != self.service_node:
+                if completed and 1 <= r[-1]["epoch"] <= EPOCHS - 2:
                     self.nodes.remove_node(next(w for w in self.workers if w.node_id == node))
-                    self.removed = (trial, node, r[-1]["epoch"])
+                    self.removed, self.completed = (trial, node, r[-1]["epoch"]), completed
                     return
+
+    def __str__(self) -> str:
+        return (f"removed {self.removed}; teacher actors on {self.actor_nodes}; service on {self.service_node}; "
+                f"trials reported from {self.trial_nodes}")
 
 
 def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) -> None:
@@ -166,13 +174,17 @@ def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) ->
     finally:
         remover.done.set()
 
-    assert remover.removed is not None, "no node was removed: no trial was mid-run where another had completed"
+    assert remover.removed is not None, f"no trial was mid-run on a worker after another had completed: {remover}"
     trial, lost, at_epoch = remover.removed
     (survivor,) = worker_ids - {lost}
     table = pd.read_parquet(runs / "cluster" / "results.parquet")
     assert len(table) == 4 and (table["status"] == "ok").all() and (table["epochs"] == EPOCHS).all()
-    assert set(table["node"]) == worker_ids  # trials completed on both workers (one before it was lost)
-    assert len(remover.actor_nodes) == 1 and remover.actor_nodes <= worker_ids  # both teacher actors on one node
+    assert remover.trial_nodes | set(table["node"]) == worker_ids, f"{remover}"  # trials ran on both workers
+    # trials that completed before the node was lost keep their results, wherever they ran
+    nodes_of = table.set_index("trial")["node"]
+    assert all(nodes_of[trial] == node for trial, node in remover.completed.items()), f"{remover}"
+    assert len(remover.actor_nodes) == 1 and remover.actor_nodes <= worker_ids, f"{remover}"  # teacher actors: 1 node
+    assert remover.service_node == nodes.head_node.node_id  # the service on the driver's node: no worker takes it
 
     # the lost trial was retried on the other node from the checkpoint of the last epoch it reported there, and
     # reported each later epoch once (Tune may drop rows of the lost process from result.json when it restarts)

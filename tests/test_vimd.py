@@ -307,7 +307,7 @@ def test_smoke_sweep_runs_end_to_end_with_an_ablation_column(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     run = subprocess.run([sys.executable, str(ROOT / "sweeps" / "vimd_cub.py"), "--smoke", "--cache-dir",
                           str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--methods", "none", "vimd",
-                          "--vimd-terms", "hidden", "--num-samples", "3", "--seeds", "0"],
+                          "--vimd-terms", "hidden", "--num-samples", "2", "--seeds", "0"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = tmp_path / "runs" / "vimd_cub_hidden_smoke"

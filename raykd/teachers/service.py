@@ -22,6 +22,9 @@ Outputs too large to store (24 layers of Vim hidden states on CUB, say) are serv
 to the actors (:class:`LiveTeacher`). ``mode="auto"`` picks live when one table would exceed
 ``live_threshold_bytes``.
 
+The service itself (no CPUs of its own) runs on the driver's node, the head on a cluster, so that losing a spot
+worker takes teacher actors or trials with it, never the service.
+
 Progress is printed by the service (rows done, rows/s, ETA), and counted in the dashboard as
 ``ray_raykd_teacher_samples_computed_total{teacher}``.
 """
@@ -41,7 +44,7 @@ import numpy as np
 import ray
 import torch
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from raykd import telemetry
 from raykd.config import DataConfig, TeacherServiceConfig
@@ -452,7 +455,11 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
         ray.kill(ray.get_actor(actor_name), no_restart=True)
     except ValueError:
         pass
-    service = TeacherService.options(name=actor_name).remote(requests, data, [arrays_ref], epochs, config, store_root)
+    # pinned to the driver's node (if that node goes, so does the driver); a soft affinity was measured to pass over
+    # a head without CPUs even for this 0-CPU actor
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    service = TeacherService.options(name=actor_name, scheduling_strategy=here).remote(
+        requests, data, [arrays_ref], epochs, config, store_root)
     # Ray restarts a dead service with the same arguments, but objects they only refer to are freed once the first
     # instance (their borrower) is gone: the driver keeps them (and the caller the data) until stop_service
     _PINNED[service._actor_id.hex()] = [r.weights for r in requests]
