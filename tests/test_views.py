@@ -112,8 +112,9 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["slices", "gather"])  # the CPU's method, an accelerator's
 @pytest.mark.parametrize(("size", "padding", "flip"), [(12, 4, True), (9, 2, True), (8, 3, False), (6, 0, True)])
-def test_crop_flip_batch_equals_the_per_item_reference(size, padding, flip):
+def test_crop_flip_batch_equals_the_per_item_reference(size, padding, flip, gather):
     n, seed = 48, 7
     images = _images(n, size)
     index = np.arange(n) * 3 + 1  # sample ids are not batch positions
@@ -123,7 +124,7 @@ def test_crop_flip_batch_equals_the_per_item_reference(size, padding, flip):
         top, left, mirror = _offsets(seed, index, view, padding, flip)
         drawn = views.draw(index, view)
         assert all(np.array_equal(a, b) for a, b in zip(drawn, (top, left, mirror)))
-        out = views.apply(torch.from_numpy(images), index, view)
+        out = views.apply(torch.from_numpy(images), index, view, gather=gather)
         assert out.shape == (n, 3, size, size) and out.dtype == torch.uint8
         for b in range(n):
             expected = _crop_flip_reference(images[b], top[b], left[b], mirror[b], size, padding)

@@ -82,18 +82,29 @@ class CropFlip:
         room = 2 * self.padding + 1
         return _integers(u[:, 0], room), _integers(u[:, 1], room), (u[:, 2] < 0.5) & self.flip
 
-    def apply(self, images: Tensor, index: np.ndarray, view: np.ndarray | int) -> Tensor:
+    def apply(self, images: Tensor, index: np.ndarray, view: np.ndarray | int, gather: bool | None = None) -> Tensor:
         """The views of a batch: ``images`` uint8 ``(B, size, size, 3)`` (any device) -> uint8 ``(B, 3, size, size)``
-        on the same device. The crops are one gather from a strided view of every window of the padded batch."""
+        on the same device (channels-last strides on the CPU). ``gather`` picks the method, by default by device:
+        on an accelerator one gather from a strided view of every window of the padded batch (one kernel); on the
+        CPU one slice copy per sample, measured 2x faster there than the gather (whose reads are strided)."""
         b, h, w, _ = images.shape
         if (h, w) != (self.size, self.size):
             raise ValueError(f"images are {h}x{w}; these views crop {self.size}x{self.size} (decode at that size)")
         top, left, mirrored = self.draw(index, view)
-        device = images.device
         p = self.padding
         padded = F.pad(images, (0, 0, p, p, p, p)) if p else images
+        if gather if gather is not None else images.device.type != "cpu":
+            return self._gathered(padded, top, left, mirrored)
+        out = torch.empty((b, self.size, self.size, 3), dtype=torch.uint8, device=images.device)
+        for i, (t, l, m) in enumerate(zip(top.tolist(), left.tolist(), mirrored.tolist())):
+            window = padded[i, t:t + self.size, l:l + self.size]
+            out[i] = window.flip(1) if m else window
+        return out.permute(0, 3, 1, 2)
+
+    def _gathered(self, padded: Tensor, top: np.ndarray, left: np.ndarray, mirrored: np.ndarray) -> Tensor:
+        device = padded.device
         windows = padded.unfold(1, self.size, 1).unfold(2, self.size, 1)  # (B, rows, cols, 3, size, size), no copy
-        out = windows[torch.arange(b, device=device), torch.as_tensor(top, device=device),
+        out = windows[torch.arange(len(padded), device=device), torch.as_tensor(top, device=device),
                       torch.as_tensor(left, device=device)]
         flip = torch.as_tensor(mirrored, device=device)
         out[flip] = out[flip].flip(-1)
