@@ -23,6 +23,8 @@ from raykd.tune.resources import InsufficientResources
 from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
 from raykd.tune.teachers import prepare_teacher
 
+from tune_rows import live_rows, trial_rows
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4
@@ -77,29 +79,6 @@ def _restore(path: Path, content: str | None) -> None:
         path.write_text(content)
 
 
-def _trial_rows(directory) -> dict[str, list[dict]]:
-    import json
-
-    rows = {}
-    for path in directory.glob("*/result.json"):
-        try:
-            found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except json.JSONDecodeError:  # a line being written
-            continue
-        if found:
-            rows[path.parent.name] = found
-    return rows
-
-
-def _live_rows(name: str) -> dict[str, list[dict]]:
-    """Rows of experiment ``name`` while it runs (Tune's driver staging copy; storage is synced now and then)."""
-    session = Path(ray._private.worker._global_node.get_session_dir_path())
-    rows = {}
-    for directory in session.glob(f"artifacts/*/{name}/driver_artifacts"):
-        rows.update(_trial_rows(directory))
-    return rows
-
-
 class NodeRemover(threading.Thread):
     """Removes a worker node once (1) every teacher table has been produced and the teacher actors released, (2) a
     trial has completed and (3) a trial on that node is mid-run (reported epoch 1..EPOCHS-2). Records where the
@@ -132,7 +111,7 @@ class NodeRemover(threading.Thread):
                 self.actor_nodes |= {node for _, node in places}
                 released = not places and len(ray.get(service.produced.remote(self.teacher))) == EPOCHS
                 continue
-            rows = _live_rows(self.name)
+            rows = live_rows(self.name)
             self.trial_nodes |= {row["node"] for found in rows.values() for row in found}
             completed = {r[-1]["trial_id"]: r[-1]["node"] for r in rows.values() if r[-1]["epoch"] == EPOCHS}
             for trial, r in rows.items():
@@ -188,7 +167,7 @@ def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) ->
 
     # the lost trial was retried on the other node from the checkpoint of the last epoch it reported there, and
     # reported each later epoch once (Tune may drop rows of the lost process from result.json when it restarts)
-    rows = [r for r in _trial_rows(runs / "cluster")[trial] if r["node"] == survivor]
+    rows = [r for r in trial_rows(runs / "cluster")[trial] if r["node"] == survivor]
     epochs = [r["epoch"] for r in rows]  # (one more epoch may have been reported between the look and the removal)
     assert at_epoch < epochs[0] <= at_epoch + 1 + 1 and epochs == list(range(epochs[0], EPOCHS + 1))
     last = table[table["trial"] == rows[-1]["trial_id"]].iloc[0]

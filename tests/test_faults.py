@@ -50,6 +50,8 @@ from raykd.tune.resources import InsufficientResources
 from raykd.tune.spec import run_spec
 from raykd.tune.sweep import decoded_splits, run_sweep
 
+from tune_rows import live_rows, trial_rows
+
 REPO = Path(__file__).resolve().parents[1]
 BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
                    optim=OptimConfig(lr=0.1, epochs=2, batch_size=64, steps_per_epoch=3))
@@ -91,30 +93,6 @@ def _sweep(tmp_path: Path, **changes) -> SweepConfig:
     values = dict(name="sweep", methods=("kd",), num_samples=1, storage=str(tmp_path / "runs"),
                   cache_dir=str(tmp_path / "cache"), seeds=0, verbose=0)
     return SweepConfig(**{**values, **changes})
-
-
-def _trial_rows(directory: Path) -> dict[str, list[dict]]:
-    """Every trial's reported rows (Tune's ``result.json``), by trial directory name."""
-    rows = {}
-    for path in directory.glob("*/result.json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        try:
-            found = [json.loads(line) for line in lines]
-        except json.JSONDecodeError:  # a line being written
-            continue
-        if found:
-            rows[path.parent.name] = found
-    return rows
-
-
-def _live_rows(name: str) -> dict[str, list[dict]]:
-    """``_trial_rows`` of experiment ``name`` while Tune runs it in this process: its driver staging directory
-    (the copy under the storage path is synced only now and then)."""
-    session = Path(ray._private.worker._global_node.get_session_dir_path())
-    rows = {}
-    for directory in session.glob(f"artifacts/*/{name}/driver_artifacts"):
-        rows.update(_trial_rows(directory))
-    return rows
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -234,7 +212,7 @@ class TrialKiller(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            for trial, rows in _live_rows(self.name).items():
+            for trial, rows in live_rows(self.name).items():
                 if rows and rows[-1]["epoch"] == self.after:
                     time.sleep(self.delay)
                     os.kill(rows[-1]["pid"], signal.SIGKILL)
@@ -269,7 +247,7 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint(local_ray, teacher
     trial, pid = killer.killed
     # the rows the new process reported: from the epoch after the checkpoint on, once each (Tune's result.json may
     # lose the killed process's rows: on a restart it copies back its last synced copy)
-    rows = [r for r in _trial_rows(tmp_path / "runs" / "killed")[trial] if r["pid"] != pid]
+    rows = [r for r in trial_rows(tmp_path / "runs" / "killed")[trial] if r["pid"] != pid]
     epochs = [r["epoch"] for r in rows]  # killed 0.3 s after its epoch-1 report: during epoch 2 (or 3)
     assert epochs[0] in (2, 3) and epochs == list(range(epochs[0], 5)) and _gone(pid)  # resumed, not from 1
     killed, clean = (pd.read_parquet(tmp_path / "runs" / name / "results.parquet").iloc[0]
@@ -426,7 +404,7 @@ def test_a_killed_driver_resumes_its_teacher_then_its_sweep(driver_dirs) -> None
     assert len(table) == 3 and (table["status"] == "ok").all() and table["epochs"].between(1, 2).all()  # ASHA
     # Tune's state was restored (a fresh start would have new trial ids), each trial's epochs reported once
     assert all(any(f"_{trial}_" in name for trial in table["trial"]) for name in started), (started, table["trial"])
-    for rows in _trial_rows(storage / "killed").values():
+    for rows in trial_rows(storage / "killed").values():
         assert [r["epoch"] for r in rows] == list(range(rows[0]["epoch"], rows[0]["epoch"] + len(rows)))
     assert not default_cache.exists()  # --cache-dir is honoured for the built-in digits too
 
