@@ -352,4 +352,4 @@ def test_sr_epochs_draw_fresh_patches_and_reuse_replays_them():
         assert len({tuple(v) for v in views}) == (2 if reuse else 4)
     # the whole LR image a teacher is run on
     whole = SRBatches(arrays, DataConfig(task="sr", dataset="paired", scale=2, patch_size=5), 0).whole(2, CPU)
-    assert torch.equal(whole[0], torch.from_numpy(arrays.lr[2]).permute(2, 0, 1).float() / 255.0)
+    assert torch.equal(whole[0], torch.from_numpy(np.array(arrays.lr[2])).permute(2, 0, 1).float() / 255.0)

@@ -28,6 +28,7 @@ from raykd.teachers.sources import run_teacher
 from raykd.train.checkpoint import save_checkpoint
 from raykd.train.loop import build_student, train
 from raykd.tune.spec import _parser, _profile, sweep_config
+from raykd.tune.spaces import teacher_needs
 from raykd.tune.sweep import SweepPayload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,6 +300,14 @@ def test_vimd_terms_flag_fixes_terms_for_the_sweeps_vimd_trials(tmp_path):
     assert vimd.method.student_input == "lr"
     kd = payload.trial({"method": "kd", "kd": {"T": 2.0}}).cfg  # other methods keep their own params
     assert (kd.method.name, dict(kd.method.params)) == ("kd", {"T": 2.0})
+
+
+@pytest.mark.parametrize(("terms", "needs"), [("both", ("hidden", "logits")), ("logits", ("logits",)),
+                                              ("hidden", ("hidden",))])
+def test_an_ablation_column_asks_the_teacher_only_for_the_outputs_its_terms_use(tmp_path, terms, needs):
+    _, _, base, _, _ = _spec_config(["--smoke", "--vimd-terms", terms], tmp_path)
+    fixed = base.method.params if base.method.name == "vimd" else None
+    assert teacher_needs("vimd", "cls", fixed) == needs
 
 
 @pytest.mark.slow

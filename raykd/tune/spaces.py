@@ -8,7 +8,7 @@ first (``points_to_evaluate``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from raykd.methods import method_class
@@ -54,12 +54,16 @@ def trial_method(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return method, dict(config.get(method, {}))
 
 
-def teacher_needs(method: str, task: str) -> tuple[str, ...]:
+def teacher_needs(method: str, task: str, fixed: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """Every teacher output ``method`` may ask for in a sweep: the union over its categorically searched knobs
-    (DVMSR's ``position`` switches between the SR image and a feature; ViMD's terms), the rest at defaults."""
+    (DVMSR's ``position`` switches between the SR image and a feature; ViMD's terms), the rest at defaults.
+    ``fixed``: knobs the sweep holds for every trial of the method (ViMD's ``terms`` of an ablation column), which
+    are then not searched for outputs."""
     cls = method_class(method, task)
-    choices = {name: p.categorical for name, p in cls.search_space().items() if p.categorical is not None}
+    fixed = dict(fixed or {})
+    choices = {name: p.categorical for name, p in cls.search_space().items()
+               if p.categorical is not None and name not in fixed}
     outputs = {o for combo in itertools.product(*choices.values())
-               for o in cls(**dict(zip(choices, combo))).teacher_outputs()}
-    outputs |= set(cls().teacher_outputs())
+               for o in cls(**fixed, **dict(zip(choices, combo))).teacher_outputs()}
+    outputs |= set(cls(**fixed).teacher_outputs())
     return tuple(sorted(outputs))

@@ -199,7 +199,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     metric = sweep.metric or TASKS.get(task_name).metric
     started = time.perf_counter()
     telemetry.start()
-    needs = {m: teacher_needs(m, task_name) for m in methods}
+    needs = {m: teacher_needs(m, task_name, base.method.params if m == base.method.name else None) for m in methods}
     per_method = dict(teachers) if isinstance(teachers, Mapping) else \
         {m: teachers for m in methods if needs[m] and teachers is not None}
     missing = [m for m in methods if needs[m] and m not in per_method]
