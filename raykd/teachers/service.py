@@ -67,7 +67,7 @@ class TeacherRequest:
 
     spec: TeacherSpec
     outputs: tuple[str, ...]
-    weights: Any = None  # ObjectRef of the weights' safetensors bytes, put by the driver (start_service)
+    weights: Any = None  # ObjectRef of the weights' safetensors bytes, put by the driver (start_service sets it)
 
 
 def _device() -> torch.device:
@@ -279,8 +279,6 @@ class TeacherService:
 
     async def _create_actors(self, teacher: str) -> None:
         request = self.requests[teacher]
-        spec = request.spec
-        weights = request.weights if request.weights is not None else ray.put(spec.weights_bytes())
         cfg = self.config
         bundle = {k: v for k, v in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)) if v > 0}
         group = None
@@ -301,7 +299,7 @@ class TeacherService:
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4, max_task_retries=-1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
                 if group is not None else None,
-            ).remote(spec, weights, self.data, self.arrays)
+            ).remote(request.spec, request.weights, self.data, self.arrays)
             for i in range(cfg.replicas)]
 
     def _release(self, teacher: str) -> None:
@@ -448,8 +446,7 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
     the spec), so the service and its actors may run on nodes that do not have the checkpoint files."""
     for request in requests:
         request.spec.weights_sha256  # cached on the spec, which is pickled with it
-    requests = [dataclasses.replace(r, weights=r.weights if r.weights is not None else ray.put(r.spec.weights_bytes()))
-                for r in requests]
+    requests = [dataclasses.replace(r, weights=ray.put(r.spec.weights_bytes())) for r in requests]
     actor_name = f"raykd-teachers-{name}"
     try:
         ray.kill(ray.get_actor(actor_name), no_restart=True)

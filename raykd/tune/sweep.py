@@ -58,9 +58,8 @@ class SweepPayload:
 
     def trial(self, config: Mapping[str, Any]) -> TrialSpec:
         method, params = trial_method(dict(config))
-        # the base's method params are fixed for that method's trials (ViMD's ``terms`` of an ablation column)
-        fixed = self.base.method.params if method == self.base.method.name else {}
-        cfg = override(self.base, {"method.name": method, "method.params": {**params, **fixed},
+        params = {**params, **fixed_params(self.base, method)}
+        cfg = override(self.base, {"method.name": method, "method.params": params,
                                    "seed": int(config.get("seed", self.base.seed))})
         trial = tune.get_context().get_trial_name()
         return TrialSpec(cfg, self.splits, self.clients.get(method), name=trial, started=time.time(),
@@ -105,6 +104,12 @@ def check_teacher(spec: TeacherSpec, base: TrainConfig, splits: Mapping[str, Any
                          f"give a teacher trained on {base.data.dataset} ({task.model_kwargs()})")
 
 
+def fixed_params(base: TrainConfig, method: str) -> Mapping[str, Any]:
+    """The knobs of ``method`` the sweep holds for all its trials: the base's method params when the base names
+    that method (ViMD's ``terms`` of an ablation column); searched values never override them."""
+    return base.method.params if method == base.method.name else {}
+
+
 def _check_resume_storage(directory: str) -> None:
     """``Tuner.restore`` unpickles ``tuner.pkl`` from the sweep directory, so whoever can write there runs code in
     this driver: refuse a local directory that another user owns or that group/others may write."""
@@ -143,8 +148,7 @@ def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, n
     from ray.tune.search.optuna import OptunaSearch
 
     directory = _directory(sweep, name)
-    if sweep.resume and Tuner.can_restore(directory):
-        _check_resume_storage(directory)
+    if sweep.resume and Tuner.can_restore(directory):  # (its storage was checked by check_sweep)
         return Tuner.restore(directory, trainable=trainable, resume_errored=True)
     if search:
         searcher = OptunaSearch(space=DefineByRun(sweep.methods, base.data.task), metric=metric, mode=sweep.mode,
@@ -199,7 +203,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     metric = sweep.metric or TASKS.get(task_name).metric
     started = time.perf_counter()
     telemetry.start()
-    needs = {m: teacher_needs(m, task_name, base.method.params if m == base.method.name else None) for m in methods}
+    needs = {m: teacher_needs(m, task_name, fixed_params(base, m)) for m in methods}
     per_method = dict(teachers) if isinstance(teachers, Mapping) else \
         {m: teachers for m in methods if needs[m] and teachers is not None}
     missing = [m for m in methods if needs[m] and m not in per_method]
