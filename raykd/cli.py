@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
                           TrainConfig, default_cache_dir)
+from raykd.console import UserError, add_common_flags, json_object, run_command
 
 __all__ = ["main", "parse_params"]
 
@@ -21,7 +22,7 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
+            raise UserError(f"--param expects KEY=VALUE, got {item!r}")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -48,6 +49,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                    "$RAYKD_CACHE or ~/.cache/raykd)")
     p.add_argument("--out", required=True, help="checkpoint directory (written after every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add_common_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default; tiles bound memory but change the output of networks that see the whole image)")
     e.add_argument("--tile-overlap", type=int, default=16)
     e.add_argument("--device", default="auto")
+    add_common_flags(e)
     s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
                        add_help=False)
     s.add_argument("name")
@@ -97,21 +100,21 @@ def eval_sr(args: argparse.Namespace) -> int:
     from raykd.train.tasks import build_task
 
     if args.model is None and not args.bicubic:
-        raise SystemExit("eval-sr: nothing to evaluate; give --model and/or --bicubic")
+        raise UserError("eval-sr: nothing to evaluate; give --model and/or --bicubic")
     if args.weights is not None and (args.model is None or Path(args.model).is_dir()):
-        raise SystemExit("eval-sr: --weights goes with --model REGISTRY_NAME (a checkpoint directory has its own)")
+        raise UserError("eval-sr: --weights goes with --model REGISTRY_NAME (a checkpoint directory has its own)")
     device = resolve_device(args.device)
     rows: list[tuple[str, Any]] = [("Bicubic", create_model("bicubic", scale=args.scale))] if args.bicubic else []
     if args.model is not None and Path(args.model).is_dir():
         spec = TeacherSpec.from_checkpoint(args.model)
         if spec.model_kwargs.get("scale", args.scale) != args.scale:
-            raise SystemExit(f"eval-sr: {args.model} holds an x{spec.model_kwargs['scale']} model, not x{args.scale}")
+            raise UserError(f"eval-sr: {args.model} holds an x{spec.model_kwargs['scale']} model, not x{args.scale}")
         rows.append((Path(args.model).name, spec.build(device)))
     elif args.model is not None:
         if args.weights is None:
-            raise SystemExit(f"eval-sr: --model {args.model} is a registry name; give its --weights FILE (or pass a "
+            raise UserError(f"eval-sr: --model {args.model} is a registry name; give its --weights FILE (or pass a "
                              "raykd checkpoint directory)")
-        model = create_model(args.model, scale=args.scale, **json.loads(args.model_kwargs))
+        model = create_model(args.model, scale=args.scale, **json_object('--model-kwargs', args.model_kwargs))
         load_weights(model, args.weights, keymap=args.keymap)
         rows.append((args.model, model.eval().requires_grad_(False).to(device)))
     # a benchmark folder is its own "train" split here too: the task needs one, evaluation reads only the val set
@@ -155,13 +158,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; a refused input (a bad value, a missing or damaged file) prints one line naming it and exits
-    with 2."""
-    try:
-        return _run(build_parser().parse_args(argv))
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"raykd: error: {err}", file=sys.stderr)
-        return 2
+    """Run a command behind raykd's error edge (:func:`raykd.console.run_command`): a refused input (a bad value, a
+    missing or damaged file) prints one line naming it and exits with 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: _run(build_parser().parse_args(argv)), argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     resume = find_checkpoint(out) if args.resume else None
     if args.resume and resume is None:
-        raise SystemExit(f"--resume: no complete checkpoint at {out}")
+        raise UserError(f"--resume: no complete checkpoint at {out}")
     task = build_task(cfg.data, cfg.seed, store=Store(Path(args.cache_dir).expanduser() / "store"))
 
     def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:

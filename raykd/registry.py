@@ -9,21 +9,50 @@ A user's own component needs no change to raykd: name it by import path, ``"mypk
 is imported on first use, in whatever process asks (the driver, a trial, a teacher actor), so it must be
 importable there: a module beside the driver script or in its working directory is (Ray puts both on every
 worker's ``sys.path``; on a cluster submit with ``ray job submit --working-dir .``).
+
+Importing runs code, so an import path is honoured only where the user wrote it: in their code (a
+:class:`~raykd.config.ModelConfig`), on the command line, or under ``--trust-plugins``. One read from a data file
+(a checkpoint's ``meta.json``) must be :func:`trusted` first: a downloaded teacher cannot run code by naming
+``"subprocess:run"`` as its model.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Registry", "MODELS", "METHODS", "DATASETS", "TASKS", "KEYMAPS", "is_import_path"]
+__all__ = ["Registry", "MODELS", "METHODS", "DATASETS", "TASKS", "KEYMAPS", "is_import_path", "import_object",
+           "UntrustedPlugin", "trust_plugins", "trusted"]
 
 
 def is_import_path(name: str) -> bool:
-    """Whether ``name`` is a plugin import path ``"package.module:attribute"`` rather than a registered name."""
+    """Whether ``name`` is a plugin import path ``"package.module:attribute"`` (dotted identifiers on both sides)
+    rather than a registered name."""
     module, sep, attr = name.partition(":")
-    return bool(sep and module and attr)
+    return bool(sep) and all(part.isidentifier() for side in (module, attr) for part in side.split("."))
+
+
+class UntrustedPlugin(ValueError):
+    """A data file names a plugin import path the user has not trusted (importing it would run its code)."""
+
+
+_TRUSTED: set[str] = set()
+_TRUST_ALL = False
+
+
+def trust_plugins(names: Iterable[str] = (), *, everything: bool = False) -> None:
+    """Let this process import the plugin paths ``names`` (the values that are import paths; others are ignored)
+    when a data file names them, or every plugin path when ``everything`` (``--trust-plugins``)."""
+    global _TRUST_ALL
+    _TRUSTED.update(name for name in names if isinstance(name, str) and is_import_path(name))
+    _TRUST_ALL = _TRUST_ALL or everything
+
+
+def trusted(name: str) -> bool:
+    """Whether the import path ``name`` may be imported when a data file names it."""
+    return _TRUST_ALL or name in _TRUSTED
 
 
 class Registry:
@@ -70,7 +99,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if is_import_path(name):
-            return _import(name, self.kind)
+            return import_object(name, self.kind)
         self._check_scope(scope)
         try:
             return self._entries[scope, name]
@@ -97,7 +126,8 @@ def _describe(item: Any) -> str:
     return f"{getattr(item, '__module__', '?')}.{getattr(item, '__qualname__', repr(item))}"
 
 
-def _import(path: str, kind: str) -> Any:
+def import_object(path: str, kind: str) -> Any:
+    """The object the import path ``"package.module:attribute"`` names (``kind`` says what it is, in errors)."""
     module_name, _, attr = path.partition(":")
     # the working directory, last: Ray puts it on every worker's path, so a driver started as
     # `python sweeps/x.py` (whose own path starts at sweeps/) finds the same modules its workers do
@@ -112,7 +142,7 @@ def _import(path: str, kind: str) -> Any:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise AttributeError(f"{kind} {path!r}: module {module_name!r} has no attribute {attr!r}")
+            raise ImportError(f"{kind} {path!r}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 

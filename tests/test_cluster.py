@@ -19,8 +19,8 @@ import pytest
 import ray
 
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, override
-from raykd.tune.resources import InsufficientResources
-from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
+from raykd.tune.resources import InsufficientResources, check_sweep_resources
+from raykd.tune.sweep import decoded_splits, run_sweep
 from raykd.tune.teachers import prepare_teacher
 
 from tune_rows import live_rows, trial_rows
@@ -141,7 +141,7 @@ def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) ->
     for too_big, what in ((dict(scaling=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2})), "trial"),
                           (dict(teachers=TeacherServiceConfig(num_cpus=1.5)), "teacher actor")):
         with pytest.raises(InsufficientResources, match=rf"{what}.*asks for .* CPU.*nodes 1 CPU/0 GPU, 0 CPU/0 GPU"):
-            check_sweep(dataclasses.replace(sweep, **too_big))
+            check_sweep_resources(dataclasses.replace(sweep, **too_big))
 
     splits = decoded_splits(BASE, sweep.cache_dir)  # the store through pyarrow (file:// URI)
     teacher = prepare_teacher(None, override(BASE, {"optim.epochs": 1, "optim.steps_per_epoch": 5}), splits,

@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 
 from raykd.cli import main as cli_main
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, override
+from raykd.console import UserError
 from raykd.data.builtin import make_demo_classification
 from raykd.models import create_model
 from raykd.models.checkpoint import MODEL_FILE, CheckpointError, manifest
@@ -524,7 +525,7 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     with pytest.raises(InsufficientResources, match=r"teacher training asks for 1 CPU, 1 GPU"):
         _fit_to_a_node(1)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()  # refused before any work
-    with pytest.raises(SystemExit):  # argparse: an s3:// cache cannot hold datasets and teacher directories
+    with pytest.raises(UserError, match="s3://bucket/cache: the cache holds datasets and trained teachers"):
         run_spec(FiGKDTinyImageNet(), _smoke(tmp_path)[:1] + ["--cache-dir", "s3://bucket/cache"])
 
     # a `ray up` cluster (cluster.yaml, GPU workers from zero): a node type its autoscaler can launch counts

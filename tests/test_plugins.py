@@ -11,6 +11,7 @@ import ray
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
 from raykd.methods import create_method
 from raykd.models import create_model
+from raykd.registry import UntrustedPlugin, trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import train
 from raykd.train.tasks import build_task
@@ -80,6 +81,9 @@ def test_a_users_model_and_method_run_a_sweep_by_import_path(plugin, tmp_path: P
     splits = decoded_splits(base, str(tmp_path / "cache"))
     task = build_task(base.data, 0, {name: ray.get(ref) for name, ref in splits.items()})
     train(base, task=task, checkpoint_dir=tmp_path / "teacher")
+    with pytest.raises(UntrustedPlugin, match="'myplugin:tinynet', an import path"):
+        TeacherSpec.from_checkpoint(tmp_path / "teacher")  # its meta.json names code: imported only once trusted
+    trust_plugins(["myplugin:tinynet"])
     teacher = TeacherSpec.from_checkpoint(tmp_path / "teacher")
     assert teacher.model == "myplugin:tinynet"
     sweep = SweepConfig(name="plugins", methods=("none", "myplugin:SoftL2"), num_samples=3, seeds=0, verbose=0,

@@ -155,10 +155,10 @@ def test_unimportable_plugins_are_named_clearly(plugin):
         MODELS.get("no_such_pkg.nets:f")
     with pytest.raises(ImportError, match=r"method 'user_plugins\.broken:X'.*no_such_dependency_of_the_plugin"):
         METHODS.get(f"{plugin}.broken:X", scope="cls")
-    with pytest.raises(AttributeError, match=r"model 'user_plugins\.nets:missing': module 'user_plugins\.nets' has "
+    with pytest.raises(ImportError, match=r"model 'user_plugins\.nets:missing': module 'user_plugins\.nets' has "
                                              r"no attribute 'missing'"):
         MODELS.get(f"{plugin}.nets:missing")
-    with pytest.raises(AttributeError, match="no attribute 'Holder.Nope'"):
+    with pytest.raises(ImportError, match="no attribute 'Holder.Nope'"):
         MODELS.get(f"{plugin}.nets:Holder.Nope")
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from raykd.config import MethodConfig, SweepConfig
+from raykd.console import UserError
 from raykd.sweeps import SWEEPS, run
 from raykd.sweeps.dfd_cifar import find_cifar10, write_summary
 from raykd.tune.spec import _parser, _profile
@@ -58,7 +59,7 @@ def test_students_see_the_lr_image_and_the_teacher_is_their_architecture_on_hr(t
     assert sixteen.data.lr_factor == 2 and sixteen.model.name == "wrn_16_2"
     # one teacher for every LR size: its config does not depend on the students' LR factor
     assert spec.teacher_config(args, sixteen, profile).data == teacher.data
-    with pytest.raises(SystemExit, match="must divide 32"):
+    with pytest.raises(UserError, match="must divide 32"):
         _configs(["--data-root", str(folder), "--lr-sizes", "5"], tmp_path)
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from raykd.console import UserError
 from raykd.data.builtin import make_demo_sr
 from raykd.models import create_model
 from raykd.sweeps import SWEEPS, run
@@ -102,9 +103,9 @@ def test_mtkd_flags_student_patch_teacher_patch_and_stage1(tmp_path):
     teacher = spec._teacher_config(args, base, profile, "swinir", {"img_size": 48})
     assert teacher.data.patch_size == 48 and teacher.model.kwargs == {"img_size": 48}
     assert teacher.optim.epochs == profile.teacher_epochs and teacher.method.name == "none"
-    with pytest.raises(SystemExit, match="not among --teachers"):
+    with pytest.raises(UserError, match="not among --teachers"):
         spec.teachers(_parser(spec, None).parse_args(["--teacher-checkpoints", "vdsr=x.pth"]), base, profile, {})
-    with pytest.raises(SystemExit, match="--teacher-checkpoints"):
+    with pytest.raises(UserError, match="--teacher-checkpoints"):
         spec.teachers(_parser(spec, None).parse_args(["--teacher", str(tmp_path)]), base, profile, {})
 
 

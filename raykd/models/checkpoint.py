@@ -9,7 +9,9 @@ A checkpoint is a directory::
 
 :func:`read_meta` refuses a directory whose ``meta.json`` is missing or unparsable, naming the file;
 :func:`verify` checks every file against the manifest, so a truncated or corrupt checkpoint (a crashed copy, a
-damaged disk) is found before a model is built from it. :mod:`raykd.train.checkpoint` writes them.
+damaged disk) is found before a model is built from it; :func:`model_entry` is the only way to the model a
+``meta.json`` names, and refuses one that would run code (see :mod:`raykd.registry`).
+:mod:`raykd.train.checkpoint` writes them.
 """
 from __future__ import annotations
 
@@ -22,9 +24,14 @@ from typing import Any
 import torch.nn as nn
 
 from raykd.models.weights import MODEL_FILE, load_weights
+from raykd.registry import MODELS, UntrustedPlugin, is_import_path, trusted
 
-__all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "manifest",
-           "load_model"]
+__all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "model_entry",
+           "manifest", "load_model"]
+
+# constructor arguments that would make a model read another file than the checkpoint's own weights (timm's)
+_LOADING_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                             "pretrained_strict"})
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -65,6 +72,44 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{path} does not describe a model (no 'model' entry)")
     return meta
+
+
+def model_entry(meta: dict[str, Any], source: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The ``(model name, model kwargs)`` that ``meta`` (read from the file ``source``) describes, checked: every
+    model it names, nested ones too (MTKD's composite teacher), is a registered raykd model, a timm model or a
+    plugin import path the user trusts (:func:`raykd.registry.trusted`); no kwarg loads another file."""
+    name, kwargs = meta["model"], meta.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source}: model_kwargs must be a JSON object, got {kwargs!r}")
+    _check_model(name, kwargs, source)
+    return name, dict(kwargs)
+
+
+def _check_model(name: Any, kwargs: dict[str, Any], source: str | os.PathLike) -> None:
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{source}: the model name must be a non-empty string, got {name!r}")
+    if is_import_path(name) and not trusted(name):
+        raise UntrustedPlugin(
+            f"{source} names the model {name!r}, an import path: raykd does not import code that a data file names. "
+            f"If you trust this checkpoint, name the model on the command line (e.g. --teacher-model {name}) or "
+            "pass --trust-plugins")
+    if not is_import_path(name) and not MODELS.has(name) and not _is_timm_model(name):
+        raise CheckpointError(f"{source} names the model {name!r}, which is neither a raykd model "
+                              f"({', '.join(MODELS.names())}) nor a timm model")
+    loading = sorted(_LOADING_KWARGS & set(kwargs))
+    if loading:
+        raise CheckpointError(f"{source}: model_kwargs {loading} would load weights from elsewhere; a checkpoint's "
+                              f"weights are its own {MODEL_FILE}")
+    for value in kwargs.values():  # nested models: {"model": ..., "model_kwargs": ...} entries, at any depth
+        for entry in value if isinstance(value, list) else [value]:
+            if isinstance(entry, dict) and "model" in entry:
+                _check_model(entry["model"], entry.get("model_kwargs") or {}, source)
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return ":" not in name and timm.is_model(name)
 
 
 def verify(directory: str | os.PathLike) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
+from raykd.console import UserError
 from raykd.models.checkpoint import read_meta
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.spec import Profile, SweepSpec
@@ -72,7 +73,7 @@ class DFDCifar(SweepSpec):
     def _sizes(self, args: argparse.Namespace) -> list[int]:
         bad = [s for s in args.lr_sizes if s < 1 or s >= HR_SIZE or HR_SIZE % s]
         if bad:
-            raise SystemExit(f"--lr-sizes {bad}: each must divide {HR_SIZE} and be smaller (e.g. 8 or 16)")
+            raise UserError(f"--lr-sizes {bad}: each must divide {HR_SIZE} and be smaller (e.g. 8 or 16)")
         return list(dict.fromkeys(args.lr_sizes))
 
     def data(self, args: argparse.Namespace) -> DataConfig | None:
@@ -94,8 +95,8 @@ class DFDCifar(SweepSpec):
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
         # the CIFAR KD recipe (CRD, mdistiller): SGD, momentum 0.9, weight decay 5e-4
-        return OptimConfig(name="sgd", lr=args.lr or (0.1 if args.smoke else 0.05), epochs=profile.epochs,
-                           batch_size=profile.batch_size)
+        lr = (0.1 if args.smoke else 0.05) if args.lr is None else args.lr  # a given 0 is refused, not replaced
+        return OptimConfig(name="sgd", lr=lr, epochs=profile.epochs, batch_size=profile.batch_size)
 
     def base(self, args: argparse.Namespace, data: DataConfig, profile: Profile) -> TrainConfig:
         # every method trains the LR student: "none" is the LR-only baseline

@@ -96,9 +96,9 @@ class DIV2KSweep(SweepSpec):
         if missing:
             print(f"no benchmark set (HR/ and LR_bicubic/X{args.scale}/) at {', '.join(missing)}", file=sys.stderr)
             return None
+        patch = self.patch[1 if args.smoke else 0] if args.patch_size is None else args.patch_size
         common: dict[str, Any] = dict(task="sr", scale=args.scale, y_channel=args.y_channel, tile=args.tile,
-                                      tile_overlap=args.tile_overlap,
-                                      patch_size=args.patch_size or self.patch[1 if args.smoke else 0],
+                                      tile_overlap=args.tile_overlap, patch_size=patch,
                                       patches_per_image=self.patches_per_image[1 if args.smoke else 0])
         if args.val_root is not None:
             common.update(val_dataset="paired", val_root=str(args.val_root.expanduser().resolve()))
@@ -111,7 +111,8 @@ class DIV2KSweep(SweepSpec):
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
         # the SR recipe (EDSR/RCAN/SwinIR, DVMSR, MTKD): Adam (0.9, 0.999), no weight decay
-        return OptimConfig(name="adam", lr=args.lr or self.learning_rate[1 if args.smoke else 0], betas=(0.9, 0.999),
+        lr = self.learning_rate[1 if args.smoke else 0] if args.lr is None else args.lr  # a given 0 is refused
+        return OptimConfig(name="adam", lr=lr, betas=(0.9, 0.999),
                            weight_decay=0.0, schedule="cosine", epochs=profile.epochs, batch_size=profile.batch_size)
 
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
@@ -130,9 +131,10 @@ def _test_data(base: TrainConfig, root: Path) -> DataConfig:
                       patch_size=1, y_channel=data.y_channel, tile=data.tile, tile_overlap=data.tile_overlap)
 
 
-def evaluate_checkpoint(weights: bytes, meta: Mapping[str, Any], tests: Mapping[str, tuple[DataConfig, Any]]
-                        ) -> dict[str, float]:
-    """PSNR/SSIM of a checkpoint's model (its ``model.safetensors`` bytes and ``meta.json``) on each test set
+def evaluate_checkpoint(weights: bytes, model_entry: tuple[str, Mapping[str, Any]],
+                        tests: Mapping[str, tuple[DataConfig, Any]]) -> dict[str, float]:
+    """PSNR/SSIM of a checkpoint's model (its ``model.safetensors`` bytes and the checked ``(model name, kwargs)``
+    of its ``meta.json``) on each test set
     ``{name: (data, decoded split or its object-store reference)}``, with :meth:`SRTask.evaluate` (run as a Ray
     task, on a GPU when given one)."""
     import ray
@@ -143,7 +145,8 @@ def evaluate_checkpoint(weights: bytes, meta: Mapping[str, Any], tests: Mapping[
     from raykd.train.tasks import SRTask
 
     device = resolve_device("auto")
-    model = create_model(meta["model"], **meta["model_kwargs"])
+    name, kwargs = model_entry
+    model = create_model(name, **kwargs)
     model.load_state_dict(safetensors.torch.load(weights), strict=True)
     model.to(device).eval()
     out = {}
@@ -165,7 +168,7 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
 
     from raykd.data.arrays import load_split
     from raykd.data.store import Store
-    from raykd.models.checkpoint import MODEL_FILE, read_meta
+    from raykd.models.checkpoint import META_FILE, MODEL_FILE, model_entry, read_meta
 
     if "://" in directory:
         print(f"test sets: skipped for remote storage {directory} (measure the checkpoints with raykd eval-sr)")
@@ -192,8 +195,9 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
             if checkpoint is None:
                 continue
             with checkpoint.as_directory() as path:
-                weights, meta = (Path(path) / MODEL_FILE).read_bytes(), read_meta(path)
-            pending.append((rows[-1], evaluate.remote(weights, meta, sets)))
+                weights = (Path(path) / MODEL_FILE).read_bytes()
+                model = model_entry(read_meta(path), Path(path) / META_FILE)
+            pending.append((rows[-1], evaluate.remote(weights, model, sets)))
     for row, ref in pending:
         row.update(ray.get(ref))
     table = pd.read_parquet(root / "results.parquet")

@@ -28,6 +28,7 @@ class FiGKDTinyImageNet(SweepSpec):
     methods = ("none", "kd", "dkd", "figkd")
     full = Profile(num_samples=32, epochs=30, teacher_epochs=60, batch_size=128)
     smoke = Profile(num_samples=6, epochs=2, teacher_epochs=4, batch_size=64)
+    smoke_ignores = ("data_root", "download", "image_size")
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-root", type=Path, default=None,

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +48,9 @@ from typing import Any
 import ray
 
 from raykd.config import ModelConfig, SweepConfig, TeacherServiceConfig, TrainConfig
+from raykd.console import UserError, json_object
 from raykd.data.store import file_sha256
+from raykd.models import check_model_name
 from raykd.sweeps.div2k import DIV2KSweep
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.trained import TrainedTeachers
@@ -82,7 +83,7 @@ def _named(items: list[str], what: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"{what} expects NAME=VALUE, got {item!r}")
+            raise UserError(f"{what} expects NAME=VALUE, got {item!r}")
         pairs[name] = value
     return pairs
 
@@ -151,7 +152,7 @@ class MTKDDiv2K(DIV2KSweep):
         p.add_argument("--stage1-batch-size", type=int, default=None, help="aggregator batch (default 16; smoke 8)")
         p.add_argument("--stage1-patch-size", type=int, default=None,
                        help="aggregator LR patch side (default 64, the paper's; smoke 16)")
-        p.add_argument("--aggregator-kwargs", type=json.loads, default=None, metavar="JSON",
+        p.add_argument("--aggregator-kwargs", default=None, metavar="JSON",
                        help="overrides of the aggregator's paper configuration (raykd.models.aggregator)")
 
     def student(self, args: argparse.Namespace) -> ModelConfig:
@@ -167,17 +168,34 @@ class MTKDDiv2K(DIV2KSweep):
                                    data=dataclasses.replace(base.data, patch_size=patch),
                                    optim=dataclasses.replace(base.optim, epochs=profile.teacher_epochs))
 
-    def teachers(self, args: argparse.Namespace, base: TrainConfig, profile: Profile, splits: Mapping[str, Any]
-                 ) -> dict[str, TeacherSpec]:
+    def check(self, args: argparse.Namespace) -> None:
+        self._teacher_flags(args)
+        _aggregator_kwargs(args)
+        for name in args.teachers:
+            check_model_name(name)
+
+    @staticmethod
+    def _teacher_flags(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+        """``--teacher-checkpoints`` (each one existing) and ``--teacher-kwargs`` (JSON objects), by teacher name,
+        each name among ``--teachers``."""
         if args.teacher is not None:
-            raise SystemExit("mtkd_div2k has three teachers: give them with --teacher-checkpoints NAME=PATH")
+            raise UserError("mtkd_div2k has three teachers: give them with --teacher-checkpoints NAME=PATH")
         checkpoints = {n: Path(p).expanduser().resolve()
                        for n, p in _named(args.teacher_checkpoints, "--teacher-checkpoints").items()}
-        kwargs = {n: json.loads(v) for n, v in _named(args.teacher_kwargs, "--teacher-kwargs").items()}
+        kwargs = {n: json_object(f"--teacher-kwargs {n}", v)
+                  for n, v in _named(args.teacher_kwargs, "--teacher-kwargs").items()}
         unknown = sorted((set(checkpoints) | set(kwargs)) - set(args.teachers))
         if unknown:
-            raise SystemExit(f"--teacher-checkpoints/--teacher-kwargs name {unknown}, which are not among --teachers "
-                             f"{args.teachers}")
+            raise UserError(f"--teacher-checkpoints/--teacher-kwargs name {unknown}, which are not among --teachers "
+                            f"{args.teachers}")
+        missing = [f"{n}={p}" for n, p in checkpoints.items() if not p.exists()]
+        if missing:
+            raise UserError(f"--teacher-checkpoints {' '.join(missing)}: no such file or directory")
+        return checkpoints, kwargs
+
+    def teachers(self, args: argparse.Namespace, base: TrainConfig, profile: Profile, splits: Mapping[str, Any]
+                 ) -> dict[str, TeacherSpec]:
+        checkpoints, kwargs = self._teacher_flags(args)
         if args.smoke:
             kwargs = {t: {**SMOKE_TEACHERS.get(t, {}), **kwargs.get(t, {})} for t in args.teachers}
         gpus = min(args.gpus_per_worker, 1)
@@ -192,13 +210,12 @@ class MTKDDiv2K(DIV2KSweep):
 
         i = 1 if args.smoke else 0
         stage1 = stage1_config(
-            base.data, epochs=args.stage1_epochs or self.STAGE1["epochs"][i],
-            lr=args.stage1_lr or (2e-3 if args.smoke else PAPER_LR), schedule=args.stage1_schedule,
-            batch_size=args.stage1_batch_size or self.STAGE1["batch_size"][i],
-            patch_size=args.stage1_patch_size or self.STAGE1["patch_size"][i],
+            base.data, epochs=_given(args.stage1_epochs, self.STAGE1["epochs"][i]),
+            lr=_given(args.stage1_lr, 2e-3 if args.smoke else PAPER_LR), schedule=args.stage1_schedule,
+            batch_size=_given(args.stage1_batch_size, self.STAGE1["batch_size"][i]),
+            patch_size=_given(args.stage1_patch_size, self.STAGE1["patch_size"][i]),
             patches_per_image=self.STAGE1["patches_per_image"][i],
-            aggregator_kwargs=args.aggregator_kwargs if args.aggregator_kwargs is not None else
-            (SMOKE_AGGREGATOR if args.smoke else {}), seed=args.seed)
+            aggregator_kwargs=_aggregator_kwargs(args), seed=args.seed)
         # all N teachers' actors at once: each with a share of the cluster's CPUs (and of one GPU)
         cpus = ray.cluster_resources().get("CPU", 1.0)
         service = TeacherServiceConfig(num_cpus=min(1.0, cpus / len(specs)), num_gpus=gpus / len(specs),
@@ -222,3 +239,15 @@ class MTKDDiv2K(DIV2KSweep):
                                f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; mtkd "
                                f"from {result.spec.name} ({result.spec.checkpoint}).\n")
 
+
+def _aggregator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--aggregator-kwargs`` (a JSON object), else the smoke or the paper configuration."""
+    if args.aggregator_kwargs is not None:
+        return json_object("--aggregator-kwargs", args.aggregator_kwargs)
+    return dict(SMOKE_AGGREGATOR) if args.smoke else {}
+
+
+def _given(value: Any, default: Any) -> Any:
+    """A flag's value when given (a given 0 is checked, and refused, by the config: never replaced), else the
+    default."""
+    return default if value is None else value

@@ -127,16 +127,16 @@ class ViMDCub(SweepSpec):
         if args.smoke:
             # 32-pixel digits, 8-pixel LR, patch 16: a 2 x 2 token grid keeps the pure-PyTorch scan cheap on 2 cores
             return DataConfig(dataset="demo", root=str(Path(args.cache_dir) / "datasets" / "digits-32"),
-                              image_size=args.image_size or 32, lr_factor=args.lr_factor, lr_mode="down")
+                              image_size=_image_size(args), lr_factor=args.lr_factor, lr_mode="down")
         root = find_cub(args.data_root, args.cache_dir)
         if root is None:
             return None
-        return DataConfig(dataset="cub200", root=str(root), image_size=args.image_size or 224,
+        return DataConfig(dataset="cub200", root=str(root), image_size=_image_size(args),
                           lr_factor=args.lr_factor, lr_mode="down")
 
     def student(self, args: argparse.Namespace) -> ModelConfig:
         kwargs: dict[str, Any] = {"scale": args.lr_factor, "sr_arch": args.sr_arch,
-                                  "img_size": args.image_size or (32 if args.smoke else 224)}  # the SR output's size
+                                  "img_size": _image_size(args)}  # the SR output's size
         if args.sr_checkpoint is not None:
             kwargs.update(sr_checkpoint=str(args.sr_checkpoint.expanduser().resolve()), freeze_sr=not args.finetune_sr)
         return ModelConfig("srvm_micro" if args.smoke else "srvm_tiny", kwargs)
@@ -144,7 +144,7 @@ class ViMDCub(SweepSpec):
     def teacher_model(self, args: argparse.Namespace) -> ModelConfig:
         init = str(args.teacher_init.expanduser().resolve()) if args.teacher_init is not None else None
         return ModelConfig("vim_micro" if args.smoke else "vim_tiny",
-                           {"img_size": args.image_size or (32 if args.smoke else 224)},
+                           {"img_size": _image_size(args)},
                            init_from=init, init_keymap="hustvl_vim" if init else None)
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
@@ -180,3 +180,9 @@ class ViMDCub(SweepSpec):
         if args.vimd_terms != "both" and args.name is None:
             out["name"] = f"{self.name}_{args.vimd_terms}" + ("_smoke" if args.smoke else "")
         return out
+
+
+def _image_size(args: argparse.Namespace) -> int:
+    """The images' side: ``--image-size`` when given (a given 0 is refused by the config, never replaced), else
+    the paper's 224 (32 with ``--smoke``)."""
+    return (32 if args.smoke else 224) if args.image_size is None else args.image_size

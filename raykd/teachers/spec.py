@@ -19,7 +19,7 @@ import torch.nn as nn
 from raykd.config import ModelConfig, TeacherConfig
 from raykd.data.store import file_sha256
 from raykd.models import create_model
-from raykd.models.checkpoint import MODEL_FILE, CheckpointError, load_model, verify
+from raykd.models.checkpoint import META_FILE, MODEL_FILE, CheckpointError, load_model, model_entry, verify
 from raykd.models.weights import load_weights
 
 __all__ = ["TeacherSpec", "sorted_specs"]
@@ -39,10 +39,9 @@ class TeacherSpec:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, name: str | None = None) -> "TeacherSpec":
         """A spec for a raykd checkpoint directory (verified against its manifest; its ``meta.json`` says which
-        model it holds)."""
-        meta = verify(path)
-        return cls(name=name or meta["model"], model=meta["model"], model_kwargs=dict(meta.get("model_kwargs", {})),
-                   checkpoint=str(Path(path).resolve()))
+        model it holds, and may name only models that run no code of its own: :func:`model_entry`)."""
+        model, kwargs = model_entry(verify(path), Path(path) / META_FILE)
+        return cls(name=name or model, model=model, model_kwargs=kwargs, checkpoint=str(Path(path).resolve()))
 
     @classmethod
     def from_config(cls, teacher: TeacherConfig, name: str | None = None) -> "TeacherSpec":

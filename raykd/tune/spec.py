@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +14,11 @@ import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
                           default_cache_dir, override)
+from raykd.console import UserError, add_common_flags
+from raykd.registry import trust_plugins
 from raykd.teachers.spec import TeacherSpec
+from raykd.tune.lock import check_fresh_directory, sweep_lock
+from raykd.tune.resources import check_sweep_resources
 from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
 from raykd.tune.teachers import prepare_teacher
 
@@ -51,8 +54,8 @@ class SweepSpec:
     * :meth:`student`, :meth:`teacher_model`, :meth:`optim`: the models and the optimiser (teacher and student
       share the data and optimiser unless :meth:`teacher_config` says otherwise);
     * :meth:`teachers`: the teacher of each distilling method (default: one trained teacher for all of them);
-    * :meth:`add_arguments`, :meth:`sweep_overrides`, :meth:`run`, :meth:`after` for sweep-specific flags and
-      steps.
+    * :meth:`add_arguments`, :meth:`check`, :meth:`sweep_overrides`, :meth:`run`, :meth:`after` for
+      sweep-specific flags, their checks (before Ray starts) and steps.
     """
 
     name: ClassVar[str]
@@ -61,8 +64,15 @@ class SweepSpec:
     full: ClassVar[Profile]
     smoke: ClassVar[Profile]
 
+    smoke_ignores: ClassVar[tuple[str, ...]] = ("data_root", "download")
+    """Flags (argparse dests) that ``--smoke`` cannot honour (it runs on built-in data): refused with it."""
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
+
+    def check(self, args: argparse.Namespace) -> None:
+        """Refuse a mistake in this sweep's own flags (names, JSON, files) before Ray starts; raise
+        :class:`raykd.console.UserError` (or ``ValueError``) naming the flag."""
 
     def data(self, args: argparse.Namespace) -> DataConfig | None:
         raise NotImplementedError
@@ -139,11 +149,14 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
                    help="teacher outputs, decoded data, trained teachers and datasets (default $RAYKD_CACHE or "
                         "~/.cache/raykd; on a cluster, an NFS path mounted on every node)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh where a sweep of this name left results (they are moved aside, not deleted)")
     p.add_argument("--log", nargs="*", default=[], choices=("mlflow", "tensorboard"),
                    help="also log to MLflow ($MLFLOW_TRACKING_URI, else <results>/mlflow.db) and/or TensorBoard "
                         "(event files in the trials' directories)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--seed", type=int, default=0)
+    add_common_flags(p)
     spec.add_arguments(p)
     return p
 
@@ -174,32 +187,52 @@ def sweep_config(spec: SweepSpec, args: argparse.Namespace, profile: Profile) ->
 
 
 def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None = None) -> int:
-    """Parse the flags, find the data, connect to Ray, prepare the teacher(s), run the sweep and print its
-    summary; 2 when the data is missing (after saying where it looked and how to get it)."""
+    """Parse the flags, check every name, value and path, find the data, connect to Ray, prepare the teacher(s),
+    run the sweep and print its summary; 2 when the data is missing (after saying where it looked and how to get
+    it). Run it behind :func:`raykd.console.run_command` (as :func:`raykd.sweeps.run` does)."""
     parser = _parser(spec, doc)
     args = parser.parse_args(argv)
-    cache = args.cache_dir[len("file://"):] if args.cache_dir.startswith("file://") else args.cache_dir
-    if "://" in cache:  # datasets and trained teachers are directories that training writes with plain file I/O
-        parser.error(f"--cache-dir {args.cache_dir}: the cache holds datasets and trained teachers, so it must be a "
-                     "path (on a cluster, an NFS/EFS mount at the same path on every node); results may go to "
-                     "s3:// or gs:// with --storage")
-    args.cache_dir = str(Path(cache).expanduser().resolve())
+    _check_flags(spec, parser, args)
+    profile = _profile(spec, args)
+    sweep = sweep_config(spec, args, profile)
+    spec.check(args)
+    check_sweep(sweep, spec.task, [spec.student(args).name])  # no Ray yet, no data: an unknown name costs seconds
     data = spec.data(args)
     if data is None:
         return 2
-    profile = _profile(spec, args)
     base = spec.base(args, data, profile)
     if args.steps_per_epoch is not None:
         base = override(base, {"optim.steps_per_epoch": args.steps_per_epoch})
-    sweep = sweep_config(spec, args, profile)
-    connect(args.address)
-    check_sweep(sweep)  # before the data is decoded and the teacher trained: both can take hours
-    splits = decoded_splits(base, args.cache_dir)
-    teachers = spec.teachers(args, base, profile, splits)
-    summary = spec.run(args, base, teachers, sweep, splits)
-    spec.after(args, sweep, base)
+    trust_plugins([base.model.name])  # the sweep's own models: its student (and teacher) checkpoints name them
+    with sweep_lock(sweep.directory):
+        check_fresh_directory([sweep.directory + stage for stage in ("", "-seeds", "-train")], args.resume,
+                              args.force)
+        connect(args.address)
+        check_sweep_resources(sweep)  # before the data is decoded and the teacher trained: both can take hours
+        splits = decoded_splits(base, args.cache_dir)
+        teachers = spec.teachers(args, base, profile, splits)
+        summary = spec.run(args, base, teachers, sweep, splits)
+        spec.after(args, sweep, base)
     print_summary(sweep, summary)
     return 0
+
+
+def _check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags refused at once: a URI cache dir, and real-data flags given with ``--smoke`` (which runs on built-in
+    data, so they would be silently ignored)."""
+    cache = args.cache_dir[len("file://"):] if args.cache_dir.startswith("file://") else args.cache_dir
+    if "://" in cache:  # datasets and trained teachers are directories that training writes with plain file I/O
+        raise UserError(f"--cache-dir {args.cache_dir}: the cache holds datasets and trained teachers, so it must be a "
+                     "path (on a cluster, an NFS/EFS mount at the same path on every node); results may go to "
+                     "s3:// or gs:// with --storage")
+    args.cache_dir = str(Path(cache).expanduser().resolve())
+    if args.smoke:
+        ignored = [f"--{dest.replace('_', '-')}" for dest in spec.smoke_ignores
+                   if hasattr(args, dest) and getattr(args, dest) != parser.get_default(dest)]
+        if ignored:
+            raise UserError(f"{', '.join(ignored)}: --smoke runs on built-in data at its own size, so "
+                         f"{'this flag has' if len(ignored) == 1 else 'these flags have'} no effect; drop "
+                         f"{'it' if len(ignored) == 1 else 'them'}, or drop --smoke")
 
 
 def print_summary(sweep: SweepConfig, summary: dict[str, Any]) -> None:
@@ -207,8 +240,3 @@ def print_summary(sweep: SweepConfig, summary: dict[str, Any]) -> None:
     table = Path(sweep.directory) / "summary.md"
     print(table.read_text() if table.exists() else summary, flush=True)
     print(f"results: {sweep.directory}")
-
-
-def main(spec: SweepSpec, doc: str | None = None) -> None:
-    """The body of ``sweeps/<name>.py``."""
-    sys.exit(run_spec(spec, doc=doc))

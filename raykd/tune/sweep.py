@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from raykd.config import SweepConfig, TrainConfig, override, to_json
 from raykd.data.arrays import load_split
 from raykd.data.store import Store
 from raykd.methods import create_method
+from raykd.models import check_model_name
 from raykd.models.features import capture
 from raykd.registry import TASKS
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
@@ -40,7 +42,7 @@ from raykd.tune.report import write_report
 from raykd.tune.resources import check_sweep_resources
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 
-__all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_teacher", "decoded_splits"]
+__all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "decoded_splits"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 
@@ -131,14 +133,37 @@ def _directory(sweep: SweepConfig, name: str) -> str:
         f"{sweep.directory.rsplit('/', 1)[0]}/{name}"
 
 
-def check_sweep(sweep: SweepConfig) -> None:
-    """What refuses a sweep at once, before any data, teacher or Tune work (Ray initialised): ``--resume`` of a
-    directory others can write, and trial workers or teacher actors no node can hold
-    (:func:`raykd.tune.resources.check_sweep_resources`)."""
+def check_sweep(sweep: SweepConfig, task: str, models: Sequence[str] = ()) -> None:
+    """What refuses a sweep at once, without Ray and before any data, teacher or Tune work: an unknown method (or
+    one whose defaults do not hold), an unknown model in ``models``, results storage or a cache that cannot be
+    written, and ``--resume`` of a directory others can write. (What no node can hold is refused by
+    :func:`raykd.tune.resources.check_sweep_resources` once Ray is up.)"""
+    for method in check_methods(sweep.methods, task):
+        create_method(method, task)
+    for name in models:
+        check_model_name(name)
+    check_writable("--storage", sweep.storage)
+    check_writable("--cache-dir", sweep.cache_dir)
     if sweep.resume:
         for name in (sweep.name, f"{sweep.name}-seeds"):
             _check_resume_storage(_directory(sweep, name))
-    check_sweep_resources(sweep)
+
+
+def check_writable(flag: str, directory: str) -> None:
+    """Refuse a local ``directory`` this user cannot write in (or, where it does not exist yet, cannot create: its
+    nearest existing parent is tried); nothing is left behind. URIs are the storage layer's to judge."""
+    if "://" in directory:
+        return
+    path = Path(directory).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag} {directory}: {existing} is a file, not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".raykd-write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{flag} {directory} cannot be written ({existing}: {err.strerror or err}); give a "
+                              "directory you can write") from None
 
 
 def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, name: str, *, search: bool,
@@ -195,11 +220,10 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     ``teachers`` serves every method that distils, or is a ``{method: teacher}`` mapping where methods distil from
     different teachers (MTKD's aggregated teacher against L1-KD's single one). ``splits``: the decoded data already
     in the object store (:func:`decoded_splits`; decoded here when not given)."""
-    check_sweep(sweep)
     task_name = base.data.task
-    methods = check_methods(sweep.methods, task_name)
-    for method in methods:  # every method's defaults checked before any work
-        create_method(method, task_name)
+    check_sweep(sweep, task_name, [base.model.name])
+    check_sweep_resources(sweep)
+    methods = list(sweep.methods)
     metric = sweep.metric or TASKS.get(task_name).metric
     started = time.perf_counter()
     telemetry.start()

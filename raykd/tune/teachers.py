@@ -12,7 +12,7 @@ import ray
 
 from raykd.config import RuntimeConfig, TrainConfig, to_json
 from raykd.models.checkpoint import read_meta
-from raykd.registry import TASKS
+from raykd.registry import TASKS, trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.trained import TrainedTeachers
 from raykd.train.checkpoint import find_checkpoint
@@ -68,6 +68,7 @@ def prepare_teacher(checkpoint: str | Path | None, cfg: TrainConfig, splits: Map
     A killed run resumes the training from its last epoch."""
     if checkpoint is not None:
         return TeacherSpec.from_checkpoint(checkpoint, name)
+    trust_plugins([cfg.model.name])  # the model this sweep's own config names: its checkpoint names it too
     store = TrainedTeachers(cache_dir)
     # the runtime (device, progress bars) does not change what is trained
     document = {"config": to_json(dataclasses.replace(cfg, runtime=RuntimeConfig())),

@@ -1,0 +1,136 @@
+"""Bad input and hostile files are refused before any work, in one line with exit 2, through every entry point."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from raykd import cli
+from raykd.console import run_command
+from raykd.models.checkpoint import MODEL_FILE, model_entry
+from raykd.registry import UntrustedPlugin
+from raykd.teachers.spec import TeacherSpec
+from raykd.tune.lock import LOCK_FILE, SweepLocked, check_fresh_directory, sweep_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hostile_checkpoint(directory: Path, marker: Path) -> Path:
+    """A checkpoint directory whose meta.json asks for ``subprocess:run`` to create ``marker``."""
+    directory.mkdir()
+    safetensors.torch.save_file({"w": torch.zeros(1)}, str(directory / MODEL_FILE))
+    meta = {"model": "subprocess:run", "model_kwargs": {"args": f"touch {marker}", "shell": True}, "files": {}}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
+
+
+def test_a_meta_json_naming_code_is_refused_and_never_runs(tmp_path, capsys) -> None:
+    marker = tmp_path / "PWNED"
+    teacher = hostile_checkpoint(tmp_path / "teacher", marker)
+    for argv in (["distill", "--teacher", str(teacher), "--out", str(tmp_path / "out"), "--cache-dir",
+                  str(tmp_path / "cache")],
+                 ["eval-sr", "--model", str(teacher), "--set", str(tmp_path), "--scale", "4"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'subprocess:run', an import path" in err[0] and "--trust-plugins" in err[0], err
+    with pytest.raises(UntrustedPlugin):
+        TeacherSpec.from_checkpoint(teacher)
+    assert not marker.exists()
+
+
+def test_nested_and_loading_entries_of_a_meta_json_are_refused(tmp_path) -> None:
+    nested = {"model": "mtkd_teacher", "model_kwargs": {"teachers": [{"model": "os:system", "model_kwargs": {}}]}}
+    with pytest.raises(UntrustedPlugin, match="'os:system'"):
+        model_entry(nested, tmp_path / "meta.json")
+    with pytest.raises(ValueError, match=r"\['checkpoint_path'\] would load weights from elsewhere"):
+        model_entry({"model": "resnet18", "model_kwargs": {"checkpoint_path": "/tmp/x.pth"}}, "meta.json")
+    with pytest.raises(ValueError, match="neither a raykd model"):
+        model_entry({"model": "hf-hub:someone/model"}, "meta.json")
+    assert model_entry({"model": "resnet8", "model_kwargs": {"num_classes": 3}}, "m") == ("resnet8", {"num_classes": 3})
+
+
+def test_a_plugin_named_by_the_user_is_trusted(tmp_path, monkeypatch) -> None:
+    (tmp_path / "trusted_nets.py").write_text("import torch.nn as nn\ndef net(n=2):\n    return nn.Linear(2, n)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    meta = {"model": "trusted_nets:net", "model_kwargs": {"n": 3}}
+    with pytest.raises(UntrustedPlugin):
+        model_entry(meta, "meta.json")
+    assert run_command(lambda: model_entry(meta, "meta.json") and 0, ["--model", "other_nets:net"]) == 2
+    # the command-line edge trusts a plugin path the user gives as a flag's value
+    assert run_command(lambda: model_entry(meta, "meta.json") and 0, ["--model=trusted_nets:net"]) == 0
+    assert model_entry(meta, "meta.json") == ("trusted_nets:net", {"n": 3})
+
+
+def run_sweep_script(*flags: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAYKD_CACHE": str(cwd / "cache"), "RAY_ADDRESS": ""}
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / "figkd_tinyimagenet.py"), *flags], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--methods", "nope"], "unknown cls method 'nope'"),
+    (["--student-model", "no_such_net"], "unknown model 'no_such_net'"),
+    (["--student-model", "no_such_module:net"], "cannot import module 'no_such_module'"),
+    (["--epochs", "-1"], "epochs"),
+    (["--image-size", "32"], "--image-size: --smoke runs on built-in data"),
+])
+def test_sweep_mistakes_are_one_line_before_ray_starts(tmp_path, flags, message) -> None:
+    started = time.perf_counter()
+    done = run_sweep_script("--smoke", "--storage", str(tmp_path / "runs"), *flags, cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Ray" not in done.stdout and not (tmp_path / "cache" / "datasets").exists(), done.stdout
+    print(f"{flags}: refused in {elapsed:.1f} s")
+
+
+def test_the_same_mistake_reads_the_same_through_both_entry_points(tmp_path) -> None:
+    script = run_sweep_script("--smoke", "--methods", "pkg_that_is_not_there:Method", cwd=tmp_path)
+    command = subprocess.run([sys.executable, "-m", "raykd.cli", "sweep", "figkd_tinyimagenet", "--smoke",
+                              "--methods", "pkg_that_is_not_there:Method"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "RAYKD_CACHE": str(tmp_path / "cache")})
+    assert script.returncode == command.returncode == 2
+    assert script.stderr == command.stderr and len(script.stderr.strip().splitlines()) == 1, script.stderr
+    assert "cannot import module 'pkg_that_is_not_there'" in script.stderr
+
+
+def test_lr_zero_is_refused_not_replaced(tmp_path) -> None:
+    from raykd.sweeps import run
+
+    assert run("dfd_cifar", ["--smoke", "--lr", "0", "--storage", str(tmp_path / "runs")]) == 2
+
+
+def test_one_sweep_per_name(tmp_path) -> None:
+    directory = str(tmp_path / "runs" / "demo")
+    with sweep_lock(directory):
+        holder = json.loads((Path(directory) / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"]
+        with pytest.raises(SweepLocked, match=rf"in use by another sweep of the same name: .*PID {os.getpid()}"):
+            with sweep_lock(directory):
+                pass
+    assert not (Path(directory) / LOCK_FILE).exists()
+    # a lock whose holder (a process of this host) is gone is stale: taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (Path(directory) / LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout)}))
+    with sweep_lock(directory):
+        assert json.loads((Path(directory) / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_directory_with_results_needs_resume_or_force(tmp_path) -> None:
+    directory = tmp_path / "runs" / "demo"
+    directory.mkdir(parents=True)
+    (directory / "results.parquet").write_bytes(b"old results")
+    with pytest.raises(ValueError, match="already holds a sweep's results: --resume continues it, --force"):
+        check_fresh_directory([str(directory)], resume=False, force=False)
+    check_fresh_directory([str(directory)], resume=True, force=False)
+    check_fresh_directory([str(directory)], resume=False, force=True)
+    (moved,) = tmp_path.joinpath("runs").glob("demo.replaced-*")
+    assert (moved / "results.parquet").read_bytes() == b"old results" and not any(directory.iterdir())
