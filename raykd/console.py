@@ -8,6 +8,8 @@ Every command (``raykd ...``, ``python sweeps/<name>.py``) runs its body through
   store and checkpoint writes to a temporary name and renames);
 * Ctrl-C (or a sweep stage that did not finish, :class:`Interrupted`) says that ``--resume`` continues the work and
   exits 130, the shell's status for SIGINT;
+* a sweep stage whose every trial failed (:class:`StageFailed`) prints the first error and where the others are,
+  and exits 1;
 * ``--debug`` (or ``RAYKD_DEBUG=1``) shows the full traceback instead.
 
 It also reads the flags every command shares before the command's own parser does: ``--trust-plugins`` and plugin
@@ -27,7 +29,7 @@ from typing import Any
 
 from raykd.registry import trust_plugins
 
-__all__ = ["log", "UserError", "Interrupted", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
+__all__ = ["log", "UserError", "Interrupted", "StageFailed", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
            "json_object"]
 
 log = logging.getLogger("raykd")
@@ -41,6 +43,10 @@ class UserError(ValueError):
 
 class Interrupted(Exception):
     """Work stopped before it was complete (Ctrl-C, a sweep stage with unfinished trials); ``--resume`` goes on."""
+
+
+class StageFailed(Exception):
+    """Every trial of a sweep stage failed: nothing to rank; the message names the first error and the results."""
 
 
 USER_MISTAKES: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, NotADirectoryError,
@@ -105,6 +111,9 @@ def run_command(body: Callable[[], int], argv: Sequence[str] | None = None, prog
         reason = one_line(err) if isinstance(err, Interrupted) else "interrupted"
         _say(f"{prog}: {reason}; what finished is kept: the same command with --resume continues it", debug)
         return INTERRUPTED
+    except StageFailed as err:
+        _say(f"{prog}: error: {one_line(err)}", debug)
+        return 1
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT) and not isinstance(err, USER_MISTAKES):
             raise

@@ -148,7 +148,7 @@ def test_tinyimagenet_errors_name_the_path(tmp_path):
     empty = tmp_path / "empty"
     (empty / "train" / "n01" / "images").mkdir(parents=True)
     (empty / "wnids.txt").write_text("n01\n")
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="no training images"):
         TinyImageNet(empty, "train")
     (empty / "wnids.txt").unlink()
     with pytest.raises(FileNotFoundError, match="wnids.txt"):

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import safetensors.torch
 import torch
@@ -116,9 +118,10 @@ def test_one_sweep_per_name(tmp_path) -> None:
         with pytest.raises(SweepLocked, match=rf"in use by another sweep of the same name: .*PID {os.getpid()}"):
             with sweep_lock(directory):
                 pass
-    assert not (Path(directory) / LOCK_FILE).exists()
+    assert not Path(directory).exists()  # the lock made it, nothing was written in it: no trace left
     # a lock whose holder (a process of this host) is gone is stale: taken over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    Path(directory).mkdir()
     (Path(directory) / LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout)}))
     with sweep_lock(directory):
         assert json.loads((Path(directory) / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -134,3 +137,71 @@ def test_a_directory_with_results_needs_resume_or_force(tmp_path) -> None:
     check_fresh_directory([str(directory)], resume=False, force=True)
     (moved,) = tmp_path.joinpath("runs").glob("demo.replaced-*")
     assert (moved / "results.parquet").read_bytes() == b"old results" and not any(directory.iterdir())
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another's cluster
+    yield
+    ray.shutdown()
+
+
+def _stage(tmp_path, actions: list[str]):
+    """A real Tune stage of one trial per action, run one at a time: "ok" reports, "fail" raises, "interrupt" sends
+    Ctrl-C to the driver while it runs."""
+    from ray import tune
+    from ray.tune import RunConfig, TuneConfig, Tuner, grid_search
+
+    def trial(config) -> None:  # (a closure: pickled by value, the workers cannot import this module)
+        if config["action"] == "interrupt":
+            os.kill(config["driver"], signal.SIGINT)
+            time.sleep(60)
+        if config["action"] == "fail":
+            raise RuntimeError("out of memory in trial")
+        tune.report({"score": 1.0})
+
+    return Tuner(trial, tune_config=TuneConfig(max_concurrent_trials=1),
+                 param_space={"action": grid_search(actions), "driver": os.getpid()},
+                 run_config=RunConfig(name="stage", storage_path=str(tmp_path), verbose=0))
+
+
+def test_a_stage_stopped_by_ctrl_c_or_failed_throughout_is_never_reported_finished(local_ray, tmp_path) -> None:
+    from raykd.console import Interrupted, StageFailed
+    from raykd.tune.report import summary_markdown
+    from raykd.tune.sweep import _fit
+
+    # Tune's own SIGINT handler makes fit() return as if the stage had finished
+    _, problem = _fit(_stage(tmp_path / "a", ["ok", "interrupt", "ok"]), "seeds", 3, str(tmp_path / "a" / "stage"))
+    assert isinstance(problem, Interrupted) and str(problem) == "the seeds stage stopped with 1 of 3 trials finished"
+    searched = pd.DataFrame([{"trial": "t0", "stage": "search", "method": "none", "status": "ok", "best_acc": 50.0,
+                              "epochs": 2}])
+    line = summary_markdown(searched, "acc", "max", {
+        "incomplete": str(problem), "trials": 1, "failed": 0, "wall_s": 1.0, "teacher_samples_computed": 0,
+        "cache_hits": 0}, "cls").splitlines()[2]
+    assert line.startswith("**Incomplete: the seeds stage stopped with 1 of 3 trials finished.**")
+    assert run_command(lambda: (_ for _ in ()).throw(problem), [], "raykd") == 130
+
+    _, problem = _fit(_stage(tmp_path / "b", ["fail", "fail"]), "search", 2, str(tmp_path / "b" / "stage"))
+    assert isinstance(problem, StageFailed) and "every trial of the search stage failed (2)" in str(problem)
+    assert "out of memory in trial" in str(problem)
+    _, problem = _fit(_stage(tmp_path / "c", ["fail", "ok"]), "search", 2, str(tmp_path / "c" / "stage"))
+    assert problem is None  # one failure among finished trials: a result, reported as failed in its row
+
+
+def test_resume_refuses_a_damaged_tune_state(tmp_path) -> None:
+    from raykd.config import SweepConfig
+    from raykd.tune.sweep import check_sweep
+
+    stage = tmp_path / "runs" / "demo"
+    stage.mkdir(parents=True)
+    (stage / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps({"runner_data": {}, "trial_data": []}))
+    (stage / "experiment_state-2026-12-01_11-00-00.json").write_text('{"runner_data": {"_inserted')  # disk filled
+    sweep = SweepConfig(name="demo", methods=("kd",), storage=str(tmp_path / "runs"),
+                        cache_dir=str(tmp_path / "cache"), resume=True)
+    with pytest.raises(ValueError, match=r"--resume: .*experiment_state-2026-12-01_11-00-00.json is damaged .*"
+                                         r"run without --resume and with --force"):
+        check_sweep(sweep, "cls")
+    (stage / "experiment_state-2026-12-01_11-00-00.json").unlink()
+    check_sweep(sweep, "cls")

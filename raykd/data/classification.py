@@ -23,10 +23,12 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from raykd.console import UserError
 from raykd.data.builtin import make_demo_classification
 from raykd.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_SHOWN_FOLDERS = 3  # empty class folders named in the error
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -47,6 +49,16 @@ def _check_split(split: str, valid: Sequence[str], aliases: dict[str, str] | Non
         extra = f" (or {', '.join(repr(a) for a in aliases)})" if aliases else ""
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(repr(v) for v in valid)}{extra}")
     return split
+
+
+def _refuse_empty_classes(empty: list[Path], class_count: int, fix: str) -> None:
+    """Refuse a training split in which some classes have no images (a class the model would be asked to predict
+    without ever seeing it), naming the folders, before anything is decoded."""
+    if empty:
+        shown = ", ".join(str(d) for d in empty[:_SHOWN_FOLDERS])
+        more = f" and {len(empty) - _SHOWN_FOLDERS} more" if len(empty) > _SHOWN_FOLDERS else ""
+        raise UserError(f"no training images ({', '.join(IMAGE_EXTENSIONS)}) in {len(empty)} of {class_count} class "
+                        f"folders: {shown}{more}; {fix}")
 
 
 def _is_image(name: str) -> bool:
@@ -178,12 +190,16 @@ class TinyImageNet(_FileDataset):
         unknown = sorted(d.name for d in train.iterdir() if d.is_dir() and d.name not in index)
         if unknown:
             raise ValueError(f"{train} has class directories {unknown[:5]} that are not in {self.root / 'wnids.txt'}")
-        files, targets = [], []
+        files, targets, empty = [], [], []
         for wnid, c in index.items():
             images = _require_dir(train / wnid / "images", f"images of class {wnid}")
             found = sorted(p for p in images.iterdir() if _is_image(p.name))
             files += found
             targets += [c] * len(found)
+            if not found:
+                empty.append(images)
+        _refuse_empty_classes(empty, len(index), "put each class's images in its folder, or remove the class (its "
+                              f"train/<wnid> folder and its line in {self.root / 'wnids.txt'})")
         return files, targets
 
     def _scan_val(self, index: dict[str, int]) -> tuple[list[Path], list[int]]:
@@ -320,15 +336,20 @@ class ImageFolder(_FileDataset):
         self.classes = sorted(d.name for d in reference.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.class_names = list(self.classes)
         index = {c: i for i, c in enumerate(self.classes)}
-        self.files, self.targets = [], []
+        self.files, self.targets, empty = [], [], []
         for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if d.name not in index:
                 raise ValueError(f"class folder {d} is not one of the classes of {reference}: {self.classes}")
+            before = len(self.files)
             for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
                 dirnames.sort()
                 found = [Path(dirpath) / n for n in sorted(filenames) if _is_image(n)]
                 self.files += found
                 self.targets += [index[d.name]] * len(found)
+            if len(self.files) == before:
+                empty.append(d)
+        if split == "train":  # the class list; another split may lack a class
+            _refuse_empty_classes(empty, len(self.classes), "put images in each, or remove the folder")
         self._validate()
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from raykd.console import UserError, one_line
 from raykd.registry import KEYMAPS
 
 __all__ = ["MODEL_FILE", "KeyMap", "load_weights", "read_state_dict", "register_keymap", "same_names"]
@@ -46,6 +49,10 @@ MODEL_FILE = "model.safetensors"
 # Entries that wrap a state dict in released checkpoints, in the order they are preferred.
 _WRAPPERS = ("params_ema", "params", "state_dict", "model")
 _SHOWN = 10  # keys listed per kind of mismatch
+_EXPECTED = "expected a .pth/.pt saved by torch.save or a .safetensors file"
+_RESAVE = "re-save the state_dict with torch.save(model.state_dict(), path)"
+# How a torch file of the pre-zip format (torch < 1.6) starts: its magic number, pickled with the default protocol 2.
+_LEGACY_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
 
 StateDict = dict[str, Tensor]
 
@@ -80,25 +87,78 @@ def same_names(state: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
 def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> StateDict:
     """The state dict stored at ``path``: a ``.safetensors`` file, a torch file (read with ``weights_only=True``),
     or a raykd checkpoint directory. Wrappers are unwrapped (module docstring); ``param_key`` picks an entry by
-    name instead."""
+    name instead. A file that is not such weights (empty, truncated, damaged, another format, pickled objects) is
+    a :class:`~raykd.console.UserError` naming it, what is wrong and what would be right."""
     path = Path(path)
     if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise UserError(f"{path} is a directory without {MODEL_FILE}: give a weights file (.pth/.pt/.safetensors) "
+                            "or a raykd checkpoint directory")
         path = path / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes: an interrupted download or copy?); {_EXPECTED}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        return _read_safetensors(path)
+    return _unwrap(_read_torch_file(path), param_key, str(path))
 
-        return load_file(str(path), device="cpu")
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} holds Python objects besides tensors (e.g. the training arguments), which torch.load refuses "
-            f"with weights_only=True: {str(err).splitlines()[0]}. Save its state dict alone, or, for a file you "
-            "trust, allow the object's class with torch.serialization.add_safe_globals"
-        ) from None
-    return _unwrap(raw, param_key, str(path))
+        return load_file(str(path), device="cpu")
+    except SafetensorError as err:
+        raise UserError(f"{path}: truncated or damaged safetensors file ({one_line(err)}); fetch it again or re-save "
+                        "it with safetensors.torch.save_file") from None
+
+
+def _read_torch_file(path: Path) -> object:
+    """``torch.load(path, weights_only=True)``, so that no pickled code runs, failing in raykd's words: torch's
+    own messages call a damaged file one of Python objects and advise ``weights_only=False``, which raykd never
+    does."""
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as fh:
+        head = fh.read(len(_LEGACY_HEAD))
+    # torch.save writes a zip archive; torch < 1.6 (and _use_new_zipfile_serialization=False) a bare pickle
+    if not is_zip and not head.startswith(pickle.PROTO):
+        raise UserError(f"{path}: not a PyTorch weights file (truncated or another format); {_EXPECTED}")
+    if is_zip and _is_torchscript(path):  # which torch.load would hand to torch.jit.load, warning
+        raise UserError(f"{path} is a TorchScript archive (torch.jit.save), not weights; {_RESAVE}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's zip and pickle readers raise RuntimeError, OSError, EOFError... on bad files
+        raise UserError(_why_torch_refused(path, err, is_zip, head)) from None
+
+
+def _why_torch_refused(path: Path, err: Exception, is_zip: bool, head: bytes) -> str:
+    """What is wrong with a torch file that ``torch.load`` refused, read from the file itself (its zip archive's
+    members and checksums) rather than from torch's messages, which change between versions."""
+    damaged = _damaged_member(path) if is_zip else None
+    if damaged is not None:
+        return f"{path}: truncated or damaged PyTorch weights file ({damaged}); {_EXPECTED}"
+    if isinstance(err, pickle.UnpicklingError) and (is_zip or head.startswith(_LEGACY_HEAD)):
+        found = re.search(r"GLOBAL (\S+)", str(err))  # the first object torch refused, named in most versions
+        return (f"{path} holds Python objects besides tensors{f' ({found[1]})' if found else ''}; raykd loads "
+                f"weights only (torch.load weights_only=True) — {_RESAVE}")
+    return f"{path}: not a PyTorch weights file (truncated or another format); {_EXPECTED}"
+
+
+def _damaged_member(path: Path) -> str | None:
+    """What is damaged in the zip archive at ``path`` (torch does not check its members' CRCs), or None."""
+    with zipfile.ZipFile(path) as archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # a member's own header is unreadable
+            return f"its zip archive is damaged: {one_line(err)}"
+    return None if bad is None else f"{bad} fails its checksum"
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def _unwrap(raw: object, param_key: str | None, source: str) -> StateDict:

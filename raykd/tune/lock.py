@@ -87,11 +87,13 @@ def _acquire(path: Path) -> None:
 
 @contextmanager
 def sweep_lock(directory: str) -> Iterator[None]:
-    """Hold the lock of the results directory ``directory`` (created if missing) while the body runs."""
+    """Hold the lock of the results directory ``directory`` while the body runs. A directory the lock had to
+    create is removed again if the body left nothing in it (a sweep refused before Tune started leaves no trace)."""
     if "://" in directory:
         yield
         return
     root = Path(directory)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
     _acquire(path)
@@ -112,6 +114,8 @@ def sweep_lock(directory: str) -> Iterator[None]:
         done.set()
         thread.join()
         path.unlink(missing_ok=True)
+        if created and not any(root.iterdir()):
+            root.rmdir()
 
 
 def check_fresh_directory(directories: list[str], resume: bool, force: bool) -> None:

@@ -1,7 +1,8 @@
 """What a sweep leaves behind for people: a table, a summary and plots, in ``<storage>/<name>/``.
 
 * ``results.parquet``: one row per trial (method, every hyperparameter, seed, best and last metric, epochs, wall
-  time, start-up time, node, teacher rows computed, cache hits, status; ``stage`` says "search" or "seeds");
+  time, start-up time, node, teacher rows computed, cache hits, the precision of the teacher outputs it learnt
+  from, status; ``stage`` says "search" or "seeds");
 * ``summary.md``: per method, the best searched trial and, from the seeds stage, the mean +- std over seeds of the
   best configuration (the table to paste into a paper);
 * ``summary.json``: the same as data, plus the teacher service's counters;
@@ -28,7 +29,7 @@ from raykd.tune.spaces import trial_method
 __all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances"]
 
 FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "startup_s", "node",
-         "teacher_samples_computed", "cache_hits", "started")
+         "teacher_samples_computed", "cache_hits", "teacher_precision", "started")
 
 
 def trials_table(results: Any, metric: str, task: str, stage: str = "search",
@@ -55,7 +56,7 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
             "epochs": int(last.get("epoch", 0)), "wall_s": float(last.get("wall_s", math.nan)),
             "startup_s": float(last.get("startup_s", math.nan)), "node": str(last.get("node", "")),
             "teacher_samples_computed": int(last.get("teacher_samples_computed", 0)),
-            "cache_hits": int(last.get("cache_hits", 0)),
+            "cache_hits": int(last.get("cache_hits", 0)), "teacher_precision": last.get("teacher_precision"),
             "started": float(history["timestamp"].min()) if history is not None and "timestamp" in history else 0.0,
         }
         rows.append(row)
@@ -93,9 +94,11 @@ def seed_statistics(table: pd.DataFrame, metric: str) -> dict[str, dict[str, flo
 
 def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[str, Any], task: str) -> str:
     seeds = summary.get("seeds") or {}
-    lines = [f"# Sweep summary ({metric}, {mode})", "",
-             f"| method | best trial {metric} | mean +- std over seeds | hyperparameters | epochs | trial |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"# Sweep summary ({metric}, {mode})", ""]
+    if summary.get("incomplete"):
+        lines += [f"**Incomplete: {summary['incomplete']}.** The same command with `--resume` continues it.", ""]
+    lines += [f"| method | best trial {metric} | mean +- std over seeds | hyperparameters | epochs | trial |",
+              "|---|---|---|---|---|---|"]
     for _, row in _best_rows(table, metric, mode).iterrows():
         params = ", ".join(f"{p}={_format(row[p])}" for p in method_class(row["method"], task).hparams)
         stats = seeds.get(row["method"])
@@ -213,8 +216,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_report(results: Any, seed_results: Any, directory: str, *, task: str, sweep: dict[str, Any],
-                 base: dict[str, Any], teacher_stats: dict[str, dict[str, int]], wall_s: float) -> dict[str, Any]:
-    """Write the results, the summaries and the plots to ``directory`` (a path or URI); return the summary."""
+                 base: dict[str, Any], teacher_stats: dict[str, dict[str, int]], wall_s: float,
+                 incomplete: str | None = None) -> dict[str, Any]:
+    """Write the results, the summaries and the plots to ``directory`` (a path or URI); return the summary.
+    ``incomplete`` says what did not finish (a stage stopped by Ctrl-C, one whose every trial failed): the summary
+    leads with it, so partial results are never read as a finished sweep."""
     metric, mode = sweep["metric"], sweep["mode"]
     fixed = {base["method"]["name"]: dict(base["method"]["params"])} if base.get("method") else {}
     table, curves = trials_table(results, metric, task, fixed=fixed)
@@ -228,6 +234,7 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
         best_row = ok.loc[ok[f"best_{metric}"].idxmax() if mode == "max" else ok[f"best_{metric}"].idxmin()]
     trial_computed = int(table["teacher_samples_computed"].sum()) if not table.empty else 0
     summary = {
+        "incomplete": incomplete,
         "trials": int(len(table)),
         "failed": int((table["status"] != "ok").sum()) if not table.empty else 0,
         "metric": metric, "mode": mode,

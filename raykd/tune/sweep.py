@@ -11,7 +11,10 @@ with ``sweep.seeds`` seeds, and :mod:`raykd.tune.report` writes the results.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -27,6 +30,7 @@ from ray import tune
 
 from raykd import telemetry
 from raykd.config import SweepConfig, TrainConfig, override, to_json
+from raykd.console import Interrupted, StageFailed, UserError, one_line
 from raykd.data.arrays import load_split
 from raykd.data.store import Store
 from raykd.methods import create_method
@@ -45,6 +49,7 @@ from raykd.tune.spaces import DefineByRun, check_methods, default_points, teache
 __all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "decoded_splits"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
+LOW_SPACE = 64 * 2**20  # free bytes under which a trial's unreadable error file is taken for a full disk
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,11 @@ def fixed_params(base: TrainConfig, method: str) -> Mapping[str, Any]:
     return base.method.params if method == base.method.name else {}
 
 
-def _check_resume_storage(directory: str) -> None:
-    """``Tuner.restore`` unpickles ``tuner.pkl`` from the sweep directory, so whoever can write there runs code in
-    this driver: refuse a local directory that another user owns or that group/others may write."""
+def _check_resumable(directory: str) -> None:
+    """What ``--resume`` needs of a stage's Tune directory before it is used. ``Tuner.restore`` unpickles
+    ``tuner.pkl`` from it, so whoever can write there runs code in this driver: refuse a local directory that another
+    user owns or that group/others may write. And Tune, given a damaged experiment state, logs "Failed to restore the
+    run state" and starts the stage again from nothing: refuse a state that does not parse instead."""
     if "://" in directory:
         return
     for path in (Path(directory), Path(directory) / "tuner.pkl"):
@@ -125,6 +132,17 @@ def _check_resume_storage(directory: str) -> None:
             raise PermissionError(f"--resume refuses {path}: it is owned by uid {info.st_uid} (you are {os.getuid()}) "
                                   f"or writable by others (mode {stat.filemode(info.st_mode)}); resuming unpickles "
                                   "Tune's state from it, so only resume a sweep directory only you can write")
+    states = sorted(Path(directory).glob("experiment_state-*.json"))  # Tune restores from the newest name
+    if not states:
+        return
+    try:
+        state = json.loads(states[-1].read_text())
+        if not {"runner_data", "trial_data"} <= set(state):
+            raise ValueError("it holds no runner or trial data")
+    except (OSError, ValueError) as err:
+        raise UserError(f"--resume: {states[-1]} is damaged ({one_line(err)}), so the sweep cannot be continued from "
+                        "it; run without --resume and with --force to start afresh (the old results are moved aside, "
+                        "not deleted)") from None
 
 
 def _directory(sweep: SweepConfig, name: str) -> str:
@@ -146,7 +164,7 @@ def check_sweep(sweep: SweepConfig, task: str, models: Sequence[str] = ()) -> No
     check_writable("--cache-dir", sweep.cache_dir)
     if sweep.resume:
         for name in (sweep.name, f"{sweep.name}-seeds"):
-            _check_resume_storage(_directory(sweep, name))
+            _check_resumable(_directory(sweep, name))
 
 
 def check_writable(flag: str, directory: str) -> None:
@@ -250,27 +268,53 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                    if needs.get(m)}
         payload = SweepPayload(base, splits, clients, sweep.scaling, sweep.failure.max_failures, _storage(sweep))
         trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), _trial_resources(sweep))
-        results = _tuner(trainable, sweep, base, metric, sweep.name, search=True).fit()
+        results, problem = _fit(_tuner(trainable, sweep, base, metric, sweep.name, search=True), "search",
+                                   sweep.num_samples, _directory(sweep, sweep.name))
         seed_results = None
-        if sweep.seeds:
+        if sweep.seeds and problem is None:
             grid = _seed_grid(results, metric, sweep)
             if grid and service is not None:
                 ray.get(service.start.remote(sorted({run["seed"] for run in grid})))
             if grid:
                 seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
                                                       _trial_resources(sweep))
-                seed_results = _tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds", search=False,
-                                      grid=grid).fit()
+                seed_results, problem = _fit(_tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds",
+                                                       search=False, grid=grid), "seeds", len(grid),
+                                                _directory(sweep, f"{sweep.name}-seeds"))
         best = results.get_best_result(metric=metric, mode=sweep.mode, scope="all")
         if best.metrics is not None and metric in best.metrics:
             telemetry.best_metric(metric, best.metrics.get(f"best_{metric}", best.metrics[metric]))
         stats = ray.get(service.statistics.remote()) if service is not None else {}
-        return write_report(results, seed_results, sweep.directory, task=task_name,
-                            sweep={**to_json(sweep), "metric": metric},
-                            base=to_json(base), teacher_stats=stats, wall_s=time.perf_counter() - started)
+        summary = write_report(results, seed_results, sweep.directory, task=task_name,
+                               sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
+                               wall_s=time.perf_counter() - started,
+                               incomplete=None if problem is None else one_line(problem))
+        if problem is not None:
+            raise problem
+        return summary
     finally:
         if service is not None:
             stop_service(service)
+
+
+def _fit(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Exception | None]:
+    """Run one stage; return its results and what to raise once the report says so: :class:`Interrupted` when it
+    stopped before all ``expected`` trials finished (after Ctrl-C Tune returns as if done), :class:`StageFailed`
+    when every trial failed."""
+    try:
+        results = tuner.fit()
+    except EOFError:  # Tune reading a trial's empty error.pkl: the trial could not write its error (disk full)
+        free = shutil.disk_usage(directory if Path(directory).exists() else Path(directory).parent).free
+        if free < LOW_SPACE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory) from None
+        raise
+    finished = sum(1 for result in results if result.error is not None or (result.metrics or {}).get("done"))
+    if finished < expected:
+        return results, Interrupted(f"the {stage} stage stopped with {finished} of {expected} trials finished")
+    if results.num_errors == finished:  # (a trial that returned or that ASHA stopped has a last result marked done)
+        return results, StageFailed(f"every trial of the {stage} stage failed ({finished}); the first: "
+                                    f"{one_line(results.errors[0])}; each trial's error.txt is under {directory}")
+    return results, None
 
 
 def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:
