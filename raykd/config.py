@@ -312,6 +312,8 @@ class TeacherServiceConfig:
     ``"live"`` (trials send batches to the actors), or ``"auto"``: live when one epoch's table would exceed
     ``live_threshold_bytes``. ``top_k`` stores only the k largest logits of classification teachers (and their
     log-sum-exp, so the rest are restored as a uniform remainder; FKD's idea); ``None`` stores them all.
+    ``precision`` (``"float16"`` or ``"float32"``) is what every teacher output reaches a student in, stored, live
+    or in-process alike (:mod:`raykd.teachers.precision`); float32 tables take twice the bytes.
     """
 
     replicas: int = 1
@@ -323,6 +325,7 @@ class TeacherServiceConfig:
     mode: str = "auto"
     live_threshold_bytes: int = 4 * 2**30
     top_k: int | None = None
+    precision: str = "float16"
 
     def __post_init__(self) -> None:
         _int("teachers", "replicas", self.replicas, 1)
@@ -335,6 +338,7 @@ class TeacherServiceConfig:
         _int("teachers", "live_threshold_bytes", self.live_threshold_bytes, 1)
         if self.top_k is not None:
             _int("teachers", "top_k", self.top_k, 1)
+        _choice("teachers", "precision", self.precision, ("float16", "float32"))
 
 
 def _scaling(**kwargs: Any) -> Any:

@@ -51,7 +51,8 @@ def _full_sweep() -> SweepConfig:
         scaling=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 2}),
         failure=FailureConfig(max_failures=5),
         teachers=TeacherServiceConfig(replicas=2, num_cpus=2.0, num_gpus=0.5, batch_size=64, ahead=2,
-                                      keep_epochs=3, mode="stored", live_threshold_bytes=2**20, top_k=10),
+                                      keep_epochs=3, mode="stored", live_threshold_bytes=2**20, top_k=10,
+                                      precision="float32"),
         max_concurrent_trials=4, grace_period=2, storage="s3://bucket/runs", cache_dir="/cache", resume=True,
         seed=3, seeds=0, log=("mlflow", "tensorboard"), verbose=2,
     )
@@ -185,6 +186,7 @@ BAD = {
     TeacherServiceConfig: [
         ("replicas", 0), ("num_cpus", -1.0), ("num_gpus", math.nan), ("batch_size", 0), ("ahead", -1),
         ("keep_epochs", 0), ("mode", "push"), ("live_threshold_bytes", 0), ("top_k", 0), ("top_k", 2.0),
+        ("precision", "bfloat16"),
     ],
     SweepConfig: [
         ("name", ""), ("methods", "kd"), ("methods", ()), ("methods", ("kd", "")), ("methods", ("kd", 3)),

@@ -95,6 +95,10 @@ class Recording:
     def counters(self):
         return self.source.counters()
 
+    @property
+    def precision(self):
+        return self.source.precision
+
 
 def test_service_tables_equal_the_in_process_teacher_batch_for_batch(metrics_port, teacher, splits, task,
                                                                       tmp_path) -> None:

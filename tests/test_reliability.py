@@ -205,3 +205,34 @@ def test_resume_refuses_a_damaged_tune_state(tmp_path) -> None:
         check_sweep(sweep, "cls")
     (stage / "experiment_state-2026-12-01_11-00-00.json").unlink()
     check_sweep(sweep, "cls")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB file system (tmpfs), to fill; skipped where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN) to fill a disk")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_storage_that_fills_during_a_stage_is_one_line_naming_it(local_ray, tiny_disk, capsys) -> None:
+    from ray import tune
+    from ray.tune import RunConfig, TuneConfig, Tuner, grid_search
+
+    from raykd.tune.sweep import _fit
+
+    def trial(config) -> None:  # a checkpoint larger than the disk
+        Path(config["disk"], "checkpoint.bin").write_bytes(bytes(8 << 20))
+        tune.report({"score": 1.0})
+
+    stage = Tuner(trial, param_space={"run": grid_search([0, 1]), "disk": str(tiny_disk)},
+                  tune_config=TuneConfig(max_concurrent_trials=1),
+                  run_config=RunConfig(name="stage", storage_path=str(tiny_disk), verbose=0))
+    capsys.readouterr()
+    assert run_command(lambda: _fit(stage, "search", 2, str(tiny_disk / "stage")) and 0, []) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"raykd: error: no space left writing {tiny_disk / 'stage'}; free space there (or point --storage/--cache-dir " \
+        "elsewhere) and rerun with --resume"

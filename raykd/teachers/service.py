@@ -20,7 +20,8 @@ CPUs/GPUs go to trials.
 
 Outputs too large to store (24 layers of Vim hidden states on CUB, say) are served live: trials send their batch
 to the actors (:class:`LiveTeacher`). ``mode="auto"`` picks live when one table would exceed
-``live_threshold_bytes``.
+``live_threshold_bytes``. Either way the actors round every output to the service's ``precision``
+(:mod:`raykd.teachers.precision`), so a live student sees what a stored one reads.
 
 The service itself (no CPUs of its own) runs on the driver's node, the head on a cluster, so that losing a spot
 worker takes teacher actors or trials with it, never the service.
@@ -51,6 +52,7 @@ from raykd.config import DataConfig, TeacherServiceConfig
 from raykd.data.arrays import ImageArrays, PairArrays
 from raykd.data.batches import ClassificationBatches, SRBatches
 from raykd.data.store import Store
+from raykd.teachers.precision import at_precision, stored_dtype
 from raykd.teachers.sources import Counted, Fetch, StoredTeacher, TeacherSource, run_sr_teacher, run_teacher
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.store import TeacherTable, table_key
@@ -81,10 +83,11 @@ def _batches(arrays: ImageArrays | PairArrays, data: DataConfig, seed: int) -> C
 @ray.remote(concurrency_groups={"control": 1})
 class TeacherActor:
     """One frozen teacher on its own device (a GPU when the actor was given one), reading the sweep's decoded
-    training split from the object store. Batches run one at a time; :meth:`where` answers at once, beside them."""
+    training split from the object store, its outputs rounded to ``precision``. Batches run one at a time;
+    :meth:`where` answers at once, beside them."""
 
-    def __init__(self, spec: TeacherSpec, weights: bytes, data: DataConfig, arrays: list) -> None:
-        self.spec, self.data = spec, data
+    def __init__(self, spec: TeacherSpec, weights: bytes, data: DataConfig, arrays: list, precision: str) -> None:
+        self.spec, self.data, self.precision = spec, data, precision
         self.device = _device()
         self.model = spec.build(self.device, weights)
         self.arrays = ray.get(arrays[0])
@@ -102,23 +105,23 @@ class TeacherActor:
 
     def compute(self, seed: int, view: int, indices: np.ndarray, outputs: Sequence[str], batch_size: int
                 ) -> dict[str, np.ndarray]:
-        """Outputs (float16) for view ``view`` (views of ``seed``) of samples ``indices`` (classification)."""
+        """Outputs (at ``precision``) for view ``view`` (views of ``seed``) of samples ``indices`` (classification)."""
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for start in range(0, len(indices), batch_size):
             x = self.batches(seed).batch(indices[start:start + batch_size], view, self.device)["hr"]
             for name, value in run_teacher(self.model, x, outputs).items():
-                parts[name].append(value.half().cpu().numpy())
+                parts[name].append(at_precision(value, self.precision).cpu().numpy())
         telemetry.teacher_samples_computed(self.spec.name, len(indices))
         return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
     def compute_whole(self, images: Sequence[int], outputs: Sequence[str]) -> dict[str, list[np.ndarray]]:
-        """Outputs (float16) on whole LR images (super-resolution)."""
+        """Outputs (at ``precision``) on whole LR images (super-resolution)."""
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for image in images:
             out = run_sr_teacher(self.model, self.batches(0).whole(int(image), self.device), outputs,
                                  self.data.scale, self.data.tile, self.data.tile_overlap)
             for name, value in out.items():
-                parts[name].append(value[0].half().numpy())
+                parts[name].append(at_precision(value[0], self.precision).numpy())
         telemetry.teacher_samples_computed(self.spec.name, len(images))
         return parts
 
@@ -130,14 +133,14 @@ class TeacherActor:
         else:
             out = run_sr_teacher(self.model, self.batches(0).whole(0, self.device), outputs, self.data.scale,
                                  self.data.tile, self.data.tile_overlap)
-        return sum(value[0].numel() * 2 for value in out.values())
+        return sum(value[0].numel() * stored_dtype(self.precision).itemsize for value in out.values())
 
     def forward(self, x: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Live mode: outputs for a batch a trainer sent."""
+        """Live mode: outputs (at ``precision``) for a batch a trainer sent."""
         output = "logits" if self.data.task == "cls" else "image"
         out = run_teacher(self.model, torch.from_numpy(x), outputs, output)
         telemetry.teacher_samples_computed(self.spec.name, len(x))
-        return {name: value.cpu().numpy() for name, value in out.items()}
+        return {name: at_precision(value, self.precision).cpu().numpy() for name, value in out.items()}
 
 
 class _Progress:
@@ -211,9 +214,9 @@ class TeacherService:
             self.modes[teacher] = mode
         return self.modes[teacher]
 
-    async def describe(self, teacher: str) -> tuple[str, int]:
-        """``(mode, epochs)`` of ``teacher``."""
-        return await self.mode(teacher), self.epochs
+    async def describe(self, teacher: str) -> tuple[str, int, str]:
+        """``(mode, epochs, precision)`` of ``teacher``."""
+        return await self.mode(teacher), self.epochs, self.config.precision
 
     async def table(self, teacher: str, seed: int, epoch: int, training: bool = True) -> list:
         """``[ObjectRef]`` of the table epoch ``epoch`` (0-based) of a run with ``seed`` reads, once it exists.
@@ -299,7 +302,7 @@ class TeacherService:
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4, max_task_retries=-1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
                 if group is not None else None,
-            ).remote(request.spec, request.weights, self.data, self.arrays)
+            ).remote(request.spec, request.weights, self.data, self.arrays, cfg.precision)
             for i in range(cfg.replicas)]
 
     def _release(self, teacher: str) -> None:
@@ -340,7 +343,7 @@ class TeacherService:
         inputs = _batches(self.split, self.data, seed).describe()
         if self.data.task == "sr":
             inputs.update(tile=self.data.tile, tile_overlap=self.data.tile_overlap)
-        return table_key(request.spec.identity(), inputs, request.outputs, view, self._top_k())
+        return table_key(request.spec.identity(), inputs, request.outputs, view, self._top_k(), self.config.precision)
 
     async def _make(self, teacher: str, seed: int, view: int | None) -> Any:
         key = self._key(teacher, seed, view)
@@ -353,7 +356,7 @@ class TeacherService:
             outputs = await self._compute(teacher, seed, view)
             meta = {"teacher": teacher, "seed": seed, "view": view}
             found = await asyncio.to_thread(TeacherTable.save, self.store, key, np.arange(self.num_rows), outputs,
-                                            meta, self._top_k())
+                                            meta, self._top_k(), self.config.precision)
             stats["tables_built"] += 1
             stats["samples_computed"] += self.num_rows
         stats["table_bytes"] = found.nbytes
@@ -399,11 +402,12 @@ class TeacherService:
 
 
 class LiveTeacher(Counted):
-    """Each batch goes to one of a teacher's actors (round robin) while the student computes."""
+    """Each batch goes to one of a teacher's actors (round robin) while the student computes; the actors answer
+    at the service's ``precision``."""
 
-    def __init__(self, actors: Sequence[Any], outputs: Sequence[str], input_key: str = "hr"):
+    def __init__(self, actors: Sequence[Any], outputs: Sequence[str], input_key: str, precision: str):
         super().__init__()
-        self.outputs, self.input_key = tuple(outputs), input_key
+        self.outputs, self.input_key, self.precision = tuple(outputs), input_key, precision
         self._actors = itertools.cycle(actors)
 
     def request(self, batch: dict[str, Any], count: bool = True) -> Fetch:
@@ -411,8 +415,9 @@ class LiveTeacher(Counted):
         ref = next(self._actors).forward.remote(x.detach().cpu().numpy(), self.outputs)
         self.samples_computed += len(x) * count
         device = x.device
-        # arrays from the object store are read-only; copy them to the batch's device
-        return lambda: {name: torch.tensor(value, device=device) for name, value in ray.get(ref).items()}
+        # arrays from the object store are read-only; copy them to the batch's device, widened (exactly) to float32
+        return lambda: {name: torch.tensor(value, dtype=torch.float32, device=device)
+                        for name, value in ray.get(ref).items()}
 
 
 class ServiceClient:
@@ -423,10 +428,10 @@ class ServiceClient:
         self.service, self.teacher, self.outputs = service, teacher, tuple(outputs)
 
     def source(self, task: str, scale: int, seed: int) -> TeacherSource:
-        mode, epochs = ray.get(self.service.describe.remote(self.teacher))
+        mode, epochs, precision = ray.get(self.service.describe.remote(self.teacher))
         if mode == "live":
             return LiveTeacher(ray.get(self.service.live_actors.remote(self.teacher)), self.outputs,
-                               "hr" if task == "cls" else "lr")
+                               "hr" if task == "cls" else "lr", precision)
 
         def prefetch(epoch: int) -> None:
             if epoch < epochs:  # fire and forget: the service makes the table while this epoch trains

@@ -13,7 +13,9 @@ batch's device. The trainer requests before its own forward and collects after i
   large to store).
 
 Every source counts what it served: ``teacher_samples_computed`` (rows a teacher ran on for this trainer) and
-``cache_hits`` (rows read from stored tables).
+``cache_hits`` (rows read from stored tables). Every source serves float32 tensors holding values at its
+``precision`` (:mod:`raykd.teachers.precision`: what the stored tables hold), so all three give a student the same
+numbers.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from raykd.data.batches import to_device
 from raykd.data.views import PatchViews
 from raykd.models.features import capture
 from raykd.models.tiling import super_resolve
+from raykd.teachers.precision import DEFAULT_PRECISION, at_precision
 from raykd.teachers.store import TeacherTable
 
 __all__ = ["Fetch", "TeacherSource", "Counted", "InProcessTeacher", "StoredTeacher", "run_teacher", "run_sr_teacher"]
@@ -38,6 +41,7 @@ Fetch = Callable[[], dict[str, Tensor]]
 
 class TeacherSource(Protocol):
     outputs: tuple[str, ...]
+    precision: str
 
     def begin_epoch(self, epoch: int) -> None: ...
 
@@ -84,15 +88,19 @@ class Counted:
 
 class InProcessTeacher(Counted):
     """Runs a frozen teacher in the training process on the batch's ``input_key`` entry (the HR view for
-    classification, the LR patch for super-resolution)."""
+    classification, the LR patch for super-resolution), its outputs rounded to ``precision`` like the stored
+    tables' rows."""
 
-    def __init__(self, model: nn.Module, outputs: Sequence[str], input_key: str = "hr", output: str = "logits"):
+    def __init__(self, model: nn.Module, outputs: Sequence[str], input_key: str = "hr", output: str = "logits",
+                 precision: str = DEFAULT_PRECISION):
         super().__init__()
         self.model, self.outputs, self.input_key, self.output = model, tuple(outputs), input_key, output
+        self.precision = precision
 
     def request(self, batch: dict[str, Any], count: bool = True) -> Fetch:
         x = batch[self.input_key]
-        out = run_teacher(self.model, x, self.outputs, self.output)
+        out = {name: at_precision(value, self.precision).float()
+               for name, value in run_teacher(self.model, x, self.outputs, self.output).items()}
         self.samples_computed += len(x) * count
         return lambda: out
 
@@ -118,13 +126,22 @@ class StoredTeacher(Counted):
             raise KeyError(f"stored teacher outputs lack {missing}; the table holds {list(self.current.outputs)}")
         self._prefetch(epoch + 1)
 
-    def request(self, batch: dict[str, Any], count: bool = True) -> Fetch:
+    def _current(self) -> TeacherTable:
         if self.current is None:
             raise RuntimeError("StoredTeacher: begin_epoch(epoch) must be called before the epoch's first request")
+        return self.current
+
+    @property
+    def precision(self) -> str:
+        """The precision of the rows served: the tables' own (part of their key, so the run's)."""
+        return self._current().precision
+
+    def request(self, batch: dict[str, Any], count: bool = True) -> Fetch:
+        table = self._current()
         device = batch["label" if self.scale is None else "hr"].device
         index = np.asarray(batch["index"])
         out = {}
-        for name, rows in self.current.lookup(index, self.outputs).items():
+        for name, rows in table.lookup(index, self.outputs).items():
             if self.scale is None:
                 out[name] = to_device(rows, device)
             else:  # the SR image is at HR resolution; features (DVMSR's "body") at the LR image's

@@ -5,7 +5,9 @@ view ``e`` of every training sample, the view epoch ``e`` trains on) or the whol
 one row per training image, the teacher's output on the whole LR image, cropped later with each patch's box, so
 it serves every epoch). Its key (:func:`table_key`) hashes exactly what determines the outputs: the teacher's
 weights and config, the decoded data's content key, how its input is made from the data (views, normalisation,
-or the whole image and the tiling), the output names, the view number and the storage form. Rows are float16.
+or the whole image and the tiling), the output names, the view number and the storage form, precision included:
+rows are held at the sweep's precision (:mod:`raykd.teachers.precision`, float16 by default), so a table of one
+precision never serves a run of another.
 
 ``top_k`` keeps only the k largest logits of each row, their class indices and the row's log-sum-exp (FKD, Shen &
 Xing, ECCV 2022, stores soft labels this way): :meth:`TeacherTable.lookup` restores the other classes as equal
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from raykd.data.store import Ragged, Store, Table, content_key
+from raykd.teachers.precision import DEFAULT_PRECISION, stored_dtype
 
 __all__ = ["TABLE_FORMAT", "TeacherTable", "table_key", "compact_logits", "restore_logits"]
 
@@ -27,24 +30,26 @@ TABLE_FORMAT = 3
 
 
 def table_key(teacher: Mapping[str, Any], inputs: Mapping[str, Any], outputs: Sequence[str], view: int | None,
-              top_k: int | None = None) -> str:
+              top_k: int | None = None, precision: str = DEFAULT_PRECISION) -> str:
     """The content key of one teacher's table: ``teacher`` is :meth:`TeacherSpec.identity`, ``inputs`` what the
     teacher's input depends on (:meth:`ClassificationBatches.describe` / :meth:`SRBatches.describe` plus inference
-    settings), ``view`` the view number (``None`` for whole-image tables)."""
+    settings), ``view`` the view number (``None`` for whole-image tables), ``precision`` that of its rows."""
     return content_key({"table": "teacher_outputs", "format": TABLE_FORMAT, "teacher": dict(teacher),
-                        "inputs": dict(inputs), "outputs": sorted(outputs), "view": view, "top_k": top_k})
+                        "inputs": dict(inputs), "outputs": sorted(outputs), "view": view, "top_k": top_k,
+                        "precision": precision})
 
 
-def compact_logits(logits: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """The ``k`` largest logits per row (float16, descending), their class indices and each row's log-sum-exp."""
+def compact_logits(logits: np.ndarray, k: int, precision: str = DEFAULT_PRECISION) -> dict[str, np.ndarray]:
+    """The ``k`` largest logits per row (at ``precision``, descending), their class indices and each row's
+    log-sum-exp."""
     logits = np.asarray(logits, dtype=np.float32)
     k = min(k, logits.shape[1])
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     peak = logits.max(axis=1, keepdims=True)
     lse = (peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))).astype(np.float32)
     index_dtype = np.int16 if logits.shape[1] <= np.iinfo(np.int16).max else np.int32
-    return {"values": np.take_along_axis(logits, top, axis=1).astype(np.float16), "classes": top.astype(index_dtype),
-            "lse": lse}
+    return {"values": np.take_along_axis(logits, top, axis=1).astype(stored_dtype(precision)),
+            "classes": top.astype(index_dtype), "lse": lse}
 
 
 def restore_logits(values: np.ndarray, classes: np.ndarray, lse: np.ndarray, num_classes: int) -> np.ndarray:
@@ -71,26 +76,29 @@ class TeacherTable:
         self.index = np.asarray(table["index"])
         self.outputs: tuple[str, ...] = tuple(table.meta["outputs"])
         self.top_k = table.meta.get("top_k")
+        self.precision: str = table.meta["precision"]
         self.num_classes = table.meta.get("num_classes")
         self._position = np.argsort(self.index, kind="stable")
         self._sorted = self.index[self._position]
 
     @classmethod
     def save(cls, store: Store, key: str, index: np.ndarray, outputs: Mapping[str, Any], meta: Mapping[str, Any],
-             top_k: int | None = None) -> "TeacherTable":
-        """Store a table (float16 rows; ``logits`` compacted to the top ``top_k`` when given) and return it."""
+             top_k: int | None = None, precision: str = DEFAULT_PRECISION) -> "TeacherTable":
+        """Store a table (rows at ``precision``; ``logits`` compacted to the top ``top_k`` when given) and return
+        it."""
+        dtype = stored_dtype(precision)
         columns: dict[str, Any] = {"index": np.asarray(index, dtype=np.int64)}
-        extra: dict[str, Any] = {"outputs": sorted(outputs), "top_k": top_k}
+        extra: dict[str, Any] = {"outputs": sorted(outputs), "top_k": top_k, "precision": precision}
         for name, value in outputs.items():
             if top_k is not None and name == "logits":
-                compact = compact_logits(value, top_k)
+                compact = compact_logits(value, top_k, precision)
                 columns.update({f"logits.{part}": array for part, array in compact.items()})
                 extra["num_classes"] = int(np.asarray(value).shape[1])
             elif isinstance(value, (list, Ragged)):
-                columns[name] = Ragged.from_rows([np.asarray(v, dtype=np.float16) for v in value], name) \
+                columns[name] = Ragged.from_rows([np.asarray(v, dtype=dtype) for v in value], name) \
                     if isinstance(value, list) else value
             else:
-                columns[name] = np.asarray(value, dtype=np.float16)
+                columns[name] = np.asarray(value, dtype=dtype)
         return cls(store.save(key, columns, {**meta, **extra}))
 
     @property

@@ -373,9 +373,12 @@ def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource 
         metrics.update(task.evaluate(run.model, rt.device, run.input_key))
         best = max(best, metrics[metric])
         counters = rt.all_sum(run.source.counters() if run.source is not None else dict.fromkeys(COUNTERS, 0))
+        # the precision of the teacher outputs this student learnt from is part of what the run was
+        # (raykd.teachers.precision): checkpoints and sweep results carry it
         metrics.update({"epoch": epoch + 1, f"best_{metric}": best, "lr": run.optimizer.param_groups[0]["lr"],
                         "task_builds": task_builds(), **startup,
-                        **{k: offsets[k] + counters[k] for k in COUNTERS}})
+                        **{k: offsets[k] + counters[k] for k in COUNTERS},
+                        "teacher_precision": run.source.precision if run.source is not None else None})
         saved = None
         if checkpoint_dir is not None and rt.is_main:
             # a model's variant (DVMSR's ViMM residual) goes into its kwargs: the weights alone cannot tell it

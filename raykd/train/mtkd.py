@@ -56,6 +56,7 @@ from raykd.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, T
 from raykd.models import create_model
 from raykd.models.aggregator import MTKDTeacher
 from raykd.models.checkpoint import META_FILE, read_meta
+from raykd.teachers.precision import DEFAULT_PRECISION
 from raykd.teachers.sources import StoredTeacher
 from raykd.teachers.spec import TeacherSpec, sorted_specs
 from raykd.teachers.store import TeacherTable
@@ -257,14 +258,15 @@ def _check(specs: Sequence[TeacherSpec], cfg: TrainConfig, name: str) -> None:
                              f"x{cfg.data.scale}")
 
 
-def stage1_document(specs: Sequence[TeacherSpec], cfg: TrainConfig, train_key: str, val_key: str
-                    ) -> dict[str, Any]:
+def stage1_document(specs: Sequence[TeacherSpec], cfg: TrainConfig, train_key: str, val_key: str,
+                    precision: str = DEFAULT_PRECISION) -> dict[str, Any]:
     """What the stage-1 checkpoint's store key hashes: the teachers' identities (weights' sha256 and configs, in
-    name order), the aggregator's kwargs, the decoded train and held-out data, and the stage-1 config (but its
-    runtime: device and progress bars do not change what is trained)."""
+    name order), the aggregator's kwargs, the decoded train and held-out data, the precision of the teachers'
+    tables it learns from, and the stage-1 config (but its runtime: device and progress bars do not change what is
+    trained)."""
     return {"stage": "mtkd_stage1", "teachers": [s.identity() for s in sorted_specs(list(specs))],
             "aggregator_kwargs": dict(cfg.model.kwargs), "data": {"train": train_key, "val": val_key},
-            "config": to_json(dataclasses.replace(cfg, runtime=RuntimeConfig()))}
+            "teacher_precision": precision, "config": to_json(dataclasses.replace(cfg, runtime=RuntimeConfig()))}
 
 
 def train_stage1(teachers: Sequence[TeacherSpec], cfg: TrainConfig, task: SRTask,
@@ -354,16 +356,17 @@ def prepare_mtkd_teacher(
     specs = sorted_specs(list(teachers))
     _check(specs, cfg, name)
     train_arrays, val_arrays = ray.get(splits["train"]), ray.get(splits["val"])
-    store = TrainedTeachers(cache_dir)
-    target = store.path(COMPOSITE_MODEL, stage1_document(specs, cfg, train_arrays.key, val_arrays.key))
-    if store.find(target, name) is not None:
-        print(f"MTKD stage 1: reusing the aggregated teacher {target}", flush=True)
-        return Stage1Result.from_checkpoint(target, name, reused=True)
     if service is None:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         service = TeacherServiceConfig(num_cpus=min(1.0, cpus / len(specs)), mode="stored")
     elif service.mode != "stored":
         service = dataclasses.replace(service, mode="stored")
+    store = TrainedTeachers(cache_dir)
+    target = store.path(COMPOSITE_MODEL, stage1_document(specs, cfg, train_arrays.key, val_arrays.key,
+                                                         service.precision))
+    if store.find(target, name) is not None:
+        print(f"MTKD stage 1: reusing the aggregated teacher {target}", flush=True)
+        return Stage1Result.from_checkpoint(target, name, reused=True)
     print(f"MTKD stage 1: {len(specs)} teachers ({', '.join(s.name for s in specs)}), aggregator "
           f"{cfg.optim.epochs} epochs at lr {cfg.optim.lr:g} -> {target}", flush=True)
     store_root = str(Path(cache_dir).expanduser() / "store")
