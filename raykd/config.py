@@ -496,8 +496,3 @@ def override(config: Any, changes: Mapping[str, Any], _path: str = "") -> Any:
                               "not a config; set it whole")
         direct[head] = override(inner, sub, f"{_path}{head}.")
     return dataclasses.replace(config, **direct)
-
-
-def dumps(config: Any) -> str:
-    """Canonical JSON text of a config (sorted keys): what checkpoints and results store."""
-    return json.dumps(to_json(config), sort_keys=True)

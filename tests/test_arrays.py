@@ -72,7 +72,7 @@ def test_a_split_is_decoded_once_and_read_back_identical(tmp_path, monkeypatch):
     data, store = _cls(root), Store(tmp_path / "store")
     calls = _count_decodes(monkeypatch)
     first = load_split(data, "train", store)
-    assert len(calls) == 1 and store.exists(first.key)
+    assert len(calls) == 1 and store.open(first.key) is not None
     assert first.images.shape == (12, 8, 8, 3) and first.classes == ("n01", "n02", "n03")
     assert first.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     # the decode itself: each file as RGB, bicubically resized to image_size (PIL)

@@ -20,7 +20,6 @@ from raykd.config import (
     TeacherConfig,
     TeacherServiceConfig,
     TrainConfig,
-    dumps,
     from_json,
     override,
     to_json,
@@ -77,7 +76,6 @@ def test_a_fully_nested_train_config_round_trips_through_json_text():
     back = from_json(TrainConfig, json.loads(text))
     assert back == cfg
     assert isinstance(back.teacher.model, ModelConfig) and back.optim.betas == (0.8, 0.95)
-    assert dumps(back) == dumps(cfg) and json.loads(dumps(cfg)) == to_json(cfg)
     assert from_json(TrainConfig, {}) == TrainConfig()  # missing keys take their defaults
     assert from_json(TrainConfig, to_json(TrainConfig())) == TrainConfig()
 

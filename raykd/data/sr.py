@@ -278,19 +278,6 @@ class HRFolderSRDataset(SRDataset):
         return [[f.relative_to(self.root).as_posix(), f.stat().st_size] for f in self.hr_files]
 
 
-def open_benchmark(name: str, root: str | os.PathLike, scale: int) -> PairedSRDataset:
-    """A benchmark set (``BENCHMARKS``) in the benchmark-pack layout, found at ``root/name`` or
-    ``root/benchmark/name``."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown SR benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")
-    root = Path(root).expanduser()
-    for candidate in (root / name, root / "benchmark" / name):
-        if candidate.is_dir():
-            return PairedSRDataset(candidate, scale)
-    raise FileNotFoundError(f"SR benchmark {name} not found: neither {root / name} nor {root / 'benchmark' / name} "
-                            "is a directory")
-
-
 @DATASETS.register(name="demo_sr", scope="sr")
 def demo_sr(root: str | os.PathLike | None, split: str, scale: int) -> PairedSRDataset:
     """The built-in photo demo (:func:`raykd.data.builtin.make_demo_sr`; ``root`` optional), split "train" or

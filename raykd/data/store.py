@@ -461,9 +461,6 @@ class Store:
         _check_key(key)
         return f"{self.root}/{key}.parquet"
 
-    def exists(self, key: str) -> bool:
-        return self.fs.get_file_info(self.path(key)).type == pafs.FileType.File
-
     def save(self, key: str, columns: Mapping[str, Any], meta: Mapping[str, Any] | None = None, *,
              rows_per_group: int | None = None) -> Table:
         """Write a table atomically and return it (built from the given arrays, not re-read).
