@@ -169,7 +169,7 @@ def _stage(tmp_path, actions: list[str]):
 
 def test_a_stage_stopped_by_ctrl_c_or_failed_throughout_is_never_reported_finished(local_ray, tmp_path) -> None:
     from raykd.console import Interrupted, StageFailed
-    from raykd.tune.report import summary_markdown
+    from raykd.tune.report import rank_methods, summary_markdown
     from raykd.tune.sweep import _fit
 
     # Tune's own SIGINT handler makes fit() return as if the stage had finished
@@ -178,8 +178,8 @@ def test_a_stage_stopped_by_ctrl_c_or_failed_throughout_is_never_reported_finish
     searched = pd.DataFrame([{"trial": "t0", "stage": "search", "method": "none", "status": "ok", "best_acc": 50.0,
                               "epochs": 2}])
     line = summary_markdown(searched, "acc", "max", {
-        "incomplete": str(problem), "trials": 1, "failed": 0, "wall_s": 1.0, "teacher_samples_computed": 0,
-        "cache_hits": 0}, "cls").splitlines()[2]
+        "incomplete": str(problem), "ranking": rank_methods(searched, "acc", "max"), "trials": 1, "failed": 0,
+        "wall_s": 1.0, "teacher_samples_computed": 0, "cache_hits": 0}, "cls").splitlines()[2]
     assert line.startswith("**Incomplete: the seeds stage stopped with 1 of 3 trials finished.**")
     assert run_command(lambda: (_ for _ in ()).throw(problem), [], "raykd") == 130
 

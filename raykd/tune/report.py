@@ -2,10 +2,12 @@
 
 * ``results.parquet``: one row per trial (method, every hyperparameter, seed, best and last metric, epochs, wall
   time, start-up time, node, teacher rows computed, cache hits, the precision of the teacher outputs it learnt
-  from, status; ``stage`` says "search" or "seeds");
-* ``summary.md``: per method, the best searched trial and, from the seeds stage, the mean +- std over seeds of the
-  best configuration (the table to paste into a paper);
-* ``summary.json``: the same as data, plus the teacher service's counters;
+  from, status, the trial's directory and its best checkpoint; ``stage`` says "search" or "seeds");
+* ``summary.md``: the methods ranked (by the seeds stage's mean +- std where there is one, never trials of
+  different lengths against each other), the winner marked, the teachers' own score, and where the best student's
+  checkpoint is (the table to paste into a paper);
+* ``summary.json``: the same as data (``winner``, ``ranking``, ``best`` with its checkpoint), plus the teacher
+  service's counters;
 * ``learning_curves.png`` (the metric against epoch for every trial, coloured by method), ``trials.png``,
   ``best_so_far.png`` and ``importance.png`` (Optuna's fANOVA importances per method).
 
@@ -26,10 +28,12 @@ import pyarrow.fs as pafs
 from raykd.methods import method_class
 from raykd.tune.spaces import trial_method
 
-__all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances"]
+__all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances", "rank_methods",
+           "best_student", "metric_unit"]
 
 FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "startup_s", "node",
-         "teacher_samples_computed", "cache_hits", "teacher_precision", "started")
+         "teacher_samples_computed", "cache_hits", "teacher_precision", "started", "trial_dir", "checkpoint",
+         "checkpoint_epoch")
 
 
 def trials_table(results: Any, metric: str, task: str, stage: str = "search",
@@ -47,6 +51,7 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
         last = result.metrics or {}
         ok = result.error is None and metric in last
         trial = last.get("trial_id") or Path(result.path).name
+        checkpoint, checkpoint_epoch = _best_checkpoint(result, metric) if ok else (None, None)
         row: dict[str, Any] = {
             "trial": trial, "stage": stage, "method": method, "seed": int(last.get("seed", config.get("seed", 0))),
             "status": "ok" if ok else "error",
@@ -58,6 +63,7 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
             "teacher_samples_computed": int(last.get("teacher_samples_computed", 0)),
             "cache_hits": int(last.get("cache_hits", 0)), "teacher_precision": last.get("teacher_precision"),
             "started": float(history["timestamp"].min()) if history is not None and "timestamp" in history else 0.0,
+            "trial_dir": str(result.path), "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch,
         }
         rows.append(row)
         if history is not None and metric in history and "epoch" in history:
@@ -68,6 +74,68 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
     table = table.sort_values("started", kind="stable").reset_index(drop=True)
     params = [c for c in table.columns if c not in FIXED and not c.endswith(metric)]
     return table[["trial", "stage", "method", *params, f"best_{metric}", f"last_{metric}", *FIXED[3:]]], curves
+
+
+def _best_checkpoint(result: Any, metric: str) -> tuple[str | None, int | None]:
+    """The path and epoch of the trial's kept checkpoint with the best ``metric`` (Tune keeps one per epoch), or
+    its last one."""
+    kept = [(checkpoint, metrics) for checkpoint, metrics in (result.best_checkpoints or []) if metric in metrics]
+    if kept:
+        checkpoint, metrics = max(kept, key=lambda pair: (pair[1][metric], pair[1].get("epoch", 0)))
+        return checkpoint.path, int(metrics.get("epoch", 0))
+    last = result.checkpoint
+    return (last.path, int((result.metrics or {}).get("epoch", 0))) if last is not None else (None, None)
+
+
+def metric_unit(metric: str) -> str:
+    """The unit a paper prints ``metric`` in: accuracies in %, PSNR in dB, SSIM and losses without one."""
+    if metric.endswith(("top1", "top5", "acc")):
+        return "%"
+    return " dB" if metric.endswith("psnr") else ""
+
+
+def rank_methods(table: pd.DataFrame, metric: str, mode: str) -> list[dict[str, Any]]:
+    """Every method with a finished trial, best first. Trials of different lengths are not compared: a method is
+    ranked by its seeds-stage mean where it has one, else by its best search trial among those that ran the longest
+    any search trial ran, else (every trial of it stopped early) by its best shorter trial, after the others."""
+    key = f"best_{metric}"
+    ok = table[table["status"] == "ok"]
+    search = ok[ok["stage"] == "search"]
+    full = int(search["epochs"].max()) if not search.empty else 0
+    seeds = seed_statistics(table, metric)
+    entries = []
+    for method in sorted(set(ok["method"])):
+        mine = search[search["method"] == method]
+        at_full = mine[mine["epochs"] == full]
+        pool = at_full if not at_full.empty else mine
+        searched = float(pool[key].max() if mode == "max" else pool[key].min()) if not pool.empty else math.nan
+        if method in seeds:
+            tier, value, basis = 0, seeds[method]["mean"], f"mean of {seeds[method]['n']} seeds"
+        elif not at_full.empty:
+            tier, value, basis = 1, searched, f"best search trial of {full} epochs"
+        else:
+            tier, value, basis = 2, searched, f"best search trial, stopped at {int(mine['epochs'].max())} epochs"
+        entries.append({"method": method, "value": value, "basis": basis, "tier": tier, "seeds": seeds.get(method),
+                        "search_best": searched, "search_epochs": int(pool["epochs"].max()) if not pool.empty else 0})
+    entries.sort(key=lambda e: (e["tier"], -e["value"] if mode == "max" else e["value"]))
+    for rank, entry in enumerate(entries, 1):
+        entry["rank"] = rank
+    return entries
+
+
+def best_student(table: pd.DataFrame, metric: str, mode: str, method: str, task: str) -> dict[str, Any]:
+    """The winner's best trial: its best seeds-stage run if it has one, else its best longest search trial."""
+    key = f"best_{metric}"
+    mine = table[(table["status"] == "ok") & (table["method"] == method)]
+    pool = mine[mine["stage"] == "seeds"]
+    if pool.empty:
+        search = mine[mine["stage"] == "search"]
+        pool = search[search["epochs"] == search["epochs"].max()]
+    row = pool.loc[pool[key].idxmax() if mode == "max" else pool[key].idxmin()]
+    return {"trial": row["trial"], "stage": row["stage"], "method": method, "seed": int(row["seed"]),
+            metric: float(row[key]), "params": {p: _jsonable(row[p]) for p in method_class(method, task).hparams},
+            "trial_dir": row["trial_dir"], "checkpoint": row["checkpoint"],
+            "checkpoint_epoch": _jsonable(row["checkpoint_epoch"])}
 
 
 def _format(value: Any) -> str:
@@ -93,24 +161,39 @@ def seed_statistics(table: pd.DataFrame, metric: str) -> dict[str, dict[str, flo
 
 
 def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[str, Any], task: str) -> str:
-    seeds = summary.get("seeds") or {}
-    lines = [f"# Sweep summary ({metric}, {mode})", ""]
+    """The table to paste into a paper: methods ranked (:func:`rank_methods`), the winner marked, the teachers'
+    own score beside them."""
+    unit = metric_unit(metric)
+    lines = [f"# Sweep summary: {metric}{f' ({unit.strip()})' if unit else ''}, {'higher' if mode == 'max' else 'lower'}"
+             " is better", ""]
     if summary.get("incomplete"):
         lines += [f"**Incomplete: {summary['incomplete']}.** The same command with `--resume` continues it.", ""]
-    lines += [f"| method | best trial {metric} | mean +- std over seeds | hyperparameters | epochs | trial |",
-              "|---|---|---|---|---|---|"]
-    for _, row in _best_rows(table, metric, mode).iterrows():
-        params = ", ".join(f"{p}={_format(row[p])}" for p in method_class(row["method"], task).hparams)
-        stats = seeds.get(row["method"])
-        spread = f"{stats['mean']:.2f} +- {stats['std']:.2f} (n={stats['n']})" if stats else "-"
-        lines.append(f"| {row['method']} | {row[f'best_{metric}']:.2f} | {spread} | {params or '-'} | "
-                     f"{row['epochs']} | {row['trial']} |")
+    lines += [f"| rank | method | {metric} | ranked by | best search trial | hyperparameters | trial |",
+              "|---|---|---|---|---|---|---|"]
+    best_rows = {row["method"]: row for _, row in _best_rows(table, metric, mode).iterrows()}
+    for entry in summary["ranking"]:
+        method, stats = entry["method"], entry["seeds"]
+        value = f"{stats['mean']:.2f} +- {stats['std']:.2f}" if stats else f"{entry['value']:.2f}"
+        row = best_rows.get(method)
+        params = "-" if row is None else ", ".join(f"{p}={_format(row[p])}" for p in
+                                                   method_class(method, task).hparams) or "-"
+        name = f"**{method}** (winner)" if entry["rank"] == 1 else method
+        lines.append(f"| {entry['rank']} | {name} | {value} | {entry['basis']} | {entry['search_best']:.2f} "
+                     f"({entry['search_epochs']} epochs) | {params} | {'-' if row is None else row['trial']} |")
+    for teacher, score in (summary.get("teacher_scores") or {}).items():
+        lines.append(f"| - | teacher {teacher} | {'not measured' if score is None else f'{score:.2f}'} | its own "
+                     "checkpoint | - | - | - |")
+    best = summary.get("best")
+    if best is not None:
+        lines += ["", f"Best student: {best['method']} ({best['stage']} trial {best['trial']}, {metric} "
+                      f"{best[metric]:.2f}{unit}), checkpoint `{best['checkpoint']}` (epoch {best['checkpoint_epoch']})."]
     lines += ["", f"{summary['trials']} trials ({summary['failed']} failed) in {summary['wall_s']:.0f} s; teacher "
               f"samples computed: {summary['teacher_samples_computed']}, cache hits: {summary['cache_hits']}."]
+    seeds = summary.get("seeds") or {}
     if seeds:
         count = max(stats["n"] for stats in seeds.values())
         lines.append(f"Seeds stage: the best configuration of each method retrained with {count} seeds (views, "
-                     "initialisation and order all follow the seed).")
+                     "initialisation and order all follow the seed); mean +- sample std.")
     return "\n".join(lines) + "\n"
 
 
@@ -217,10 +300,12 @@ def _jsonable(value: Any) -> Any:
 
 def write_report(results: Any, seed_results: Any, directory: str, *, task: str, sweep: dict[str, Any],
                  base: dict[str, Any], teacher_stats: dict[str, dict[str, int]], wall_s: float,
-                 incomplete: str | None = None) -> dict[str, Any]:
+                 incomplete: str | None = None, teacher_scores: dict[str, float | None] | None = None
+                 ) -> dict[str, Any]:
     """Write the results, the summaries and the plots to ``directory`` (a path or URI); return the summary.
     ``incomplete`` says what did not finish (a stage stopped by Ctrl-C, one whose every trial failed): the summary
-    leads with it, so partial results are never read as a finished sweep."""
+    leads with it, so partial results are never read as a finished sweep. ``teacher_scores``: each teacher's own
+    ``metric`` (None where its checkpoint does not say), shown beside the students."""
     metric, mode = sweep["metric"], sweep["mode"]
     fixed = {base["method"]["name"]: dict(base["method"]["params"])} if base.get("method") else {}
     table, curves = trials_table(results, metric, task, fixed=fixed)
@@ -229,19 +314,18 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
         table = pd.concat([table, seeds_table], ignore_index=True)
         curves.update(seed_curves)
     ok = table[(table["status"] == "ok") & (table["stage"] == "search")] if not table.empty else table
-    best_row = None
-    if not ok.empty:
-        best_row = ok.loc[ok[f"best_{metric}"].idxmax() if mode == "max" else ok[f"best_{metric}"].idxmin()]
+    ranking = rank_methods(table, metric, mode) if not table.empty else []
     trial_computed = int(table["teacher_samples_computed"].sum()) if not table.empty else 0
     summary = {
         "incomplete": incomplete,
         "trials": int(len(table)),
         "failed": int((table["status"] != "ok").sum()) if not table.empty else 0,
-        "metric": metric, "mode": mode,
-        "best": None if best_row is None else {
-            "trial": best_row["trial"], "method": best_row["method"], metric: float(best_row[f"best_{metric}"]),
-            "params": {p: _jsonable(best_row[p]) for p in method_class(best_row["method"], task).hparams}},
+        "metric": metric, "unit": metric_unit(metric).strip(), "mode": mode,
+        "winner": ranking[0]["method"] if ranking else None,
+        "ranking": ranking,
+        "best": best_student(table, metric, mode, ranking[0]["method"], task) if ranking else None,
         "seeds": seed_statistics(table, metric) if not table.empty else {},
+        "teacher_scores": dict(teacher_scores or {}),
         # sweep-wide: the teacher service's tables plus any live or in-process forwards inside trials
         "teacher_samples_computed": sum(s["samples_computed"] for s in teacher_stats.values()) + trial_computed,
         "cache_hits": int(table["cache_hits"].sum()) if not table.empty else 0,
@@ -250,10 +334,10 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
     with tempfile.TemporaryDirectory(prefix="raykd-report-") as tmp:
         local = Path(tmp)
         table.to_parquet(local / "results.parquet", index=False)
-        (local / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
         if not ok.empty:
             (local / "summary.md").write_text(summary_markdown(table, metric, mode, summary, task))
             summary["plots"] = [p.name for p in plot_trials(table, curves, metric, mode, local, task)]
+        (local / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
         _publish(local, directory)
     return summary
 

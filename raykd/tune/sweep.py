@@ -35,6 +35,7 @@ from raykd.data.arrays import load_split
 from raykd.data.store import Store
 from raykd.methods import create_method
 from raykd.models import check_model_name
+from raykd.models.checkpoint import META_FILE
 from raykd.models.features import capture
 from raykd.registry import TASKS
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
@@ -287,7 +288,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
         stats = ray.get(service.statistics.remote()) if service is not None else {}
         summary = write_report(results, seed_results, sweep.directory, task=task_name,
                                sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
-                               wall_s=time.perf_counter() - started,
+                               wall_s=time.perf_counter() - started, teacher_scores=_teacher_scores(specs, metric),
                                incomplete=None if problem is None else one_line(problem))
         if problem is not None:
             raise problem
@@ -315,6 +316,17 @@ def _fit(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Ex
         return results, StageFailed(f"every trial of the {stage} stage failed ({finished}); the first: "
                                     f"{one_line(results.errors[0])}; each trial's error.txt is under {directory}")
     return results, None
+
+
+def _teacher_scores(specs: Mapping[str, TeacherSpec], metric: str) -> dict[str, float | None]:
+    """Each teacher's own ``metric`` on the validation split, as its raykd checkpoint recorded it (the epoch whose
+    weights it holds); None for released weights, which carry no such record."""
+    scores = {}
+    for name, spec in sorted(specs.items()):
+        meta = Path(spec.checkpoint or "") / META_FILE
+        value = json.loads(meta.read_text()).get(metric) if spec.checkpoint and meta.is_file() else None
+        scores[name] = float(value) if isinstance(value, (int, float)) else None
+    return scores
 
 
 def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:
