@@ -366,7 +366,8 @@ class SweepConfig:
     trial ``grace_period`` epochs before it may stop it. Results go to ``<storage>/<name>/`` (a path, NFS, or an
     ``s3://``/``gs://`` URI); teacher outputs, decoded data and trained teachers to ``cache_dir``. ``seeds``
     retrains the best configuration of each method with that many seeds at the end (0: off); ``log`` adds Tune's
-    ``"mlflow"`` and/or ``"tensorboard"`` logger callbacks.
+    ``"mlflow"`` and/or ``"tensorboard"`` logger callbacks. ``verbose``: Ray Tune's own status tables (0: none,
+    raykd's per-trial lines instead, :mod:`raykd.tune.progress`; 1-3: Tune's verbosity levels as well).
     """
 
     name: str = "sweep"
@@ -385,7 +386,7 @@ class SweepConfig:
     seed: int = 0
     seeds: int = 3
     log: tuple[str, ...] = ()
-    verbose: int = 1
+    verbose: int = 0
 
     def __post_init__(self) -> None:
         _name("sweep", "name", self.name)

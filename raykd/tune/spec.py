@@ -4,6 +4,7 @@ the full and smoke sizes), and :func:`run_spec` is the one program behind every 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
                           default_cache_dir, override)
-from raykd.console import UserError, add_common_flags
+from raykd.console import UserError, add_common_flags, log
 from raykd.registry import trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.lock import check_fresh_directory, sweep_lock
@@ -41,7 +42,10 @@ def connect(address: str | None = None) -> None:
     file names, another user's on a shared machine."""
     if ray.is_initialized():
         return
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
+    # Ray's and Tune's INFO lines ("Checkpoint successfully created at ...", one per trial epoch) stay in Ray's
+    # session logs; raykd prints its own progress (raykd.tune.progress), and --verbose brings them back
+    quiet = ray.LoggingConfig(log_level="INFO" if log.isEnabledFor(logging.DEBUG) else "WARNING")
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", logging_config=quiet)
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}")
 

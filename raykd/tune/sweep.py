@@ -43,6 +43,7 @@ from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import build_student
 from raykd.train.tasks import build_task
 from raykd.train.worker import TrialSpec, train_worker
+from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
 from raykd.tune.resources import check_sweep_resources
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
@@ -187,14 +188,18 @@ def check_writable(flag: str, directory: str) -> None:
 
 def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, name: str, *, search: bool,
            grid: list[dict[str, Any]] | None = None) -> Any:
+    import optuna
     from ray.tune import RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     directory = _directory(sweep, name)
+    if sweep.verbose == 0:  # Tune's newer output engine prints its header boxes even when silent; the legacy one,
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # silenced, prints nothing (raykd.tune.progress says what happens)
     if sweep.resume and Tuner.can_restore(directory):  # (its storage was checked by check_sweep)
         return Tuner.restore(directory, trainable=trainable, resume_errored=True)
     if search:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" per stage
         searcher = OptunaSearch(space=DefineByRun(sweep.methods, base.data.task), metric=metric, mode=sweep.mode,
                                 points_to_evaluate=default_points(sweep.methods, base.data.task), seed=sweep.seed)
         epochs = base.optim.epochs
@@ -207,10 +212,12 @@ def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, n
         tune_config = TuneConfig(metric=metric, mode=sweep.mode, max_concurrent_trials=sweep.max_concurrent_trials,
                                  reuse_actors=True)
         param_space = {"run": tune.grid_search(grid)}
+    progress = StageProgress("search" if search else "seeds", sweep.num_samples if search else len(grid or ()),
+                             metric, sweep.mode, base.optim.epochs)
     return Tuner(trainable, tune_config=tune_config, param_space=param_space,
                  run_config=RunConfig(name=name, storage_path=directory.rsplit("/", 1)[0],
                                       failure_config=sweep.failure, verbose=sweep.verbose,
-                                      callbacks=_loggers(sweep)))
+                                      callbacks=[*_loggers(sweep), progress]))
 
 
 def _loggers(sweep: SweepConfig) -> list[Any]:
