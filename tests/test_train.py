@@ -1,6 +1,7 @@
 """The training function end to end, in-process, on the built-in digits demo (real images, no download)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -169,6 +170,16 @@ def test_resume_refuses_another_method_or_parameters(tmp_path: Path, teacher: Pa
     for changed in ({"method.name": "dkd"}, {"method.params": {"T": 2.0}}, {"model.name": "resnet14"}):
         with pytest.raises(ValueError, match="cannot resume .* as a different run"):
             train(override(cfg, {**changed, "optim.epochs": 2}), task=task, resume_from=tmp_path / "kd")
+    # a checkpoint written before a config field existed (here: the model's init_keymap) resumes at its default
+    meta_path = tmp_path / "kd" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["model"]["init_keymap"], meta["config"]["method"]["params"]
+    meta_path.write_text(json.dumps(meta))
+    assert train(override(cfg, {"optim.epochs": 2}), task=task, resume_from=tmp_path / "kd")["epoch"] == 2
+    meta["config"]["model"]["gone_field"] = 1  # one this raykd does not know: said, not a traceback
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"its model config no longer reads \(unknown ModelConfig keys \['model.gone"):
+        train(override(cfg, {"optim.epochs": 3}), task=task, resume_from=tmp_path / "kd")
 
 
 def test_shards_are_disjoint_and_equal_and_cover_the_data() -> None:

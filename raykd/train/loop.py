@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from raykd.config import OptimConfig, TrainConfig, to_json
+from raykd.config import ConfigError, MethodConfig, ModelConfig, OptimConfig, TrainConfig, from_json, to_json
 from raykd.methods import Method, create_method
 from raykd.models import create_model
 from raykd.models.checkpoint import read_meta
@@ -327,11 +327,21 @@ def _check_finite(sums: dict[str, torch.Tensor], run: Run, epoch: int, first: in
 
 
 def check_resume(meta: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
-    """Refuse to continue a checkpoint as a different run: the model, method and hyperparameters must match."""
+    """Refuse to continue a checkpoint as a different run: the model, method and hyperparameters must match. The
+    saved groups are read back as configs first, so a field added since (with its default) is no difference."""
     saved = meta.get("config", {})
     current = to_json(cfg)
-    changed = [f"{group}: {saved.get(group)} -> {current[group]}" for group in ("model", "method")
-               if saved.get(group) is not None and saved.get(group) != current[group]]
+    changed = []
+    for group, kind in (("model", ModelConfig), ("method", MethodConfig)):
+        if saved.get(group) is None:
+            continue
+        try:
+            then = to_json(from_json(kind, saved[group], group))
+        except (ConfigError, TypeError) as err:
+            raise ValueError(f"cannot resume {where}: its {group} config no longer reads ({err}); write to a new "
+                             "directory") from None
+        if then != current[group]:
+            changed.append(f"{group}: {saved[group]} -> {current[group]}")
     if changed:
         raise ValueError(f"cannot resume {where} as a different run: " + "; ".join(changed) +
                          ". Resume with the same model and method, or write to a new directory")
