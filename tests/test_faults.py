@@ -181,6 +181,20 @@ def test_the_teacher_service_killed_during_the_teacher_pass(local_ray, splits, t
     assert ray.available_resources().get("CPU", 0) == 2  # the dead instance's placement group was freed
 
 
+def test_the_teacher_counters_survive_a_service_restart(local_ray, splits, teacher, tmp_path) -> None:
+    """The rows a killed service instance computed were computed: its successor's counters go on from them."""
+    service = start_service([TeacherRequest(teacher, ("logits",))], BASE.data, splits["train"], 2,
+                            TeacherServiceConfig(mode="stored"), str(tmp_path / "store"), "counters")
+    try:
+        ray.get(ray.get(service.table.remote(teacher.name, 0, 0, True))[0])
+        os.kill(ray.get(service.__ray_call__.remote(lambda _: os.getpid())), signal.SIGKILL)
+        ray.get(ray.get(service.table.remote(teacher.name, 1, 0, True))[0])  # answered by the restarted instance
+        stats = ray.get(service.statistics.remote())[teacher.name]
+    finally:
+        stop_service(service)
+    assert stats["tables_built"] == 2 and stats["samples_computed"] == 2 * len(ray.get(splits["train"]))
+
+
 def test_the_service_needs_no_teacher_files_on_its_node(local_ray, splits, teacher, tmp_path) -> None:
     """The driver reads the weights and sends them through the object store: a service (and actors) on a node
     without the checkpoint, here one deleted after the service started, still serves the teacher."""

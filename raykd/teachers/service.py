@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import math
 import os
 import time
@@ -185,8 +186,31 @@ class TeacherService:
         self.pending: dict[tuple[str, int, int | None], asyncio.Future] = {}
         self.producers: dict[tuple[str, int], asyncio.Task] = {}
         self.produced_at: dict[tuple[str, int, int | None], float] = {}
-        self.stats = {name: {"samples_computed": 0, "tables_built": 0, "tables_loaded": 0, "table_bytes": 0}
-                      for name in self.requests}
+        self.stats = self._counters_before_restart() or {
+            name: {"samples_computed": 0, "tables_built": 0, "tables_loaded": 0, "table_bytes": 0}
+            for name in self.requests}
+
+    # ------------------------------------------------------------------------------------------- counters
+
+    def _counters_key(self) -> bytes:
+        return f"raykd-teacher-counters-{ray.get_runtime_context().get_actor_name()}".encode()
+
+    def _counters_before_restart(self) -> dict[str, dict[str, int]] | None:
+        """The counters the instance Ray restarted this one from had reached (kept in the cluster's key-value
+        store, which outlives the actor): rows a dead instance computed were computed. None on a first start."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        if not ray.get_runtime_context().was_current_actor_reconstructed:
+            return None
+        saved = _internal_kv_get(self._counters_key())
+        return json.loads(saved) if saved else None
+
+    def _count(self, teacher: str, **add: int) -> None:
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        for name, value in add.items():
+            self.stats[teacher][name] += value
+        _internal_kv_put(self._counters_key(), json.dumps(self.stats).encode(), overwrite=True)
 
     # ------------------------------------------------------------------------------------------- trials
 
@@ -253,10 +277,13 @@ class TeacherService:
         return ray.get([actor.where.remote() for actor in self.actors.get(teacher, [])])
 
     def shutdown(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del
+
         for task in self.producers.values():
             task.cancel()
         for name in list(self.actors):
             self._release(name)
+        _internal_kv_del(self._counters_key())
 
     # ------------------------------------------------------------------------------------------ internals
 
@@ -348,18 +375,16 @@ class TeacherService:
     async def _make(self, teacher: str, seed: int, view: int | None) -> Any:
         key = self._key(teacher, seed, view)
         table = await asyncio.to_thread(self.store.load, key)
-        stats = self.stats[teacher]
         if table is not None:
             found = TeacherTable(table)
-            stats["tables_loaded"] += 1
+            self._count(teacher, tables_loaded=1)
         else:
             outputs = await self._compute(teacher, seed, view)
             meta = {"teacher": teacher, "seed": seed, "view": view}
             found = await asyncio.to_thread(TeacherTable.save, self.store, key, np.arange(self.num_rows), outputs,
                                             meta, self._top_k(), self.config.precision)
-            stats["tables_built"] += 1
-            stats["samples_computed"] += self.num_rows
-        stats["table_bytes"] = found.nbytes
+            self._count(teacher, tables_built=1)
+        self.stats[teacher]["table_bytes"] = found.nbytes
         telemetry.cache_bytes(teacher, found.nbytes)
         ref = ray.put(found)
         self.ready[(teacher, seed, view)] = ref
@@ -393,6 +418,7 @@ class TeacherService:
                 else:
                     result = await actor.compute.remote(seed, view, chunk, outputs, self.config.batch_size)
                 progress.add(len(chunk))
+                self._count(teacher, samples_computed=len(chunk))  # as they come: a restart keeps what was done
                 return result
 
         parts = await asyncio.gather(*(run(chunk) for chunk in chunks))
