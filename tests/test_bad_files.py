@@ -128,6 +128,15 @@ def test_the_command_line_says_it_in_one_line(tmp_path, capsys) -> None:
         assert len(err) == 1 and err[0].startswith(f"raykd: error: {path}{said}"), (case, err)
 
 
+def test_a_bad_teacher_weights_file_is_said_as_it_is_not_as_a_misfit(tmp_path) -> None:
+    from raykd.teachers.spec import TeacherSpec
+
+    path, said = bad_weights(tmp_path)["truncated .pth"]
+    with pytest.raises(UserError) as caught:
+        TeacherSpec(name="t", model="resnet8", model_kwargs={"num_classes": 3}, checkpoint=str(path)).load()
+    assert str(caught.value).startswith(f"{path}{said}") and "do not fit" not in str(caught.value)
+
+
 def test_a_real_process_prints_exactly_that_line(tmp_path) -> None:
     path, said = bad_weights(tmp_path)["pickled objects"]
     done = subprocess.run([sys.executable, "-m", "raykd.cli", *eval_sr_argv(path, tmp_path)], cwd=ROOT,

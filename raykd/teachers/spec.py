@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from raykd.config import ModelConfig, TeacherConfig
+from raykd.console import UserError
 from raykd.data.store import file_sha256
 from raykd.models import create_model
 from raykd.models.checkpoint import META_FILE, MODEL_FILE, CheckpointError, load_model, model_entry, verify
@@ -86,6 +87,8 @@ class TeacherSpec:
             return load_model(path, model)
         try:
             return load_weights(model, path, keymap=self.keymap)
+        except UserError:
+            raise  # the file is no weights file at all (empty, truncated, another format): said as it is
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"teacher {self.name!r}: weights {path} do not fit {self.model}: {err}") from None
 
