@@ -45,3 +45,24 @@ def test_a_stage_says_each_trial_its_method_result_early_stop_and_error(local_ra
                      "[search 2/3] kd done: best val_top1 14.00, stopped early by ASHA at epoch 1",
                      "[search 3/3] kd started (T=8)"], out
     assert "[search 3/3] kd failed: see " in err and "error.txt" in err
+
+
+def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
+    """prepare_teacher's "teacher training waits for ..." line: never while the training runs (it prints its
+    epochs), and Ray's state API (served by the dashboard) tells the two apart."""
+    import time
+
+    from raykd.tune.teachers import _running
+
+    ray.init(address="local", num_cpus=1, include_dashboard=True, log_to_driver=False)
+    try:
+        busy = ray.remote(num_cpus=1)(lambda: time.sleep(30))
+        running = busy.remote()
+        time.sleep(2)
+        waiting = busy.remote()  # the only CPU is taken
+        deadline = time.time() + 20  # (a task the state API has not seen yet counts as running: silence)
+        while _running(waiting) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _running(waiting) and _running(running)
+    finally:
+        ray.shutdown()

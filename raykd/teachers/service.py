@@ -169,12 +169,14 @@ class TeacherService:
     Tables are produced per *stream*, a (teacher, seed) pair: views are drawn from the run's seed, so the runs of a
     seeds stage read their own streams, each made once for all the methods that share the teacher."""
 
-    def __init__(self, requests: list[TeacherRequest], data: DataConfig, arrays: list, epochs: int,
+    def __init__(self, requests: list[TeacherRequest], data: DataConfig, split: Any, arrays: list, epochs: int,
                  config: TeacherServiceConfig, store_root: str) -> None:
+        """``split``: the decoded training split (Ray resolves it before the constructor runs: an async actor must
+        not block in ``ray.get``); ``arrays``: ``[its ObjectRef]``, handed on to the teacher actors."""
         self.requests = {r.spec.name: r for r in sorted(requests, key=lambda r: r.spec.name)}
         self.data, self.arrays, self.epochs, self.config = data, arrays, epochs, config
         self.store = Store(store_root)
-        self.split = ray.get(arrays[0])
+        self.split = split
         self.num_rows = len(self.split)
         self.actors: dict[str, list[Any]] = {}
         self.groups: dict[str, Any] = {}
@@ -268,13 +270,13 @@ class TeacherService:
         """When (``time.time()``) each table of ``teacher`` came to exist in this service, by (seed, view)."""
         return {(seed, view): t for (name, seed, view), t in self.produced_at.items() if name == teacher}
 
-    def actor_pids(self, teacher: str) -> list[int]:
+    async def actor_pids(self, teacher: str) -> list[int]:
         """Process ids of ``teacher``'s actors (fault tests kill them), answered while they compute."""
-        return [pid for pid, _ in self.actor_places(teacher)]
+        return [pid for pid, _ in await self.actor_places(teacher)]
 
-    def actor_places(self, teacher: str) -> list[tuple[int, str]]:
+    async def actor_places(self, teacher: str) -> list[tuple[int, str]]:
         """(process id, node id) of each of ``teacher``'s actors."""
-        return ray.get([actor.where.remote() for actor in self.actors.get(teacher, [])])
+        return list(await asyncio.gather(*(actor.where.remote() for actor in self.actors.get(teacher, []))))
 
     def shutdown(self) -> None:
         from ray.experimental.internal_kv import _internal_kv_del
@@ -487,7 +489,7 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
     # a head without CPUs even for this 0-CPU actor
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     service = TeacherService.options(name=actor_name, scheduling_strategy=here).remote(
-        requests, data, [arrays_ref], epochs, config, store_root)
+        requests, data, arrays_ref, [arrays_ref], epochs, config, store_root)
     # Ray restarts a dead service with the same arguments, but objects they only refer to are freed once the first
     # instance (their borrower) is gone: the driver keeps them (and the caller the data) until stop_service
     _PINNED[service._actor_id.hex()] = [r.weights for r in requests]

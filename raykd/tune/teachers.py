@@ -84,6 +84,22 @@ def prepare_teacher(checkpoint: str | Path | None, cfg: TrainConfig, splits: Map
     ref = ray.remote(**resources)(_train_teacher).remote(cfg, dict(splits), str(partial))
     waited = time.perf_counter()
     while not ray.wait([ref], timeout=60)[0]:
-        print(f"teacher training waits for {resources} ({time.perf_counter() - waited:.0f} s); cluster free now: "
-              f"{ray.available_resources()}", flush=True)
+        if not _running(ref):  # a running task prints its own epochs
+            print(f"teacher training waits for {resources} ({time.perf_counter() - waited:.0f} s); cluster free "
+                  f"now: {ray.available_resources()}", flush=True)
     return store.commit(ray.get(ref), target, name)
+
+
+def _running(ref: Any) -> bool:
+    """Whether the task of ``ref`` has started, by Ray's state API; True where that API cannot answer (no
+    dashboard), so that no one is told a running task waits."""
+    from ray.util.state import get_task
+
+    try:
+        attempts = get_task(ref, timeout=10)
+    except Exception:  # the state API's own errors vary (no dashboard, timeout); silence is the safe answer
+        return True
+    attempts = attempts if isinstance(attempts, list) else [attempts] if attempts is not None else []
+    return not attempts or any(a.state not in ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT",
+                                               "PENDING_OBJ_STORE_MEM_AVAIL", "PENDING_ARGS_FETCH",
+                                               "SUBMITTED_TO_WORKER", "NIL") for a in attempts)
