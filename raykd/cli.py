@@ -1,6 +1,7 @@
 """Command line: ``raykd train`` (a model alone, e.g. a teacher), ``raykd distill`` (a student from a teacher),
-``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them) and ``raykd sweep NAME``
-(a paper sweep, as ``python sweeps/NAME.py``)."""
+``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them), ``raykd sweep NAME``
+(a paper sweep, as ``python sweeps/NAME.py``), ``raykd export RUN_DIR`` (a sweep's best student to a directory of
+its own) and ``raykd evaluate DIR`` (a classifier's accuracy on the val split it was trained with)."""
 from __future__ import annotations
 
 import argparse
@@ -82,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile-overlap", type=int, default=16)
     e.add_argument("--device", default="auto")
     add_common_flags(e)
+    x = sub.add_parser("export", help="write a finished sweep's best student (weights, meta.json, model card) to a "
+                       "directory of its own")
+    x.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's results, <storage>/<name>")
+    x.add_argument("--out", type=Path, required=True, help="new (or empty) directory to write the student to")
+    x.add_argument("--trial", default=None, metavar="TRIAL_ID", help="export this trial of results.parquet "
+                   "instead of the best student")
+    add_common_flags(x)
+    v = sub.add_parser("evaluate", help="top-1/top-5 of a classifier (an export or checkpoint directory) on the "
+                       "val split of the data it was trained on")
+    v.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="raykd export or checkpoint directory")
+    v.add_argument("--data-root", default=None, help="the dataset's directory, where it is not where the model "
+                   "was trained (its recorded config says where that was)")
+    v.add_argument("--cache-dir", default=default_cache_dir(), help="where decoded data is kept (default "
+                   "$RAYKD_CACHE or ~/.cache/raykd)")
+    v.add_argument("--device", default="auto")
+    add_common_flags(v)
     s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
                        add_help=False)
     s.add_argument("name")
@@ -133,6 +150,56 @@ def eval_sr(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """``raykd export``: the student to ``--out``, and one line saying what it is and how to load it."""
+    from raykd.models.student import export_student, with_unit
+
+    meta = export_student(args.run_dir, args.out, args.trial)
+    info = meta["export"]
+    print(f"exported {meta['model']} ({meta['config']['method']['name']}, {info['stage']} trial {info['trial']}, "
+          f"{info['metric']} {with_unit(info['value'], info['unit'])}) to {args.out}; load it with "
+          f"raykd.load_student({str(args.out)!r})")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``raykd evaluate``: the classifier's val metrics, measured by :meth:`raykd.train.tasks.ClassificationTask.
+    evaluate` (the evaluation every training epoch runs) on the val split of its recorded data config, beside what
+    its checkpoint recorded. Only the val split is decoded: it stands in for the train split the task needs."""
+    import dataclasses
+
+    from raykd.config import from_json
+    from raykd.data.arrays import load_split
+    from raykd.data.store import Store
+    from raykd.methods import method_class
+    from raykd.models.checkpoint import read_meta
+    from raykd.models.student import load_student
+    from raykd.train.loop import resolve_device
+    from raykd.train.tasks import build_task
+
+    meta = read_meta(args.model_dir)
+    if "config" not in meta:
+        raise UserError(f"evaluate: {args.model_dir} records no training config (meta.json has no 'config'), so "
+                        "its data is unknown; give a checkpoint written by raykd train/distill or a sweep")
+    cfg = from_json(TrainConfig, meta["config"], "config")
+    if cfg.data.task != "cls":
+        raise UserError(f"evaluate: {args.model_dir} holds an SR model; measure it with raykd eval-sr --model "
+                        f"{args.model_dir} --set BENCHMARK_DIR --scale {cfg.data.scale}")
+    data = cfg.data if args.data_root is None else dataclasses.replace(cfg.data, root=args.data_root)
+    val = load_split(data, "val", Store(Path(args.cache_dir).expanduser() / "store"))
+    task = build_task(data, cfg.seed, {"train": val, "val": val})
+    device = resolve_device(args.device)
+    input_key = cfg.method.student_input or method_class(cfg.method.name, data.task).student_input
+    measured = task.evaluate(load_student(args.model_dir, device), device, input_key)
+    print(f"{meta['model']} from {args.model_dir} on the val split of {data.dataset} ({len(val)} images, "
+          f"{input_key.upper()} input):")
+    for name in ("val_top1", "val_top5"):
+        recorded = meta.get(name)
+        said = "" if recorded is None else f"  (recorded at epoch {meta.get('epoch')}: {recorded:.2f}%)"
+        print(f"{name} {measured[name]:.2f}%{said}")
+    return 0
+
+
 def _data_root(args: argparse.Namespace) -> str | None:
     """``--data-root``; the built-in digits are written under ``--cache-dir`` (as the sweeps do), never to the
     default cache when another is given."""
@@ -167,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "eval-sr":
         return eval_sr(args)
+    if args.command == "export":
+        return export(args)
+    if args.command == "evaluate":
+        return evaluate(args)
     if args.command == "sweep":
         from raykd.sweeps import run
 

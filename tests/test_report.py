@@ -62,3 +62,23 @@ def test_the_summary_marks_the_winner_says_the_unit_and_shows_the_teacher() -> N
     assert rows[-1] == "| - | teacher released | not measured | its own checkpoint | - | - | - |"
     assert "checkpoint `/runs/demo/figkd_s3/checkpoint_000001` (epoch 2)" in text
     assert metric_unit("val_psnr") == " dB" and metric_unit("val_ssim") == ""
+
+
+def test_the_figures_keep_the_stages_apart_and_say_when_importance_is_missing(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from raykd.tune.report import plot_trials
+
+    table = _table()
+    curves = {row.trial: (row.method, np.arange(1, row.epochs + 1), np.linspace(10, getattr(row, f"best_{METRIC}"),
+                                                                                  row.epochs))
+              for row in table[table["status"] == "ok"].itertuples()}
+    paths = plot_trials(table, curves, METRIC, "max", tmp_path, "cls")
+    assert [p.name for p in paths] == ["learning_curves.png", "trials.png", "best_so_far.png", "seeds.png"]
+    assert all(Image.open(p).size[0] > 400 for p in paths)
+    summary = {"ranking": rank_methods(table, METRIC, "max"), "trials": len(table), "failed": 1, "wall_s": 1.0,
+               "teacher_samples_computed": 0, "cache_hits": 0, "plots": [p.name for p in paths]}
+    text = summary_markdown(table, METRIC, "max", summary, "cls")
+    assert "`seeds.png` (per method, mean +- std over seeds and each run)" in text
+    assert "No `importance.png`: Optuna attributes" in text

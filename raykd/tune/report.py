@@ -8,8 +8,9 @@
   checkpoint is (the table to paste into a paper);
 * ``summary.json``: the same as data (``winner``, ``ranking``, ``best`` with its checkpoint), plus the teacher
   service's counters;
-* ``learning_curves.png`` (the metric against epoch for every trial, coloured by method), ``trials.png``,
-  ``best_so_far.png`` and ``importance.png`` (Optuna's fANOVA importances per method).
+* ``learning_curves.png`` (the metric against epoch for every trial, search and seeds stages apart),
+  ``trials.png`` (each search trial's best; hollow where stopped early), ``best_so_far.png``, ``seeds.png`` (per
+  method, mean +- std over seeds with each run) and, where Optuna can attribute, ``importance.png``.
 
 Storage may be a URI (``s3://``...): the files are written locally first, then copied there with pyarrow.
 """
@@ -194,6 +195,11 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
         count = max(stats["n"] for stats in seeds.values())
         lines.append(f"Seeds stage: the best configuration of each method retrained with {count} seeds (views, "
                      "initialisation and order all follow the seed); mean +- sample std.")
+    if summary.get("plots"):
+        lines += ["", "Figures: " + "; ".join(f"`{name}` ({FIGURES[name]})" for name in summary["plots"]) + "."]
+        if "importance.png" not in summary["plots"]:
+            lines.append("No `importance.png`: Optuna attributes a method's result to its hyperparameters only from 3 "
+                         "or more finished search trials that differ in them.")
     return "\n".join(lines) + "\n"
 
 
@@ -230,55 +236,124 @@ def parameter_importances(table: pd.DataFrame, metric: str, mode: str, task: str
 
 
 def plot_trials(table: pd.DataFrame, curves: dict, metric: str, mode: str, directory: Path, task: str) -> list[Path]:
+    """The report's figures, each a PNG in ``directory`` (returned in the order made): ``learning_curves.png``,
+    ``trials.png``, ``best_so_far.png``, ``seeds.png`` (when there is a seeds stage) and ``importance.png`` (when
+    Optuna can attribute; :func:`parameter_importances`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    methods = sorted(table["method"].unique())
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    shown = set()
-    for trial, (method, epochs, values) in curves.items():
-        ax.plot(epochs, values, color=colours.get(method), alpha=0.7, marker="o", markersize=3,
-                label=method if method not in shown else None)
-        shown.add(method)
-    ax.set(xlabel="epoch", ylabel=metric, title=f"learning curves: {metric} of every trial")
-    ax.legend(title="method")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, directory / "learning_curves.png"))
-
-    ok = table[table["status"] == "ok"]
-    key = f"best_{metric}"
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method, group in ok.groupby("method"):
-        ax.scatter(group.index + 1, group[key], label=method, s=36, color=colours.get(method))
-    ax.set(xlabel="trial (start order)", ylabel=metric, title=f"{metric} of every trial")
-    ax.legend(title="method")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, directory / "trials.png"))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    values = table[table["stage"] == "search"][key].to_numpy(dtype=float)
-    running = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values)) if mode == "max" else \
-        np.fmin.accumulate(np.where(np.isnan(values), np.inf, values))
-    ax.step(np.arange(1, len(values) + 1), running, where="post")
-    ax.set(xlabel="trials (start order)", ylabel=f"best {metric} so far", title="best so far")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, directory / "best_so_far.png"))
-
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(sorted(table["method"].unique()))}
+    label = f"{metric} ({metric_unit(metric).strip()})" if metric_unit(metric) else metric
+    paths = [_learning_curves(table, curves, label, colours, directory), _trials(table, metric, label, colours,
+                                                                                  directory),
+             _best_so_far(table, metric, mode, label, colours, directory)]
+    if (table["stage"] == "seeds").any():
+        paths.append(_seeds(table, metric, mode, label, colours, directory))
     importances = parameter_importances(table, metric, mode, task)
     if importances:
         fig, axes = plt.subplots(1, len(importances), figsize=(3.5 * len(importances), 3.2), squeeze=False)
         for ax, (method, values) in zip(axes[0], importances.items()):
             names = list(values)[::-1]
             ax.barh(names, [values[n] for n in names])
-            ax.set(title=method, xlabel="importance")
-        fig.suptitle("hyperparameter importance (Optuna fANOVA)")
+            ax.set(title=method, xlabel="importance (share of the variance)")
+        fig.suptitle(f"hyperparameter importance for {metric} (Optuna fANOVA, search trials)")
         paths.append(_save(fig, directory / "importance.png"))
     return paths
+
+
+FIGURES = {"learning_curves.png": "the metric per epoch of every trial, search and seeds stages apart",
+           "trials.png": "each search trial's best, hollow where stopped early",
+           "best_so_far.png": "the search's best so far",
+           "seeds.png": "per method, mean +- std over seeds and each run",
+           "importance.png": "how much each hyperparameter explains, per method"}
+
+
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _learning_curves(table: pd.DataFrame, curves: dict, label: str, colours: dict, directory: Path) -> Path:
+    """The metric against epoch of every trial, the search and the seeds stage side by side."""
+    import matplotlib.pyplot as plt
+
+    stage_of = dict(zip(table["trial"], table["stage"]))
+    stages = [stage for stage in ("search", "seeds") if stage in set(stage_of.values())]
+    fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4), squeeze=False, sharey=True)
+    for ax, stage in zip(axes[0], stages):
+        shown = set()
+        for trial, (method, epochs, values) in curves.items():
+            if stage_of.get(trial) != stage:
+                continue
+            ax.plot(epochs, values, color=colours.get(method), alpha=0.7, marker="o", markersize=3,
+                    label=method if method not in shown else None)
+            shown.add(method)
+        ax.set(xlabel="epoch", ylabel=label, title=f"{stage} stage: every trial")
+        _integer_ticks(ax.xaxis)
+        ax.legend(title="method")
+        ax.grid(alpha=0.3)
+    return _save(fig, directory / "learning_curves.png")
+
+
+def _trials(table: pd.DataFrame, metric: str, label: str, colours: dict, directory: Path) -> Path:
+    """Each search trial's best metric in start order, hollow where ASHA stopped it before the full length."""
+    import matplotlib.pyplot as plt
+
+    search = table[(table["status"] == "ok") & (table["stage"] == "search")].reset_index(drop=True)
+    full = search["epochs"].max() if not search.empty else 0
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, group in search.groupby("method"):
+        whole = group["epochs"] == full
+        ax.scatter(group.index[whole] + 1, group[f"best_{metric}"][whole], s=40, color=colours.get(method),
+                   label=method)
+        ax.scatter(group.index[~whole] + 1, group[f"best_{metric}"][~whole], s=40, facecolors="none",
+                   edgecolors=colours.get(method))
+    ax.set(xlabel="search trial (start order)", ylabel=f"best {label}",
+           title=f"search trials (hollow: stopped early, before {full} epochs)")
+    _integer_ticks(ax.xaxis)
+    ax.legend(title="method")
+    ax.grid(alpha=0.3)
+    return _save(fig, directory / "trials.png")
+
+
+def _best_so_far(table: pd.DataFrame, metric: str, mode: str, label: str, colours: dict, directory: Path) -> Path:
+    """The best metric of the search so far, over each trial's own result (coloured by method)."""
+    import matplotlib.pyplot as plt
+
+    search = table[table["stage"] == "search"].reset_index(drop=True)
+    values = search[f"best_{metric}"].to_numpy(dtype=float)
+    running = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values)) if mode == "max" else \
+        np.fmin.accumulate(np.where(np.isnan(values), np.inf, values))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(np.arange(1, len(values) + 1), running, where="post", color="black", label="best so far")
+    for method, group in search.groupby("method"):
+        ax.scatter(group.index + 1, group[f"best_{metric}"], s=24, color=colours.get(method), label=method)
+    ax.set(xlabel="search trial (start order)", ylabel=label, title="search: best so far")
+    _integer_ticks(ax.xaxis)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, directory / "best_so_far.png")
+
+
+def _seeds(table: pd.DataFrame, metric: str, mode: str, label: str, colours: dict, directory: Path) -> Path:
+    """Per method, the seeds stage's mean +- sample std (bars) and each seed's run (dots), best method first."""
+    import matplotlib.pyplot as plt
+
+    stats = seed_statistics(table, metric)
+    order = sorted(stats, key=lambda m: stats[m]["mean"], reverse=mode == "max")
+    seeds = table[(table["stage"] == "seeds") & (table["status"] == "ok")]
+    fig, ax = plt.subplots(figsize=(1.4 * len(order) + 2, 4))
+    for x, method in enumerate(order):
+        ax.bar(x, stats[method]["mean"], yerr=stats[method]["std"], capsize=6, color=colours.get(method), alpha=0.6)
+        runs = seeds[seeds["method"] == method][f"best_{metric}"]
+        ax.scatter(np.full(len(runs), x), runs, color="black", s=14, zorder=3)
+    ax.set_xticks(range(len(order)), order)
+    ax.set(ylabel=f"best {label}", title=f"seeds stage: mean +- std over {max(s['n'] for s in stats.values())} seeds")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, directory / "seeds.png")
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -335,8 +410,8 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
         local = Path(tmp)
         table.to_parquet(local / "results.parquet", index=False)
         if not ok.empty:
-            (local / "summary.md").write_text(summary_markdown(table, metric, mode, summary, task))
             summary["plots"] = [p.name for p in plot_trials(table, curves, metric, mode, local, task)]
+            (local / "summary.md").write_text(summary_markdown(table, metric, mode, summary, task))
         (local / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
         _publish(local, directory)
     return summary
