@@ -1,34 +1,20 @@
 """Command line: ``raykd train`` (a model alone, e.g. a teacher), ``raykd distill`` (a student from a teacher),
 ``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them), ``raykd sweep NAME``
 (a paper sweep, as ``python sweeps/NAME.py``), ``raykd export RUN_DIR`` (a sweep's best student to a directory of
-its own) and ``raykd evaluate DIR`` (a classifier's accuracy on the val split it was trained with)."""
+its own), ``raykd evaluate DIR`` (a classifier's accuracy on the val split it was trained with) and ``raykd compare
+RUN_A RUN_B`` (two sweeps side by side)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
                           TrainConfig, default_cache_dir)
-from raykd.console import UserError, add_common_flags, json_object, run_command
+from raykd.console import UserError, add_common_flags, json_object, key_values, run_command
 
-__all__ = ["main", "parse_params"]
-
-
-def parse_params(items: Sequence[str]) -> dict[str, Any]:
-    """``["T=4", "wavelet=db2"]`` -> ``{"T": 4, "wavelet": "db2"}`` (values parsed as JSON where they are JSON)."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--param expects KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
+__all__ = ["main"]
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
@@ -99,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "$RAYKD_CACHE or ~/.cache/raykd)")
     v.add_argument("--device", default="auto")
     add_common_flags(v)
+    c = sub.add_parser("compare", help="two finished sweeps side by side: each method's result, the winners, "
+                                       "the teachers, and every config field that differs")
+    c.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="results directories, <storage>/<name>")
     s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
                        add_help=False)
     s.add_argument("name")
@@ -212,7 +201,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of ``raykd train`` / ``raykd distill`` flags."""
     method, teacher = MethodConfig(), None
     if args.command == "distill":
-        method = MethodConfig(args.method, parse_params(args.param))
+        method = MethodConfig(args.method, key_values("--param", args.param))
         model = ModelConfig(args.teacher_model, init_from=args.teacher, init_keymap=args.teacher_keymap) \
             if args.teacher_model is not None else None
         teacher = TeacherConfig(args.teacher, model)
@@ -238,6 +227,11 @@ def _run(args: argparse.Namespace) -> int:
         return export(args)
     if args.command == "evaluate":
         return evaluate(args)
+    if args.command == "compare":
+        from raykd.tune.report import compare_runs
+
+        print(compare_runs(*args.runs), end="")
+        return 0
     if args.command == "sweep":
         from raykd.sweeps import run
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from raykd.registry import trust_plugins
 
-__all__ = ["log", "UserError", "Interrupted", "StageFailed", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
+__all__ = ["log", "UserError", "Interrupted", "StageFailed", "key_values", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
            "json_object"]
 
 log = logging.getLogger("raykd")
@@ -73,6 +73,21 @@ def json_object(flag: str, text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{flag} {text!r} must be a JSON object ({{...}}), not {type(value).__name__}")
     return value
+
+
+def key_values(flag: str, items: Sequence[str]) -> dict[str, Any]:
+    """``["T=4", "wavelet=db2"]`` -> ``{"T": 4, "wavelet": "db2"}``: the ``KEY=VALUE`` items of a repeated flag,
+    values parsed as JSON where they are JSON (numbers, booleans, lists, objects), else kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def one_line(err: BaseException) -> str:

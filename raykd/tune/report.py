@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
+from raykd.console import UserError, one_line
 from raykd.methods import method_class
 from raykd.tune.spaces import trial_method
 
 __all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances", "rank_methods",
-           "best_student", "metric_unit"]
+           "best_student", "metric_unit", "compare_runs"]
 
 FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "startup_s", "node",
          "teacher_samples_computed", "cache_hits", "teacher_precision", "started", "trial_dir", "checkpoint",
@@ -425,3 +426,60 @@ def _publish(local: Path, directory: str) -> None:
         fs, path = pafs.LocalFileSystem(), str(Path(directory))
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def compare_runs(first: str | Path, second: str | Path) -> str:
+    """Two finished sweeps side by side: each method's ranked value (seeds mean +- std, or best search trial),
+    the winners, the teachers' scores, then every config field that differs (the trials' base and the sweep's
+    own, from ``summary.json``)."""
+    runs = [Path(first), Path(second)]
+    summaries = []
+    for run in runs:
+        path = run / "summary.json"
+        try:
+            summaries.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: cannot read it ({one_line(err)}); give the results directory of a finished "
+                            "sweep (<storage>/<name>)") from None
+    metrics = {s.get("metric") for s in summaries}
+    if len(metrics) > 1:
+        raise UserError(f"{runs[0]} and {runs[1]} measure different metrics ({' vs '.join(map(str, metrics))}): "
+                        "nothing to compare")
+
+    def value(summary: dict[str, Any], method: str) -> str:
+        entry = next((e for e in summary.get("ranking") or [] if e["method"] == method), None)
+        if entry is None:
+            return "-"
+        stats = entry.get("seeds")
+        text = f"{stats['mean']:.2f} +- {stats['std']:.2f} (n={stats['n']})" if stats else \
+            f"{entry['value']:.2f} ({entry['basis']})"
+        return f"{text}{' winner' if entry['rank'] == 1 else ''}"
+
+    methods = list(dict.fromkeys(e["method"] for s in summaries for e in s.get("ranking") or []))  # A's rank first
+    teachers = sorted({t for s in summaries for t in s.get("teacher_scores") or {}})
+    rows = [("", str(runs[0]), str(runs[1])), ("metric", *(f"{s.get('metric')} ({s.get('mode')})" for s in
+                                                           summaries))]
+    rows += [(method, *(value(s, method) for s in summaries)) for method in methods]
+    rows += [(f"teacher {t}", *(_score((s.get("teacher_scores") or {}).get(t, "-")) for s in summaries))
+             for t in teachers]
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    differences = _differences({"train": summaries[0].get("base"), "sweep": summaries[0].get("sweep")},
+                               {"train": summaries[1].get("base"), "sweep": summaries[1].get("sweep")})
+    lines += ["", "config differences:" if differences else "configs: identical"]
+    lines += [f"  {key}: {a} -> {b}" for key, (a, b) in differences.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _score(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "not measured" if value is None else str(value)
+
+
+def _differences(first: Any, second: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted paths where two JSON documents differ, with the two values."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        out = {}
+        for key in sorted(set(first) | set(second)):
+            out.update(_differences(first.get(key), second.get(key), f"{prefix}{key}."))
+        return out
+    return {} if first == second else {prefix.rstrip("."): (first, second)}

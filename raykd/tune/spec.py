@@ -4,8 +4,10 @@ the full and smoke sizes), and :func:`run_spec` is the one program behind every 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,8 +16,8 @@ from typing import Any, ClassVar
 import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
-                          default_cache_dir, override)
-from raykd.console import UserError, add_common_flags, log
+                          default_cache_dir, override, to_json)
+from raykd.console import UserError, add_common_flags, key_values, log, one_line
 from raykd.registry import trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.lock import check_fresh_directory, sweep_lock
@@ -160,6 +162,11 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
                         "(event files in the trials' directories)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any field of the trials' config, e.g. optim.lr=0.02 or model.kwargs='{\"width\": 2}' "
+                        "(sweep.KEY: a field of the sweep's own config, e.g. sweep.grace_period=2); repeatable")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help=f"rerun the sweep a {RECORD} records (its flags, then any given here)")
     add_common_flags(p)
     spec.add_arguments(p)
     return p
@@ -195,10 +202,18 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     run the sweep and print its summary; 2 when the data is missing (after saying where it looked and how to get
     it). Run it behind :func:`raykd.console.run_command` (as :func:`raykd.sweeps.run` does)."""
     parser = _parser(spec, doc)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.config is not None:
+        argv = recorded_flags(spec, args.config) + _without(argv, {"--config": 1})
+        args = parser.parse_args(argv)
     _check_flags(spec, parser, args)
     profile = _profile(spec, args)
-    sweep = sweep_config(spec, args, profile)
+    changes = key_values("--set", args.set)
+    train_changes = {k: v for k, v in changes.items() if not k.startswith("sweep.")}
+    override(TrainConfig(), train_changes)  # an unknown field is refused now, not after the data is found
+    sweep = override(sweep_config(spec, args, profile),
+                     {k[len("sweep."):]: v for k, v in changes.items() if k.startswith("sweep.")})
     spec.check(args)
     check_sweep(sweep, spec.task, [spec.student(args).name])  # no Ray yet, no data: an unknown name costs seconds
     data = spec.data(args)
@@ -207,6 +222,7 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     base = spec.base(args, data, profile)
     if args.steps_per_epoch is not None:
         base = override(base, {"optim.steps_per_epoch": args.steps_per_epoch})
+    base = override(base, train_changes)
     trust_plugins([base.model.name])  # the sweep's own models: its student (and teacher) checkpoints name them
     with sweep_lock(sweep.directory):
         check_fresh_directory([sweep.directory + stage for stage in ("", "-seeds", "-train")], args.resume,
@@ -215,10 +231,58 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
         check_sweep_resources(sweep)  # before the data is decoded and the teacher trained: both can take hours
         splits = decoded_splits(base, args.cache_dir)
         teachers = spec.teachers(args, base, profile, splits)
+        write_record(spec, argv, base, sweep)
         summary = spec.run(args, base, teachers, sweep, splits)
         spec.after(args, sweep, base)
     print_summary(sweep, summary)
     return 0
+
+
+RECORD = "sweep.json"
+
+
+def write_record(spec: SweepSpec, argv: Sequence[str], base: TrainConfig, sweep: SweepConfig) -> None:
+    """``<results>/sweep.json``: the sweep's name and flags (what ``--config`` reruns) and the resolved configs
+    they gave (the trials' base and the sweep's own), for people and for ``raykd compare``."""
+    if "://" in sweep.directory:
+        return
+    record = {"sweep": spec.name, "flags": _without(argv, {"--resume": 0, "--force": 0, "--config": 1}),
+              "train": to_json(base), "sweep_config": to_json(sweep)}
+    path = Path(sweep.directory) / RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{RECORD}.tmp")
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    temporary.replace(path)
+
+
+def recorded_flags(spec: SweepSpec, path: Path) -> list[str]:
+    """The flags a :data:`RECORD` of sweep ``spec`` holds."""
+    try:
+        record = json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--config {path}: cannot read it ({one_line(err)}); give the {RECORD} in a sweep's results"
+                        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("flags"), list):
+        raise UserError(f"--config {path}: not a {RECORD} (no list of flags); give the one in a sweep's results")
+    if record.get("sweep") != spec.name:
+        raise UserError(f"--config {path} records the sweep {record.get('sweep')!r}, not {spec.name!r}: run "
+                        f"`raykd sweep {record.get('sweep')} --config {path}`")
+    return [str(flag) for flag in record["flags"]]
+
+
+def _without(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
+    """``argv`` without the ``flags`` (each with its number of values)."""
+    out, skip = [], 0
+    for token in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = token.split("=", 1)[0]
+        if name in flags:
+            skip = 0 if "=" in token else flags[name]
+            continue
+        out.append(token)
+    return out
 
 
 def _check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
