@@ -365,9 +365,10 @@ class SweepConfig:
     cluster's autoscaler (trials queue for resources, which is what makes an autoscaler add nodes). ASHA gives every
     trial ``grace_period`` epochs before it may stop it. Results go to ``<storage>/<name>/`` (a path, NFS, or an
     ``s3://``/``gs://`` URI); teacher outputs, decoded data and trained teachers to ``cache_dir``. ``seeds``
-    retrains the best configuration of each method with that many seeds at the end (0: off); ``log`` adds Tune's
-    ``"mlflow"`` and/or ``"tensorboard"`` logger callbacks. ``verbose``: Ray Tune's own status tables (0: none,
-    raykd's per-trial lines instead, :mod:`raykd.tune.progress`; 1-3: Tune's verbosity levels as well).
+    retrains the best configuration of each method with that many seeds at the end (0: off); ``log`` may name
+    ``"mlflow"`` (:mod:`raykd.tune.tracking`; TensorBoard needs nothing: Tune writes its event files anyway).
+    ``verbose``: Ray Tune's own status tables (0: none, raykd's per-trial lines instead,
+    :mod:`raykd.tune.progress`; 1-3: Tune's verbosity levels as well).
     """
 
     name: str = "sweep"
@@ -416,7 +417,10 @@ class SweepConfig:
             _fail("sweep", "log", self.log, "a list of logger names, e.g. ('mlflow',)")
         _set(self, "log", tuple(self.log))
         for logger in self.log:
-            _choice("sweep", "log", logger, ("mlflow", "tensorboard"))
+            if logger == "tensorboard":
+                _fail("sweep", "log", logger, "'mlflow' (TensorBoard needs no logger: Tune writes every trial's "
+                      "event files and hparams anyway; run `tensorboard --logdir <storage>/<name>`)")
+            _choice("sweep", "log", logger, ("mlflow",))
         _int("sweep", "verbose", self.verbose, 0, 3)  # Ray Tune's verbosity levels
 
     @property

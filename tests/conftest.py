@@ -18,3 +18,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real benchmark data not found at {SHARED_DATA} (only present beside the project's own checkout)")
     return SHARED_DATA
+
+
+def start_local_ray(**options) -> None:
+    """A Ray of this test process alone: ``address="local"`` never joins another user's cluster on the machine
+    (a bare ``ray.init()`` would, through /tmp/ray's address file); two CPUs, no dashboard, workers' output kept
+    out of the test's."""
+    import ray
+
+    ray.init(**{"address": "local", "num_cpus": 2, "include_dashboard": False, "log_to_driver": False, **options})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """:func:`start_local_ray` for the tests of a module that ask for it."""
+    import ray
+
+    start_local_ray()
+    yield
+    ray.shutdown()

@@ -1,10 +1,12 @@
 """Decoded splits (raykd.data.arrays): decode once, keep in the store, read back verified, rebuild when corrupt."""
 from __future__ import annotations
 
+import mmap
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 from PIL import Image
 
@@ -55,6 +57,14 @@ def _assert_same(a, b) -> None:
             assert np.array_equal(a.lr[i], b.lr[i]) and np.array_equal(a.hr[i], b.hr[i])
 
 
+def _mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is a view of a memory-mapped file (its ``base`` chain ends in an ``mmap.mmap``)."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(getattr(base, "obj", base), mmap.mmap)
+
+
 def _count_decodes(monkeypatch) -> list[int]:
     calls: list[int] = []
     real = arrays_mod.decode_split
@@ -89,6 +99,8 @@ def test_a_split_is_decoded_once_and_read_back_identical(tmp_path, monkeypatch):
     assert len(calls) == 1
     _assert_same(first, again)
     assert not again.images.flags.writeable  # shared read-only
+    # the images come back as a map of the stored raw file, exactly the array's size: read, not copied
+    assert _mapped(again.images) and Path(store.raw_path(first.key)).stat().st_size == first.images.nbytes
     # the key names the content: another split or size is another table
     val = load_split(data, "val", store)
     bigger = load_split(_cls(root, 10), "train", store)
@@ -114,6 +126,46 @@ def test_a_corrupt_stored_split_is_reported_and_rebuilt_identically(tmp_path, mo
         warnings.simplefilter("error")
         _assert_same(load_split(data, "train", store), first)  # the rebuilt table is valid
     assert len(calls) == 1
+
+
+def test_a_damaged_raw_image_file_is_reported_and_rebuilt_identically(tmp_path, monkeypatch):
+    data, store = _cls(_tinyimagenet(tmp_path / "tin")), Store(tmp_path / "store")
+    first = load_split(data, "train", store)
+    raw = Path(store.raw_path(first.key))
+    pixels = bytearray(raw.read_bytes())
+    pixels[100] ^= 0xFF
+    raw.write_bytes(bytes(pixels))  # same size, one byte changed: only the checksum can tell
+    calls = _count_decodes(monkeypatch)
+    with pytest.warns(StoreCorruptionWarning, match=r"sha256 mismatch in raw column 'images'"):
+        rebuilt = load_split(data, "train", store)
+    assert len(calls) == 1 and raw.with_name(raw.name + ".corrupt").exists()
+    _assert_same(rebuilt, first)
+    raw.write_bytes(raw.read_bytes()[:-1])  # and a truncated one
+    with pytest.warns(StoreCorruptionWarning, match=r"raw file .* has \d+ bytes"):
+        _assert_same(load_split(data, "train", store), first)
+    assert len(calls) == 2
+
+
+def test_a_split_round_trips_through_a_non_local_store(tmp_path):
+    data = _cls(_tinyimagenet(tmp_path / "tin"))
+    fs = pafs._MockFileSystem()
+    first = load_split(data, "train", Store("bucket/store", filesystem=fs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_split(data, "train", Store("bucket/store", filesystem=fs))
+    _assert_same(again, first)
+    assert not _mapped(again.images) and not again.images.flags.writeable
+    assert fs.get_file_info(f"bucket/store/{first.key}.raw").size == first.images.nbytes
+
+
+def test_the_memory_budget_counts_labels_as_well_as_images(tmp_path, monkeypatch):
+    data = _cls(_tinyimagenet(tmp_path / "tin"))
+    images = 12 * 8 * 8 * 3
+    monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", images + 12 * 8)  # images and int64 labels: fits
+    assert decode_split(data, "train").nbytes == images + 12 * 8
+    monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", images)  # the images alone would fit; the split does not
+    with pytest.raises(MemoryError, match="RAYKD_DATA_MEMORY"):
+        decode_split(data, "train")
 
 
 def test_an_unreadable_image_stops_decoding_and_names_the_file(tmp_path):
@@ -161,7 +213,7 @@ def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
 
 
 def test_a_split_over_the_memory_budget_is_streamed_from_the_store(tmp_path, monkeypatch):
-    """Above the budget a split is decoded into the store one row group at a time and read back by group; without a
+    """Above the budget a split is decoded into the store one block at a time and read back by block; without a
     store to stream through it is refused, naming the setting."""
     import pickle
 
@@ -179,6 +231,7 @@ def test_a_split_over_the_memory_budget_is_streamed_from_the_store(tmp_path, mon
     streamed = load_split(data, "train", store)
     assert isinstance(streamed, arrays_mod.StreamedImages) and len(streamed) == len(whole)
     assert streamed.groups == [(0, 5), (5, 10), (10, 12)]
+    assert Path(store.raw_path(streamed.key)).stat().st_size == whole.images.nbytes
     index = np.array([11, 0, 7, 3, 7])
     assert np.array_equal(streamed.images[index], whole.images[index])
     assert np.array_equal(streamed.labels, whole.labels) and streamed.classes == whole.classes

@@ -53,7 +53,7 @@ def _full_sweep() -> SweepConfig:
                                       keep_epochs=3, mode="stored", live_threshold_bytes=2**20, top_k=10,
                                       precision="float32"),
         max_concurrent_trials=4, grace_period=2, storage="s3://bucket/runs", cache_dir="/cache", resume=True,
-        seed=3, seeds=0, log=("mlflow", "tensorboard"), verbose=2,
+        seed=3, seeds=0, log=("mlflow",), verbose=2,
     )
 
 
@@ -190,7 +190,7 @@ BAD = {
         ("name", ""), ("methods", "kd"), ("methods", ()), ("methods", ("kd", "")), ("methods", ("kd", 3)),
         ("num_samples", 0), ("metric", ""), ("mode", "up"), ("scaling", {"num_workers": 2}), ("failure", 3),
         ("teachers", {}), ("max_concurrent_trials", 0), ("grace_period", 0), ("storage", ""), ("cache_dir", ""),
-        ("resume", "yes"), ("seed", -1), ("seeds", -1), ("log", ("wandb",)), ("verbose", 9), ("verbose", "loud"),
+        ("resume", "yes"), ("seed", -1), ("seeds", -1), ("log", ("wandb",)), ("log", ("tensorboard",)), ("verbose", 9), ("verbose", "loud"),
     ],
 }
 OWNER = {ModelConfig: "model", DataConfig: "data", OptimConfig: "optim", MethodConfig: "method",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import start_local_ray
 from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
                           TeacherServiceConfig, TrainConfig)
 from raykd.data.batches import SRBatches
@@ -189,7 +190,7 @@ def test_dvmsr_teacher_trains_and_the_service_serves_its_whole_image_outputs(dem
     assert spec.model_kwargs["vimm_residual"] is False  # the released variant, recorded in the checkpoint
     started = ray.is_initialized()
     if not started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray()
     try:
         task = build_task(cfg.data, cfg.seed)
         arrays = ray.put(task.train_arrays)

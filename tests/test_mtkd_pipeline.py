@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import start_local_ray
 from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
                           TeacherServiceConfig, TrainConfig)
 from raykd.data.batches import SRBatches
@@ -194,7 +195,7 @@ def test_stage1_through_the_service_is_stored_reused_and_served_to_a_student(dat
 
     started = ray.is_initialized()
     if not started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray()
     try:
         cache = tmp_path / "cache"
         splits = decoded_splits(TrainConfig(data=data), str(cache))

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import ray
 
+from conftest import start_local_ray
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
 from raykd.methods import create_method
 from raykd.models import create_model
@@ -66,8 +67,7 @@ def plugin(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(root))
     # how a user makes their module importable in every Ray process (or: ray job submit --working-dir .)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"py_modules": [str(root / "myplugin")]})
+    start_local_ray(runtime_env={"py_modules": [str(root / "myplugin")]})
     yield root
     ray.shutdown()
     mp.undo()

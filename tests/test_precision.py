@@ -36,13 +36,6 @@ OUTPUTS = ("logits",)
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another's cluster
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def splits(local_ray, tmp_path_factory):
     return decoded_splits(BASE, str(tmp_path_factory.mktemp("cache")))
 

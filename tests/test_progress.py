@@ -1,17 +1,10 @@
 """A sweep stage prints raykd's lines (trial k of N, method, result, early stops, errors), not Tune's tables."""
 from __future__ import annotations
 
-import pytest
 import ray
 
+from conftest import start_local_ray
 from raykd.console import run_command
-
-
-@pytest.fixture
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another's cluster
-    yield
-    ray.shutdown()
 
 
 def test_a_stage_says_each_trial_its_method_result_early_stop_and_error(local_ray, tmp_path, capsys) -> None:
@@ -54,7 +47,8 @@ def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
 
     from raykd.tune.teachers import _running
 
-    ray.init(address="local", num_cpus=1, include_dashboard=True, log_to_driver=False)
+    ray.shutdown()  # this test needs a Ray of its own (one CPU, the dashboard): not the module's local_ray
+    start_local_ray(num_cpus=1, include_dashboard=True)
     try:
         busy = ray.remote(num_cpus=1)(lambda: time.sleep(30))
         running = busy.remote()

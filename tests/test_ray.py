@@ -179,10 +179,11 @@ def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port,
     assert second["teachers"][teacher.name]["tables_loaded"] == 3
 
 
-def test_a_sweep_builds_its_task_once_per_process_and_logs_to_mlflow_and_tensorboard(metrics_port, teacher,
-                                                                                       splits, tmp_path) -> None:
-    sweep = _sweep(tmp_path, methods=("none",), num_samples=4, max_concurrent_trials=1, log=("mlflow", "tensorboard"))
-    run_sweep(override(BASE, {"optim.epochs": 1}), None, sweep, splits=splits)
+def test_a_sweep_builds_its_task_once_per_process_and_tracks_every_trial_in_mlflow(metrics_port, teacher,
+                                                                                     splits, tmp_path) -> None:
+    sweep = _sweep(tmp_path, methods=("none", "kd"), num_samples=4, max_concurrent_trials=1, log=("mlflow",),
+                   seeds=1)
+    summary = run_sweep(override(BASE, {"optim.epochs": 1}), teacher, sweep, splits=splits)
     table = pd.read_parquet(tmp_path / "runs" / "sweep" / "results.parquet")
     rows = [json.loads(line) for trial in (tmp_path / "runs" / "sweep").glob("run_trial_*")
             for line in (trial / "result.json").read_text().splitlines()]
@@ -192,13 +193,26 @@ def test_a_sweep_builds_its_task_once_per_process_and_logs_to_mlflow_and_tensorb
     assert len(rows) == 4 and len(by_pid) < 4  # trial processes are reused ...
     assert all(builds == {1} for builds in by_pid.values())  # ... and each built the task once
     assert (table["startup_s"] < 30).all()
-    # Tune's logger callbacks, offline: an MLflow SQLite store beside the results, TensorBoard event files per trial
+    # MLflow, offline, read back with its own client: a SQLite store beside the results, one run per trial of both
+    # stages, tagged, with the same parameter names in both and every default; no Tune internals as metrics
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'sweep' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sweep")
+    assert experiment.artifact_location == (tmp_path / "runs" / "sweep" / "mlflow-artifacts").as_uri()
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 4 and all("val_top1" in run.data.metrics for run in runs)
+    stages = [run.data.tags["raykd.stage"] for run in runs]
+    assert sorted(stages) == ["search"] * 4 + ["seeds"] * 2 and all("val_top1" in run.data.metrics for run in runs)
+    kd = [run for run in runs if run.data.tags["raykd.method"] == "kd"]
+    assert {frozenset(run.data.params) for run in kd} == {frozenset(
+        {"method", "kd.w_ce", "kd.w_kd", "kd.T", "model", "optim.lr", "optim.epochs", "optim.batch_size", "seed"})}
+    assert not {"done", "pid", "training_iteration", "time_total_s"} & {m for run in runs for m in run.data.metrics}
+    assert all(run.info.run_name == f"{run.data.tags['raykd.stage']}-{run.data.tags['raykd.method']}-"
+                                    f"{run.data.tags['raykd.trial']}" for run in runs)
+    (best,) = [run for run in runs if run.data.tags.get("raykd.best_student") == "true"]
+    assert best.data.tags["raykd.trial"] == summary["best"]["trial"]
+    assert {a.path for a in client.list_artifacts(best.info.run_id, "student")} >= {"student/model.safetensors"}
+    # TensorBoard needs no flag: Tune writes the event files of every trial
     assert len(list((tmp_path / "runs" / "sweep").glob("run_trial_*/events.out.tfevents.*"))) == 4
 
 

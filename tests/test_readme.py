@@ -74,5 +74,4 @@ def test_a_users_method_joins_the_main_sweep(workdir: Path) -> None:
     result = _run([*argv, "--storage", str(workdir / "runs")], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = (workdir / "runs" / "figkd_tinyimagenet_smoke" / "summary.md").read_text()
-    ranked = re.findall(r"^\| \d+ \| (?:\*\*)?([\w:]+)", summary, flags=re.M)  # "| 2 | kd |", "| 1 | **x** (winner)"
-    assert {"mykd:SoftL2", "kd"} <= set(ranked), summary
+    assert "| mykd:SoftL2 |" in summary and "| kd |" in summary

@@ -139,15 +139,6 @@ def test_a_directory_with_results_needs_resume_or_force(tmp_path) -> None:
     assert (moved / "results.parquet").read_bytes() == b"old results" and not any(directory.iterdir())
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another's cluster
-    yield
-    ray.shutdown()
-
-
 def _stage(tmp_path, actions: list[str]):
     """A real Tune stage of one trial per action, run one at a time: "ok" reports, "fail" raises, "interrupt" sends
     Ctrl-C to the driver while it runs."""

@@ -57,7 +57,7 @@ def test_the_summary_marks_the_winner_says_the_unit_and_shows_the_teacher() -> N
     text = summary_markdown(table, METRIC, "max", summary, "cls")
     assert text.startswith("# Sweep summary: val_top1 (%), higher is better")
     rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
-    assert rows[0].startswith("| 1 | **figkd** (winner) | 59.00 +- 2.00 | mean of 3 seeds | 58.00 (2 epochs) |")
+    assert rows[0].startswith("| **1** (winner) | figkd | 59.00 +- 2.00 | mean of 3 seeds | 58.00 (2 epochs) |")
     assert rows[-2] == "| - | teacher resnet56 | 72.50 | its own checkpoint | - | - | - |"
     assert rows[-1] == "| - | teacher released | not measured | its own checkpoint | - | - | - |"
     assert "checkpoint `/runs/demo/figkd_s3/checkpoint_000001` (epoch 2)" in text

@@ -2,13 +2,15 @@
 
 Content keys, the round trip of every dtype and of ragged columns, row groups and the lazy reader, verification
 on read (truncated, tampered, wrong key, wrong version: reported, moved aside, treated as absent), atomic and
-racing writes, and non-local filesystems (a ``file://`` URI, pyarrow's in-memory filesystem). Then teacher
+racing writes, and non-local filesystems (a ``file://`` URI, pyarrow's in-memory filesystem). Raw columns: bit-exact,
+a memory map of their file on a local store, verified by size and per-block sha256 on any filesystem. Then teacher
 tables: lookups by sample, float16 storage, top-k logits.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import threading
 import warnings
 from pathlib import Path
@@ -521,6 +523,159 @@ def test_failed_write_on_an_in_memory_filesystem_leaves_no_file(monkeypatch):
     files = [i.path for i in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))
              if i.type == pafs.FileType.File]
     assert files == []
+
+
+# ------------------------------------------------------------------------------------------ raw columns
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is a view of a memory-mapped file (its ``base`` chain ends in an ``mmap.mmap``)."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(getattr(base, "obj", base), mmap.mmap)
+
+
+def _raw_columns(rng: np.random.Generator, n: int = 10) -> dict:
+    """The Parquet columns of :func:`_columns` plus two fixed-shape columns to keep raw."""
+    return {**_columns(rng, n), "pixels": _values(rng, np.uint8, (n, 4, 4, 3)),
+            "half": _values(rng, np.float16, (n, 5))}
+
+
+def _saved_raw(root, monkeypatch, fs=None) -> tuple[Store, str, dict]:
+    monkeypatch.setattr(store_mod, "GROUP_BYTES", 4 * 4 * 4 * 3)  # raw blocks of 4 pixel rows: 3 blocks
+    store, key, cols = Store(root, filesystem=fs), _key(), _raw_columns(np.random.default_rng(8))
+    store.save(key, cols, {"m": "raw"}, raw=("pixels", "half"))
+    return store, key, cols
+
+
+def test_raw_columns_round_trip_bit_exact_as_a_map_of_their_file(tmp_path, monkeypatch):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key}.parquet", f"{key}.raw"]
+    assert "pixels" not in pq.read_schema(store.path(key)).names  # the raw columns are not in the Parquet file
+    header = json.loads(pq.ParquetFile(store.path(key)).metadata.metadata[b"raykd.store"])
+    pixels, half = header["raw"]["pixels"], header["raw"]["half"]
+    assert pixels["offset"] == 0 and half["offset"] == 512 and pixels["block_rows"] == [4, 4, 2]
+    # the raw file is the arrays' bytes, nothing more (the second column starts on a 64-byte boundary)
+    assert Path(store.raw_path(key)).stat().st_size == header["raw_bytes"] == 512 + cols["half"].nbytes
+    loaded = Store(tmp_path).load(key)
+    _assert_columns_equal(loaded, cols)
+    assert loaded.meta == {"m": "raw"}
+    for name in ("pixels", "half"):
+        assert _mapped(loaded[name]) and not loaded[name].flags.writeable  # a view of the page cache: no copy
+        assert loaded[name].ctypes.data % store_mod.RAW_ALIGNMENT == 0
+    assert not _mapped(loaded["int32"])
+    reader = store.open(key)
+    assert reader.raw_rows("pixels") == [4, 4, 2] and reader.raw_rows("half") == [10]
+    block = reader.raw_block("pixels", 1)
+    assert _mapped(block) and block.tobytes() == cols["pixels"][4:8].tobytes()
+
+
+def test_raw_columns_on_an_in_memory_filesystem(monkeypatch):
+    fs = pafs._MockFileSystem()
+    store, key, cols = _saved_raw("bucket/raw", monkeypatch, fs)
+    listing = {info.path for info in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))}
+    assert listing == {"bucket/raw", f"bucket/raw/{key}.parquet", f"bucket/raw/{key}.raw"}  # no temporaries
+    loaded = Store("bucket/raw", filesystem=fs).load(key)
+    _assert_columns_equal(loaded, cols)
+    assert not _mapped(loaded["pixels"]) and not loaded["pixels"].flags.writeable
+    assert Store("bucket/raw", filesystem=fs).open(key).raw_block("pixels", 2).tobytes() == cols["pixels"][8:].tobytes()
+
+    with fs.open_input_file(store.raw_path(key)) as fh:
+        raw = fh.read()
+    with fs.open_output_stream(store.raw_path(key)) as fh:
+        fh.write(raw[:-1])
+    with pytest.warns(StoreCorruptionWarning, match=rf"{store.path(key)}.*raw file .* has {len(raw) - 1} bytes"):
+        assert store.load(key) is None
+    for path in (store.path(key), store.raw_path(key)):
+        assert fs.get_file_info(path).type == pafs.FileType.NotFound
+        assert fs.get_file_info(path + ".corrupt").type == pafs.FileType.File
+    store.save(key, cols, raw=("pixels", "half"))
+    _assert_columns_equal(store.load(key), cols)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+@pytest.mark.parametrize("damage, reason", [
+    (lambda raw: raw[:-7], r"raw file .*\.raw has \d+ bytes, its header says \d+"),
+    (lambda raw: raw + b"\0", r"raw file .*\.raw has \d+ bytes, its header says \d+"),
+    (None, r"raw file .*\.raw is missing"),
+], ids=["truncated", "extended", "missing"])
+def test_a_raw_file_of_the_wrong_size_is_reported_moved_aside_and_rebuilt(tmp_path, monkeypatch, reader, damage,
+                                                                          reason):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    raw_path = Path(store.raw_path(key))
+    if damage is None:
+        raw_path.unlink()
+    else:
+        raw_path.write_bytes(damage(raw_path.read_bytes()))
+    _assert_discarded(store, key, Path(store.path(key)), reason, reader)
+    assert raw_path.with_name(raw_path.name + ".corrupt").exists() == (damage is not None)
+    store.save(key, cols, raw=("pixels", "half"))
+    _assert_columns_equal(store.load(key), cols)
+
+
+def test_a_tampered_raw_block_is_caught_by_its_checksum(tmp_path, monkeypatch):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    raw_path = Path(store.raw_path(key))
+    pristine = raw_path.read_bytes()
+    tampered = bytearray(pristine)
+    tampered[5 * 48 + 7] ^= 1  # a bit of row 5: block 1 of "pixels" (48 bytes a row)
+    raw_path.write_bytes(bytes(tampered))
+    reader = store.open(key)  # the header and the size are intact
+    assert reader.raw_block("pixels", 0).tobytes() == cols["pixels"][:4].tobytes()
+    with pytest.warns(StoreCorruptionWarning, match=r"sha256 mismatch in raw column 'pixels', block 1"):
+        with pytest.raises(ValueError, match=r"failed verification.*block 1"):
+            reader.raw_block("pixels", 1)
+    assert raw_path.with_name(raw_path.name + ".corrupt").exists() and not raw_path.exists()
+
+    store.save(key, cols, raw=("pixels", "half"))
+    raw_path.write_bytes(bytes(tampered))
+    _assert_discarded(store, key, Path(store.path(key)), r"sha256 mismatch in raw column 'pixels', block 1")
+
+
+def test_raw_headers_that_do_not_tile_the_file_are_rejected(tmp_path, monkeypatch):
+    store, key, _ = _saved_raw(tmp_path, monkeypatch)
+    path = Path(store.path(key))
+
+    def overlap(header):
+        header["raw"]["half"]["offset"] = 448  # inside "pixels"
+        return header
+
+    _rewrite(path, edit_header=overlap)
+    _assert_discarded(store, key, path, r"raw column 'half' starts at byte 448")
+
+
+@pytest.mark.parametrize("raw, match", [(("nope",), "must name"), (("image",), "must name"),
+                                        (tuple(_columns(np.random.default_rng(0))), "leaving one or more")])
+def test_save_refuses_raw_columns_it_cannot_keep_raw(tmp_path, raw, match):
+    with pytest.raises(ValueError, match=match):
+        Store(tmp_path).save(_key(), _columns(np.random.default_rng(0)), raw=raw)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_raw_writer_refuses_interleaved_or_short_columns_and_leaves_nothing(tmp_path):
+    store, key = Store(tmp_path), _key()
+    with pytest.raises(ValueError, match="in one run"):
+        with store.writer(key) as writer:
+            writer.append({"labels": np.arange(4)})
+            writer.append_raw("a", np.zeros((2, 3), np.uint8))
+            writer.append_raw("b", np.zeros((4, 3), np.uint8))
+            writer.append_raw("a", np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError, match="has 2 rows, the table 4"):
+        with store.writer(key) as writer:
+            writer.append({"labels": np.arange(4)})
+            writer.append_raw("a", np.zeros((2, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="decode failed"):
+        with store.writer(key) as writer:
+            writer.append_raw("a", np.zeros((2, 3), np.uint8))
+            raise RuntimeError("decode failed")
+    assert list(tmp_path.iterdir()) == []
+    with store.writer(key, {"m": 1}) as writer:  # appended in pieces, the blocks are the pieces
+        writer.append({"labels": np.arange(4)})
+        writer.append_raw("a", np.arange(6, dtype=np.uint8).reshape(2, 3))
+        writer.append_raw("a", np.arange(6, 12, dtype=np.uint8).reshape(2, 3))
+    assert store.open(key).raw_rows("a") == [2, 2]
+    assert store.load(key)["a"].tolist() == np.arange(12).reshape(4, 3).tolist()
 
 
 # ------------------------------------------------------------------------------------------ teacher tables

@@ -3,16 +3,22 @@
 A sweep decodes each split once (JPEG/PNG decoding, resizing, MATLAB-bicubic LR for HR-only SR folders) into
 :class:`ImageArrays` (classification) or :class:`PairArrays` (super-resolution), keeps it in the persistent store
 (:mod:`raykd.data.store`, content-keyed by the dataset fingerprint and the decode settings, verified when read
-back) and puts it in Ray's object store once; every trial, teacher actor and Train worker on a node then maps the
+back; a classification split's images are a raw, memory-mapped file there, not Parquet rows) and puts it in Ray's
+object store once; every trial, teacher actor and Train worker on a node then maps the
 same copy (numpy arrays from the object store are zero-copy). A second sweep on the same data only reads the
 store.
 
 Memory: a split is held whole while it fits :data:`MEMORY_BUDGET_BYTES` (``$RAYKD_DATA_MEMORY``, default 8 GiB
 per split; TinyImageNet-200 train at 64 px is 1.2 GB): a node's object store (30% of its RAM by default) must
-hold it next to the teacher tables. A classification split above it is decoded straight into the store, one row
-group (64 MiB) at a time, and streamed back by group (:class:`StreamedImages`): each process reads the groups
-itself, and training visits them in a shuffled order, shuffling within each. Super-resolution splits are held
-whole (DIV2K's 800 training pairs at x4 are about 7 GB).
+hold it next to the teacher tables. The budget counts what the process holds, images and labels: images are
+decoded into their final array (preallocated, each row written once by the decode threads) and written from it
+to the store, and read back as a map of the stored file, so nothing else is held. Before, a list of decoded images
+and the array stacked from it, then Parquet's buffers, peaked at 4.03 GB for a 1.17 GB split (3.64 GB on
+read-back; issue 17); ``bench/store_speed.py`` measures the store's part: 1.23x the array at its peak, save or
+load, a fixed ~54 MiB above it (Parquet's: 4.5x and 6.1x). A classification split above it is
+decoded straight into the store, one block (64 MiB) at a time into one reused buffer, and streamed back by block
+(:class:`StreamedImages`): each process reads the blocks itself, and training visits them in a shuffled order,
+shuffling within each. Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from raykd.data.store import GROUP_BYTES, Ragged, Store, content_key
 
 __all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "load_split", "decode_split"]
 
-DECODE_FORMAT = 1
+DECODE_FORMAT = 2  # 2: a classification split's images in the store's raw file (memory-mapped), not in Parquet
 MEMORY_BUDGET_BYTES = int(float(os.environ.get("RAYKD_DATA_MEMORY", 8 * 2**30)))
 
 
@@ -112,6 +118,20 @@ def _decode_image(dataset: ClassificationDataset, i: int, size: int) -> np.ndarr
     return np.asarray(img, dtype=np.uint8)
 
 
+def _split_bytes(n: int, size: int) -> int:
+    """What a classification split of ``n`` images at ``size`` px holds in memory: uint8 images and int64 labels."""
+    return n * (size * size * 3 + np.dtype(np.int64).itemsize)
+
+
+def _decode_into(out: np.ndarray, dataset: ClassificationDataset, rows: range, size: int, what: str) -> None:
+    """Decode images ``rows`` of ``dataset`` into ``out[: len(rows)]``, each written where it belongs by the decode
+    threads: no list of decoded images, no stacked copy of them."""
+    def decode(i: int) -> None:
+        out[i - rows.start] = _decode_image(dataset, i, size)
+
+    _parallel(decode, rows, what)
+
+
 def _parallel(fn, items: range, what: str) -> list:
     """``[fn(i) for i in items]`` on threads (PIL decodes without the GIL), with a progress line for long decodes."""
     started = time.perf_counter()
@@ -134,8 +154,9 @@ def decode_split(data: DataConfig, split: str) -> Arrays:
     n = len(dataset)
     if data.task == "cls":
         size = data.image_size
-        _check_budget(n * size * size * 3, f"{data.dataset} {split} at {size} px", streamable=True)
-        images = np.stack(_parallel(lambda i: _decode_image(dataset, i, size), range(n), f"{data.dataset} {split}"))
+        _check_budget(_split_bytes(n, size), f"{data.dataset} {split} at {size} px", streamable=True)
+        images = np.empty((n, size, size, 3), dtype=np.uint8)
+        _decode_into(images, dataset, range(n), size, f"{data.dataset} {split}")
         return ImageArrays(images, _labels(dataset), tuple(dataset.classes), key)
     pairs = _parallel(dataset.pair, range(n), f"{data.dataset} {split}")
     lr, hr = Ragged.from_rows([p[0] for p in pairs], "LR images"), Ragged.from_rows([p[1] for p in pairs], "HR images")
@@ -157,12 +178,12 @@ def _check_budget(nbytes: int, what: str, streamable: bool) -> None:
 
 
 class StreamedImages:
-    """A classification split above the memory budget, kept in the store and read back by row group.
+    """A classification split above the memory budget, kept in the store and read back by block of its raw file.
 
-    ``images[indices]`` reads (and verifies) the row groups the indices fall in, keeping the last ``keep`` groups in
-    memory; training visits the split group by group (:attr:`groups`, used by the trainer's shuffle) so each group is
-    read once per epoch. It pickles as its store location, so every process (trial, Train worker, teacher actor)
-    streams on its own instead of receiving the data.
+    ``images[indices]`` reads (and verifies) the blocks the indices fall in, keeping the last ``keep`` blocks (views
+    of the mapped file on a local store); training visits the split block by block (:attr:`groups`, used by the
+    trainer's shuffle) so each block is read once per epoch. It pickles as its store location, so every process
+    (trial, Train worker, teacher actor) streams on its own instead of receiving the data.
     """
 
     def __init__(self, root: str, key: str, labels: np.ndarray, classes: tuple[str, ...], group_rows: list[int],
@@ -195,7 +216,7 @@ class StreamedImages:
                 if self._reader is None:
                     raise FileNotFoundError(f"decoded split {self.key} is gone from the store {self.root}; decode it "
                                             "again (rerun the sweep)")
-            self._cache[g] = np.asarray(self._reader.group(g)["images"])
+            self._cache[g] = self._reader.raw_block("images", g)
             while len(self._cache) > self.keep:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(g)
@@ -214,17 +235,20 @@ class StreamedImages:
 
 def _decode_streamed(data: DataConfig, split: str, dataset: ClassificationDataset, store: Store, key: str
                      ) -> StreamedImages:
-    """Decode a split too large for memory straight into the store, one row group (about 64 MiB) at a time."""
+    """Decode a split too large for memory straight into the store, one block (about 64 MiB) at a time into one
+    reused buffer, each block written to the store's raw file as soon as it is decoded."""
     size = data.image_size
     per_group = max(1, GROUP_BYTES // (size * size * 3))
     labels, n = _labels(dataset), len(dataset)
-    print(f"{data.dataset} {split}: {n * size * size * 3 / 2**30:.1f} GiB at {size} px is above the "
+    print(f"{data.dataset} {split}: {_split_bytes(n, size) / 2**30:.1f} GiB at {size} px is above the "
           f"{MEMORY_BUDGET_BYTES / 2**30:.1f} GiB in-memory budget; streaming it from the store", file=sys.stderr)
+    block = np.empty((min(n, per_group), size, size, 3), dtype=np.uint8)
     with store.writer(key, {"classes": list(dataset.classes)}) as writer:
+        writer.append({"labels": labels})
         for start in range(0, n, per_group):
             rows = range(start, min(n, start + per_group))
-            images = np.stack(_parallel(lambda i: _decode_image(dataset, i, size), rows, f"{data.dataset} {split}"))
-            writer.append({"images": images, "labels": labels[start:rows.stop]})
+            _decode_into(block, dataset, rows, size, f"{data.dataset} {split}")
+            writer.append_raw("images", block[:len(rows)])
     return _streamed(store, key, labels, tuple(dataset.classes))
 
 
@@ -232,8 +256,8 @@ def _streamed(store: Store, key: str, labels: np.ndarray, classes: tuple[str, ..
     reader = store.open(key)
     if reader is None:
         raise FileNotFoundError(f"decoded split {key} could not be read back from {store.root}")
-    shape = tuple(reader.header["columns"]["images"]["shape"])
-    return StreamedImages(store.location, key, labels, classes, reader.group_rows, shape)
+    shape = tuple(reader.header["raw"]["images"]["shape"])
+    return StreamedImages(store.location, key, labels, classes, reader.raw_rows("images"), shape)
 
 
 def load_split(data: DataConfig, split: str, store: Store | None) -> Arrays:
@@ -243,7 +267,7 @@ def load_split(data: DataConfig, split: str, store: Store | None) -> Arrays:
         return decode_split(data, split)
     dataset = _open(data, split)
     key = content_key(_document(data, split, dataset))
-    big = data.task == "cls" and len(dataset) * data.image_size ** 2 * 3 > MEMORY_BUDGET_BYTES
+    big = data.task == "cls" and _split_bytes(len(dataset), data.image_size) > MEMORY_BUDGET_BYTES
     if big:
         reader = store.open(key)
         if reader is not None:
@@ -257,7 +281,8 @@ def load_split(data: DataConfig, split: str, store: Store | None) -> Arrays:
         return PairArrays(table["lr"], table["hr"], table["grey"], tuple(meta["names"]), data.scale, key)
     arrays = decode_split(data, split)
     if isinstance(arrays, ImageArrays):
-        store.save(key, {"images": arrays.images, "labels": arrays.labels}, {"classes": list(arrays.classes)})
+        store.save(key, {"images": arrays.images, "labels": arrays.labels}, {"classes": list(arrays.classes)},
+                   raw=("images",))
     else:
         store.save(key, {"lr": arrays.lr, "hr": arrays.hr, "grey": arrays.grey}, {"names": list(arrays.names)})
     return arrays

@@ -112,7 +112,8 @@ def rank_methods(table: pd.DataFrame, metric: str, mode: str) -> list[dict[str, 
         pool = at_full if not at_full.empty else mine
         searched = float(pool[key].max() if mode == "max" else pool[key].min()) if not pool.empty else math.nan
         if method in seeds:
-            tier, value, basis = 0, seeds[method]["mean"], f"mean of {seeds[method]['n']} seeds"
+            count = seeds[method]["n"]
+            tier, value, basis = 0, seeds[method]["mean"], f"mean of {count} seed{'s' if count != 1 else ''}"
         elif not at_full.empty:
             tier, value, basis = 1, searched, f"best search trial of {full} epochs"
         else:
@@ -179,8 +180,8 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
         row = best_rows.get(method)
         params = "-" if row is None else ", ".join(f"{p}={_format(row[p])}" for p in
                                                    method_class(method, task).hparams) or "-"
-        name = f"**{method}** (winner)" if entry["rank"] == 1 else method
-        lines.append(f"| {entry['rank']} | {name} | {value} | {entry['basis']} | {entry['search_best']:.2f} "
+        rank = "**1** (winner)" if entry["rank"] == 1 else entry["rank"]
+        lines.append(f"| {rank} | {method} | {value} | {entry['basis']} | {entry['search_best']:.2f} "
                      f"({entry['search_epochs']} epochs) | {params} | {'-' if row is None else row['trial']} |")
     for teacher, score in (summary.get("teacher_scores") or {}).items():
         lines.append(f"| - | teacher {teacher} | {'not measured' if score is None else f'{score:.2f}'} | its own "

@@ -157,9 +157,9 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--force", action="store_true",
                    help="start afresh where a sweep of this name left results (they are moved aside, not deleted)")
-    p.add_argument("--log", nargs="*", default=[], choices=("mlflow", "tensorboard"),
-                   help="also log to MLflow ($MLFLOW_TRACKING_URI, else <results>/mlflow.db) and/or TensorBoard "
-                        "(event files in the trials' directories)")
+    p.add_argument("--log", nargs="*", default=[], choices=("mlflow",),
+                   help="also track every trial in MLflow ($MLFLOW_TRACKING_URI, else <results>/mlflow.db; "
+                        "TensorBoard needs no flag: tensorboard --logdir <storage>/<name>)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

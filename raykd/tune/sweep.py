@@ -47,6 +47,7 @@ from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
 from raykd.tune.resources import check_sweep_resources
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
+from raykd.tune.tracking import MLflowTracking, log_best_student
 
 __all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "decoded_splits"]
 
@@ -217,26 +218,15 @@ def _tuner(trainable: Any, sweep: SweepConfig, base: TrainConfig, metric: str, n
     return Tuner(trainable, tune_config=tune_config, param_space=param_space,
                  run_config=RunConfig(name=name, storage_path=directory.rsplit("/", 1)[0],
                                       failure_config=sweep.failure, verbose=sweep.verbose,
-                                      callbacks=[*_loggers(sweep), progress]))
+                                      callbacks=[*_tracking(sweep, base, progress.stage), progress]))
 
 
-def _loggers(sweep: SweepConfig) -> list[Any]:
-    """Tune's own logger callbacks: MLflow (to ``$MLFLOW_TRACKING_URI``, else a SQLite store ``<results>/mlflow.db``,
-    or ``./mlflow.db`` when the results are on a URI; one experiment per sweep) and TensorBoard (event files in every
-    trial's directory)."""
-    callbacks = []
-    if "mlflow" in sweep.log:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        local = Path("mlflow.db") if "://" in sweep.directory else Path(sweep.directory) / "mlflow.db"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local.resolve()}"
-        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep.name))
-    if "tensorboard" in sweep.log:
-        from ray.tune.logger import TBXLoggerCallback
-
-        callbacks.append(TBXLoggerCallback())
-    return callbacks
+def _tracking(sweep: SweepConfig, base: TrainConfig, stage: str) -> list[Any]:
+    """The stage's MLflow tracking with ``--log mlflow`` (:mod:`raykd.tune.tracking`); none otherwise."""
+    if "mlflow" not in sweep.log:
+        return []
+    return [MLflowTracking(sweep.name, sweep.directory, stage, base.data.task, to_json(base),
+                           {m: dict(fixed_params(base, m)) for m in sweep.methods})]
 
 
 def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpec] | None, sweep: SweepConfig,
@@ -289,14 +279,13 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                 seed_results, problem = _fit(_tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds",
                                                        search=False, grid=grid), "seeds", len(grid),
                                                 _directory(sweep, f"{sweep.name}-seeds"))
-        best = results.get_best_result(metric=metric, mode=sweep.mode, scope="all")
-        if best.metrics is not None and metric in best.metrics:
-            telemetry.best_metric(metric, best.metrics.get(f"best_{metric}", best.metrics[metric]))
         stats = ray.get(service.statistics.remote()) if service is not None else {}
         summary = write_report(results, seed_results, sweep.directory, task=task_name,
                                sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
                                wall_s=time.perf_counter() - started, teacher_scores=_teacher_scores(specs, metric),
                                incomplete=None if problem is None else one_line(problem))
+        if "mlflow" in sweep.log and summary.get("best") is not None:
+            log_best_student(sweep.name, sweep.directory, summary["best"])
         if problem is not None:
             raise problem
         return summary

@@ -1,0 +1,166 @@
+"""The decoded-split store at disk speed (issue 17): a uint8 image split saved and read back as Parquet rows (the
+layout before: a ``fixed_size_list`` column, lz4, row groups of 64 MiB, a sha256 per group) against the store's
+raw file (:meth:`raykd.data.store.Store.save` with ``raw=("images",)``: the array's bytes, memory-mapped on read,
+a sha256 per 64 MiB block). Printed, from one run, side by side: save and load MiB/s, file size / array size, and
+each step's peak RSS (above the interpreter's) / array size. Every step runs in its own process, so each peak is
+its own (reset once the synthetic array exists: ``/proc/self/clear_refs``); loads run cold, the file dropped from
+the page cache first (``posix_fadvise(DONTNEED)``), and the raw file once more warm.
+
+    .venv/bin/python bench/store_speed.py [--images 20000] [--size 64] [--dir /tmp]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raykd.data.store import Store, content_key
+
+PARQUET_GROUP_BYTES = 64 * 2**20
+KEY = content_key({"table": "bench", "what": "store_speed"})
+
+
+def synthetic_split(images: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Photo-like uint8 images (smooth colour fields plus sensor-like noise, so lz4 finds as little as in real
+    pixels) filled in place, one chunk at a time, and int64 labels."""
+    rng = np.random.default_rng(0)
+    out = np.empty((images, size, size, 3), dtype=np.uint8)
+    coarse = size // 8
+    for start in range(0, images, 1000):
+        stop = min(images, start + 1000)
+        smooth = rng.integers(0, 256, (stop - start, coarse, coarse, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+        out[start:stop] = smooth + rng.integers(0, 8, smooth.shape, dtype=np.uint8)
+    return out, rng.integers(0, 200, images).astype(np.int64)
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status memory field in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
+
+
+def _drop_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def save_parquet(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """The Parquet layout the store wrote before (its TableWriter, inlined): fixed-size lists, lz4, no dictionary."""
+    row = images[0].size
+    per = max(1, PARQUET_GROUP_BYTES // row)
+    with pq.ParquetWriter(path, pa.schema([("images", pa.list_(pa.uint8(), row)), ("labels", pa.int64())]),
+                          compression="lz4", use_dictionary=False, write_statistics=False) as writer:
+        checksums = []
+        for start in range(0, len(images), per):
+            part = images[start:start + per]
+            checksums.append(hashlib.sha256(part.data).hexdigest())
+            column = pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), row)
+            writer.write_table(pa.table({"images": column, "labels": labels[start:start + per]}),
+                               row_group_size=len(part))
+        writer.add_key_value_metadata({"checksums": json.dumps(checksums)})
+
+
+def load_parquet(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Read back as the store did before: each row group decoded, flattened to numpy, verified, then concatenated."""
+    parquet = pq.ParquetFile(path)
+    checksums = json.loads(parquet.metadata.metadata[b"checksums"])
+    parts = []
+    for g in range(parquet.num_row_groups):
+        column = parquet.read_row_group(g).column("images").combine_chunks()
+        part = column.flatten().to_numpy(zero_copy_only=False).reshape((len(column), *shape))
+        assert hashlib.sha256(part.data).hexdigest() == checksums[g]
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def child(step: str, directory: Path, images: int, size: int) -> dict:
+    """One measured step in this process: ``{"seconds", "peak"}``, peak the most RSS during the step above the
+    interpreter's own (imports done): what the step holds, the saved array included."""
+    shape = (size, size, 3)
+    interpreter = _status("VmRSS")
+    if step.startswith("save"):
+        array, labels = synthetic_split(images, size)
+    _reset_peak()
+    started = time.perf_counter()
+    if step == "save-parquet":
+        save_parquet(directory / "split.parquet", array, labels)
+    elif step == "save-raw":
+        Store(directory).save(KEY, {"images": array, "labels": labels}, raw=("images",))
+    elif step == "load-parquet":
+        loaded = load_parquet(directory / "split.parquet", shape)
+    elif step in ("load-raw", "load-raw-warm"):
+        loaded = Store(directory).load(KEY)["images"]
+    seconds = time.perf_counter() - started
+    if step.startswith("load"):
+        assert loaded.shape == (images, *shape)
+    return {"seconds": seconds, "peak": _status("VmHWM") - interpreter}
+
+
+def measure(step: str, directory: Path, images: int, size: int) -> dict:
+    if step in ("load-parquet", "load-raw"):
+        for name in ("split.parquet", f"{KEY}.raw", f"{KEY}.parquet"):
+            if (directory / name).exists():
+                _drop_from_page_cache(directory / name)
+    result = subprocess.run([sys.executable, __file__, "--child", step, "--dir", str(directory), "--images",
+                             str(images), "--size", str(size)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--dir", default=None, help="where the files are written (default: the system's temp dir)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, Path(args.dir), args.images, args.size)))
+        return
+    mib = args.images * args.size ** 2 * 3 / 2**20
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        directory = Path(tmp)
+        steps = {s: measure(s, directory, args.images, args.size)
+                 for s in ("save-parquet", "load-parquet", "save-raw", "load-raw", "load-raw-warm")}
+        sizes = {"parquet": (directory / "split.parquet").stat().st_size,
+                 "raw": (directory / f"{KEY}.raw").stat().st_size + (directory / f"{KEY}.parquet").stat().st_size}
+    print(f"{args.images} x {args.size} x {args.size} x 3 uint8 images ({mib:.1f} MiB) + int64 labels; each step in "
+          f"its own process; loads cold (dropped from the page cache) unless warm")
+    print(f"  {'':22s} {'Parquet rows':>14s} {'raw file':>14s} {'raw / Parquet':>14s}")
+
+    def row(label: str, parquet: float, raw: float, fmt: str) -> None:
+        print(f"  {label:22s} {parquet:>14{fmt}} {raw:>14{fmt}} {raw / parquet:>13.2f}x")
+
+    row("save MiB/s", mib / steps["save-parquet"]["seconds"], mib / steps["save-raw"]["seconds"], ".0f")
+    row("load MiB/s (cold)", mib / steps["load-parquet"]["seconds"], mib / steps["load-raw"]["seconds"], ".0f")
+    print(f"  {'load MiB/s (warm)':22s} {'':>14s} {mib / steps['load-raw-warm']['seconds']:>14.0f}")
+    row("file / array size", sizes["parquet"] / 2**20 / mib, sizes["raw"] / 2**20 / mib, ".3f")
+    for step in ("save", "load"):
+        row(f"{step} peak RSS / array", steps[f"{step}-parquet"]["peak"] / 2**20 / mib,
+            steps[f"{step}-raw"]["peak"] / 2**20 / mib, ".2f")
+        row("  beyond the array, MiB", steps[f"{step}-parquet"]["peak"] / 2**20 - mib,
+            steps[f"{step}-raw"]["peak"] / 2**20 - mib, ".0f")
+    print(f"  (the raw load maps the file: its RSS is page-cache pages shared by every process of the node; the "
+          f"warm load is the sha256 of every block, on {os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
