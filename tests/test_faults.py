@@ -188,6 +188,26 @@ def test_the_teacher_counters_survive_a_service_restart(local_ray, splits, teach
     assert stats["tables_built"] == 2 and stats["samples_computed"] == 2 * len(ray.get(splits["train"]))
 
 
+def test_the_tables_a_sweep_will_write_are_projected_and_refused_beyond_the_free_disk(local_ray, splits, teacher,
+                                                                                      tmp_path) -> None:
+    from raykd.tune.sweep import check_table_space
+
+    service = start_service([TeacherRequest(teacher, ("logits",))], BASE.data, splits["train"], 2,
+                            TeacherServiceConfig(mode="stored"), str(tmp_path / "store"), "projection")
+    try:
+        before = ray.get(service.projection.remote([0, 1]))[teacher.name]
+        ray.get(ray.get(service.table.remote(teacher.name, 0, 0, True))[0])
+        after = ray.get(service.projection.remote([0, 1]))[teacher.name]
+    finally:
+        stop_service(service)
+    rows = len(ray.get(splits["train"]))
+    assert before == {"tables": 4, "table_bytes": rows * 10 * 2}  # 2 seeds x 2 views of 10 float16 logits a row
+    assert after == {**before, "tables": 3}  # a table already stored is not counted again
+    with pytest.raises(UserError, match=r"teacher tables this sweep writes need 8192\.00 GiB in .* GiB is free "
+                                        r"there: free space, give another --cache-dir, keep fewer logits"):
+        check_table_space({teacher.name: {"tables": 4, "table_bytes": 2 * 2**40}}, str(tmp_path / "store"))
+
+
 def test_the_service_needs_no_teacher_files_on_its_node(local_ray, splits, teacher, tmp_path) -> None:
     """The driver reads the weights and sends them through the object store: a service (and actors) on a node
     without the checkpoint, here one deleted after the service started, still serves the teacher."""

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -239,6 +240,22 @@ class TeacherService:
                 mode = "live" if per_row * self.num_rows > self.config.live_threshold_bytes else "stored"
             self.modes[teacher] = mode
         return self.modes[teacher]
+
+    async def projection(self, seeds: Sequence[int]) -> dict[str, dict[str, int]]:
+        """Per stored teacher, what the streams of ``seeds`` will still write: ``{"tables", "table_bytes"}`` (tables
+        not yet in the store; bytes of one, from a probe row, so about for whole SR images of varied size), for the
+        driver to check against the free disk before any table is made."""
+        out = {}
+        for name in self.requests:
+            if await self.mode(name) != "stored":
+                continue
+            per_row = await (await self._actors(name))[0].row_bytes.remote(self.requests[name].outputs)
+            views = sorted({self._view(epoch) for epoch in range(self.epochs)}, key=str)
+            missing = [(seed, view) for seed in seeds for view in views
+                       if self.store.fs.get_file_info(self.store.path(self._key(name, seed, view))).type
+                       == pafs.FileType.NotFound]
+            out[name] = {"tables": len(missing), "table_bytes": per_row * self.num_rows}
+        return out
 
     async def describe(self, teacher: str) -> tuple[str, int, str]:
         """``(mode, epochs, precision)`` of ``teacher``."""

@@ -30,7 +30,7 @@ from ray import tune
 
 from raykd import telemetry
 from raykd.config import SweepConfig, TrainConfig, override, to_json
-from raykd.console import Interrupted, StageFailed, UserError, one_line
+from raykd.console import Interrupted, StageFailed, UserError, log, one_line
 from raykd.data.arrays import load_split
 from raykd.data.store import Store
 from raykd.methods import create_method
@@ -49,7 +49,8 @@ from raykd.tune.resources import check_sweep_resources
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 from raykd.tune.tracking import MLflowTracking, log_best_student
 
-__all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "decoded_splits"]
+__all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "check_table_space",
+           "decoded_splits"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 LOW_SPACE = 64 * 2**20  # free bytes under which a trial's unreadable error file is taken for a full disk
@@ -260,6 +261,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
         service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
                                 splits["train"], base.optim.epochs, sweep.teachers, _store_root(sweep.cache_dir),
                                 sweep.name)
+        check_table_space(ray.get(service.projection.remote([base.seed])), _store_root(sweep.cache_dir))
         ray.get(service.start.remote([base.seed]))
     try:
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
@@ -272,7 +274,9 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
         if sweep.seeds and problem is None:
             grid = _seed_grid(results, metric, sweep)
             if grid and service is not None:
-                ray.get(service.start.remote(sorted({run["seed"] for run in grid})))
+                seeds = sorted({run["seed"] for run in grid})
+                check_table_space(ray.get(service.projection.remote(seeds)), _store_root(sweep.cache_dir))
+                ray.get(service.start.remote(seeds))
             if grid:
                 seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
                                                       _trial_resources(sweep))
@@ -358,6 +362,25 @@ def _storage(sweep: SweepConfig) -> str:
     cluster), never a node's own /tmp."""
     return f"{sweep.directory}-train" if "://" in sweep.directory else str(Path(sweep.directory).parent /
                                                                            f"{sweep.name}-train")
+
+
+def check_table_space(projection: Mapping[str, Mapping[str, int]], store_root: str) -> None:
+    """Say what the teacher tables about to be made will take, and refuse before making any when the store's disk
+    has not that much free (a sweep that fills the disk fails every trial at once)."""
+    total = sum(p["tables"] * p["table_bytes"] for p in projection.values())
+    if not total:
+        return
+    gib = 2**30
+    each = ", ".join(f"{name}: {p['tables']} x {p['table_bytes'] / gib:.2f} GiB" for name, p in projection.items())
+    log.info(f"teacher tables to write: {total / gib:.2f} GiB in {store_root} ({each})")
+    if "://" in store_root:
+        return
+    existing = next(p for p in (Path(store_root), *Path(store_root).parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if total > free:
+        raise UserError(f"the teacher tables this sweep writes need {total / gib:.2f} GiB in {store_root} ({each}) "
+                        f"and {free / gib:.2f} GiB is free there: free space, give another --cache-dir, keep fewer "
+                        "logits (--top-k K), or fewer views (the data's reuse_views)")
 
 
 def _store_root(cache_dir: str) -> str:
