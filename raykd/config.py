@@ -191,8 +191,10 @@ class OptimConfig:
     """Optimiser, schedule and batch: ``sgd`` (momentum; the KD literature's classification recipe), ``adam`` or
     ``adamw`` (``betas``; the SR literature's). ``no_decay`` trains the parameters a model lists in its
     ``no_weight_decay()`` (Vim's embeddings and SSM parameters, DVMSR's A_log and D) without weight decay, as
-    those models' papers do. ``schedule``: ``cosine``, ``step`` (x0.1 at 50% and 75% of the epochs) or
-    ``constant``; ``steps_per_epoch`` caps the steps (smoke runs)."""
+    those models' papers do. ``schedule``: ``cosine``, ``step`` (x0.1 at 50% and 75% of the epochs),
+    ``multistep`` (x``gamma`` at each of the ``milestones`` epochs, as papers print them: the KD literature's x0.1 at
+    150, 180 and 210 of 240 epochs, EDSR's and DVMSR's halvings) or ``constant``; ``steps_per_epoch`` caps the steps
+    (smoke runs)."""
 
     name: str = "sgd"
     lr: float = 0.05
@@ -201,6 +203,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     no_decay: bool = True
     schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
     epochs: int = 10
     batch_size: int = 64
     steps_per_epoch: int | None = None
@@ -218,8 +222,18 @@ class OptimConfig:
                 _fail("optim", "betas", self.betas, "two numbers in [0, 1)")
         _float("optim", "weight_decay", self.weight_decay, 0.0)
         _flag("optim", "no_decay", self.no_decay)
-        _choice("optim", "schedule", self.schedule, ("cosine", "step", "constant"))
+        _choice("optim", "schedule", self.schedule, ("cosine", "step", "multistep", "constant"))
         _int("optim", "epochs", self.epochs, 1)
+        if not isinstance(self.milestones, (tuple, list)):
+            _fail("optim", "milestones", self.milestones, "a list of epochs, e.g. [150, 180, 210]")
+        _set(self, "milestones", tuple(self.milestones))
+        for milestone in self.milestones:
+            _int("optim", "milestones", milestone, 1)
+        if list(self.milestones) != sorted(set(self.milestones)) or any(m >= self.epochs for m in self.milestones):
+            _fail("optim", "milestones", self.milestones, f"increasing epochs below optim.epochs ({self.epochs})")
+        if self.schedule == "multistep" and not self.milestones:
+            _fail("optim", "milestones", self.milestones, "the epochs where schedule 'multistep' multiplies the lr")
+        _float("optim", "gamma", self.gamma, 0.0, 1.0, low_open=True)
         _int("optim", "batch_size", self.batch_size, 1)
         if self.steps_per_epoch is not None:
             _int("optim", "steps_per_epoch", self.steps_per_epoch, 1)

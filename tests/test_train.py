@@ -20,7 +20,7 @@ from raykd.models import create_model
 from raykd.models.checkpoint import MODEL_FILE, CheckpointError, read_meta, verify
 from raykd.train import checkpoint as checkpoint_module
 from raykd.train.checkpoint import find_checkpoint
-from raykd.train.loop import NonFiniteLoss, param_groups, shard_order, train
+from raykd.train.loop import NonFiniteLoss, make_optimizer, make_scheduler, param_groups, shard_order, train
 from raykd.train.tasks import build_task, task_builds
 
 # 16x16 digits keep every run to seconds; resnet8 reaches ~90% on them in a few epochs
@@ -269,3 +269,17 @@ def test_resuming_a_finished_run_returns_its_final_metrics_without_training(tmp_
     assert reports == []
     assert {k: again[k] for k in ("epoch", "val_top1", "best_val_top1")} == \
         {k: done[k] for k in ("epoch", "val_top1", "best_val_top1")}
+
+
+def test_the_multistep_schedule_multiplies_the_lr_at_the_papers_milestones() -> None:
+    # the KD literature's CIFAR/TinyImageNet recipe: SGD 0.05, x0.1 at epochs 150, 180 and 210 of 240
+    optim = OptimConfig(lr=0.05, schedule="multistep", milestones=(150, 180, 210), gamma=0.1, epochs=240)
+    optimizer = make_optimizer(optim, [{"params": [torch.nn.Parameter(torch.zeros(1))]}])
+    scheduler = make_scheduler(optim, optimizer)
+    lrs = []
+    for _ in range(240):  # the loop steps the schedule once per epoch
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [lrs[e] for e in (0, 149, 150, 179, 180, 209, 210, 239)] == pytest.approx(
+        [0.05, 0.05, 5e-3, 5e-3, 5e-4, 5e-4, 5e-5, 5e-5], rel=1e-9)

@@ -174,6 +174,8 @@ def make_scheduler(optim: OptimConfig, optimizer: torch.optim.Optimizer) -> Any:
     if optim.schedule == "step":
         milestones = [max(1, int(optim.epochs * 0.5)), max(1, int(optim.epochs * 0.75))]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if optim.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
