@@ -2,11 +2,13 @@
 ``raykd eval-sr`` (an SR model's PSNR/SSIM on benchmark sets, as SR papers tabulate them), ``raykd sweep NAME``
 (a paper sweep, as ``python sweeps/NAME.py``), ``raykd export RUN_DIR`` (a sweep's best student to a directory of
 its own), ``raykd evaluate DIR`` (a classifier's accuracy on the val split it was trained with) and ``raykd compare
-RUN_A RUN_B`` (two sweeps side by side)."""
+RUN_A RUN_B`` (two sweeps side by side); ``raykd monitor`` (a Prometheus scraping the Ray nodes, and raykd's
+Grafana dashboard)."""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="two finished sweeps side by side: each method's result, the winners, "
                                        "the teachers, and every config field that differs")
     c.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="results directories, <storage>/<name>")
+    m = sub.add_parser("monitor", help="run Prometheus on the Ray nodes' metrics (raykd's series live) and put "
+                       "raykd's Grafana dashboard beside Ray's; until Ctrl-C")
+    m.add_argument("--ray-temp-dir", type=Path, default=Path("/tmp/ray"), help="Ray's temp dir (ray start "
+                   "--temp-dir; default /tmp/ray), where Ray lists its nodes' metrics ports")
+    m.add_argument("--port", type=int, default=9090, help="Prometheus's port on 127.0.0.1 (default 9090, where "
+                   "Ray's dashboard and Grafana look unless RAY_PROMETHEUS_HOST says otherwise)")
+    m.add_argument("--scrape-interval", default="10s", help="how often Prometheus reads the nodes (default 10s, "
+                   "Ray's export interval)")
+    m.add_argument("--data-dir", type=Path, default=Path(default_cache_dir()) / "prometheus",
+                   help="Prometheus's config, data and log (default <cache>/prometheus)")
+    add_common_flags(m)
     s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
                        add_help=False)
     s.add_argument("name")
@@ -133,7 +146,12 @@ def eval_sr(args: argparse.Namespace) -> int:
     print("| model | " + " | ".join(name for name, _ in tasks) + " |")
     print("|---" * (len(tasks) + 1) + "|")
     for label, model in rows:
-        cells = [task.evaluate(model, device) for _, task in tasks]
+        cells = []
+        for name, task in tasks:  # progress on stderr, so stdout stays the table to paste
+            started = time.perf_counter()
+            print(f"eval-sr: {label} on {name} ...", end="", file=sys.stderr, flush=True)
+            cells.append(task.evaluate(model, device))
+            print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         print(f"| {label} | " + " | ".join(f"{c['val_psnr']:.2f}/{c['val_ssim']:.4f}" for c in cells) + " |",
               flush=True)
     return 0
@@ -232,6 +250,10 @@ def _run(args: argparse.Namespace) -> int:
 
         print(compare_runs(*args.runs), end="")
         return 0
+    if args.command == "monitor":
+        from raykd.monitoring import monitor
+
+        return monitor(args.ray_temp_dir, args.data_dir.expanduser(), args.port, args.scrape_interval)
     if args.command == "sweep":
         from raykd.sweeps import run
 

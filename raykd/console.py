@@ -9,7 +9,7 @@ Every command (``raykd ...``, ``python sweeps/<name>.py``) runs its body through
 * Ctrl-C (or a sweep stage that did not finish, :class:`Interrupted`) says that ``--resume`` continues the work and
   exits 130, the shell's status for SIGINT;
 * a sweep stage whose every trial failed (:class:`StageFailed`) prints the first error and where the others are,
-  and exits 1;
+  and exits 1, as does a Ray that did not start (:class:`RayUnavailable`);
 * ``--debug`` (or ``RAYKD_DEBUG=1``) shows the full traceback instead.
 
 It also reads the flags every command shares before the command's own parser does: ``--trust-plugins`` and plugin
@@ -29,7 +29,7 @@ from typing import Any
 
 from raykd.registry import trust_plugins
 
-__all__ = ["log", "UserError", "Interrupted", "StageFailed", "key_values", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
+__all__ = ["log", "UserError", "Interrupted", "StageFailed", "RayUnavailable", "key_values", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
            "json_object"]
 
 log = logging.getLogger("raykd")
@@ -47,6 +47,10 @@ class Interrupted(Exception):
 
 class StageFailed(Exception):
     """Every trial of a sweep stage failed: nothing to rank; the message names the first error and the results."""
+
+
+class RayUnavailable(Exception):
+    """Ray did not start (or the cluster named did not answer); the message says where its logs are."""
 
 
 USER_MISTAKES: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, NotADirectoryError,
@@ -126,7 +130,7 @@ def run_command(body: Callable[[], int], argv: Sequence[str] | None = None, prog
         reason = one_line(err) if isinstance(err, Interrupted) else "interrupted"
         _say(f"{prog}: {reason}; what finished is kept: the same command with --resume continues it", debug)
         return INTERRUPTED
-    except StageFailed as err:
+    except (StageFailed, RayUnavailable) as err:
         _say(f"{prog}: error: {one_line(err)}", debug)
         return 1
     except OSError as err:

@@ -1,13 +1,15 @@
 """raykd's own series in the Ray dashboard, exported through ``ray.util.metrics``.
 
 On Ray's Prometheus endpoint they appear prefixed ``ray_`` (counters also suffixed ``_total``), about ten
-seconds after they are set:
+seconds after they are set (Ray's ``metrics_report_interval_ms``; ``RAY_metrics_report_interval_ms=1000`` in the
+environment of ``ray start`` or the driver makes it one):
 
 - ``ray_raykd_teacher_samples_computed_total{teacher}``: (sample, view) pairs a teacher actually ran on;
 - ``ray_raykd_cache_hits_total{teacher}``: (sample, view) teacher outputs served from the cache instead;
 - ``ray_raykd_cache_bytes{teacher}``: size of that teacher's cached outputs;
 - ``ray_raykd_student_samples_per_second{trial}``: training throughput of each trial;
-- ``ray_raykd_best_metric{metric}``: the best value of the sweep's metric so far.
+- ``ray_raykd_best_metric{metric,method}``: the best value of the sweep's metric any trial of that method has
+  reached so far (the better of every epoch reported, search and seeds stages alike).
 
 Ray exports a process's metrics only while that process lives, and not from the driver; trials end and the
 sweep's bookkeeping runs in the driver. So every update goes, fire-and-forget, to one small named actor that
@@ -15,6 +17,7 @@ owns the series for the whole session.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from functools import cache
@@ -22,12 +25,13 @@ from functools import cache
 import ray
 
 _SERIES = {
-    "raykd_teacher_samples_computed": ("Counter", "teacher forwards, (sample, view) pairs", "teacher"),
-    "raykd_cache_hits": ("Counter", "teacher outputs served from the cache, (sample, view) pairs", "teacher"),
-    "raykd_cache_bytes": ("Gauge", "bytes of cached teacher outputs", "teacher"),
-    "raykd_student_samples_per_second": ("Gauge", "student training samples per second", "trial"),
-    "raykd_best_metric": ("Gauge", "best value of the sweep metric so far", "metric"),
+    "raykd_teacher_samples_computed": ("Counter", "teacher forwards, (sample, view) pairs", ("teacher",)),
+    "raykd_cache_hits": ("Counter", "teacher outputs served from the cache, (sample, view) pairs", ("teacher",)),
+    "raykd_cache_bytes": ("Gauge", "bytes of cached teacher outputs", ("teacher",)),
+    "raykd_student_samples_per_second": ("Gauge", "student training samples per second", ("trial",)),
+    "raykd_best_metric": ("Gauge", "best value of the sweep metric so far, per method", ("metric", "method")),
 }
+_BETTER = {"max": max, "min": min}
 
 
 REPUBLISH_S = 5.0  # Ray stops exporting a gauge some seconds after its last set: the exporter sets them again
@@ -38,21 +42,25 @@ class _Exporter:
     def __init__(self):
         from ray.util import metrics
 
-        self.series = {name: getattr(metrics, kind)(name, description=description, tag_keys=(tag,))
-                       for name, (kind, description, tag) in _SERIES.items()}
-        self.gauges: dict[tuple[str, str], float] = {}
+        self.series = {name: getattr(metrics, kind)(name, description=description, tag_keys=tag_keys)
+                       for name, (kind, description, tag_keys) in _SERIES.items()}
+        self.gauges: dict[tuple[str, tuple[str, ...]], float] = {}
         self.lock = threading.Lock()
         threading.Thread(target=self._republish, daemon=True).start()
 
-    def update(self, name: str, value: float, tag: str) -> None:
+    def update(self, name: str, value: float, tags: tuple[str, ...], keep: str | None = None) -> None:
+        """Add ``value`` to a counter, or set a gauge to it; with ``keep`` ("max" or "min") a gauge keeps the
+        better of its value and ``value``, so every result may be sent without the sender knowing the best."""
         series = self.series[name]
-        tags = {_SERIES[name][2]: tag}
         if _SERIES[name][0] == "Counter":
-            series.inc(value, tags=tags)
-        else:
-            with self.lock:
-                self.gauges[name, tag] = value
-            series.set(value, tags=tags)
+            series.inc(value, tags=dict(zip(_SERIES[name][2], tags)))
+            return
+        with self.lock:  # held while setting, so that a republish never sets a value this update replaced
+            current = self.gauges.get((name, tags))
+            if keep is not None and current is not None:
+                value = _BETTER[keep](current, value)
+            self.gauges[name, tags] = value
+            series.set(value, tags=dict(zip(_SERIES[name][2], tags)))
 
     def _republish(self) -> None:
         """A gauge shows its last value for as long as the sweep runs (and its first value, set before Ray's
@@ -60,9 +68,8 @@ class _Exporter:
         while True:
             time.sleep(REPUBLISH_S)
             with self.lock:
-                current = dict(self.gauges)
-            for (name, tag), value in current.items():
-                self.series[name].set(value, tags={_SERIES[name][2]: tag})
+                for (name, tags), value in self.gauges.items():
+                    self.series[name].set(value, tags=dict(zip(_SERIES[name][2], tags)))
 
 
 _STARTED: dict[str, object] = {}
@@ -95,13 +102,13 @@ def start() -> None:
         _exporter.cache_clear()
 
 
-def _update(name: str, value: float, tag: str) -> None:
+def _update(name: str, value: float, *tags: str, keep: str | None = None) -> None:
     if ray.is_initialized():
         exporter = _exporter(ray.get_runtime_context().gcs_address, _name())
         if exporter is None:
             _exporter.cache_clear()  # look again next time
         else:
-            exporter.update.remote(name, value, tag)
+            exporter.update.remote(name, value, tags, keep)
 
 
 def teacher_samples_computed(teacher: str, n: int) -> None:
@@ -122,5 +129,8 @@ def student_throughput(trial: str, samples_per_s: float) -> None:
     _update("raykd_student_samples_per_second", samples_per_s, trial)
 
 
-def best_metric(metric: str, value: float) -> None:
-    _update("raykd_best_metric", value, metric)
+def best_metric(metric: str, method: str, value: float, mode: str) -> None:
+    """A trial of ``method`` reached ``value`` of ``metric`` (``mode``: "max" or "min", which is better): the
+    series moves only when it is the method's best so far. A NaN (a diverged trial) is no best."""
+    if not math.isnan(value):
+        _update("raykd_best_metric", value, metric, method, keep=mode)

@@ -50,11 +50,11 @@ def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
     ray.shutdown()  # this test needs a Ray of its own (one CPU, the dashboard): not the module's local_ray
     start_local_ray(num_cpus=1, include_dashboard=True)
     try:
-        busy = ray.remote(num_cpus=1)(lambda: time.sleep(30))
+        busy = ray.remote(num_cpus=1)(lambda: time.sleep(120))
         running = busy.remote()
         time.sleep(2)
         waiting = busy.remote()  # the only CPU is taken
-        deadline = time.time() + 20  # (a task the state API has not seen yet counts as running: silence)
+        deadline = time.time() + 90  # (a task the state API has not seen yet, or a slow answer, counts as running)
         while _running(waiting) and time.time() < deadline:
             time.sleep(0.5)
         assert not _running(waiting) and _running(running)

@@ -227,3 +227,20 @@ def test_storage_that_fills_during_a_stage_is_one_line_naming_it(local_ray, tiny
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"raykd: error: no space left writing {tiny_disk / 'stage'}; free space there (or point --storage/--cache-dir " \
         "elsewhere) and rerun with --resume"
+
+
+def test_a_ray_that_does_not_start_is_one_line_and_exit_1(monkeypatch, capsys) -> None:
+    import ray
+
+    from raykd.tune.spec import connect
+
+    def timed_out(**_):  # what Ray raises when its raylet gives up waiting for the dashboard agent under load
+        raise RuntimeError("The node with node id: 01 and address: 127.0.0.1 and node name: 127.0.0.1 has been "
+                           "marked dead because the detector has missed too many heartbeats from it.")
+
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert run_command(lambda: connect(None) or 0, []) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("raykd: error: a local Ray did not start or answer: The node with node id") and \
+        "(Ray's logs: /tmp/ray/session_latest/logs)" in line

@@ -95,6 +95,9 @@ class TeacherActor:
         self.arrays = ray.get(arrays[0])
         self.views: dict[int, ClassificationBatches | SRBatches] = {}
 
+    def __repr__(self) -> str:  # what the Ray dashboard shows for this actor: which teacher it is
+        return f"TeacherActor({self.spec.name})"
+
     def batches(self, seed: int) -> ClassificationBatches | SRBatches:
         if seed not in self.views:
             self.views[seed] = _batches(self.arrays, self.data, seed)

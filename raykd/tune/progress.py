@@ -3,7 +3,9 @@
 A stage prints a header, one line when a trial starts (its number, method and hyperparameters), one when it ends
 (its best metric and length, or that ASHA stopped it early, or its error), and every :data:`EVERY_S` seconds a
 stage line: trials done, running and pending, the best so far per method and an ETA. Each trial's per-epoch
-metric is a ``--verbose`` (debug) line.
+metric is a ``--verbose`` (debug) line. The callback runs in the driver, which sees every trial's results as they
+come: each one also goes to ``ray_raykd_best_metric`` (:mod:`raykd.telemetry`), so the dashboard's best per method
+moves while the sweep runs.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from raykd import telemetry
 from raykd.console import log
 from raykd.tune.spaces import trial_method
 
@@ -51,6 +54,9 @@ class StageProgress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if self.metric in result:
+            method, _ = _method(trial)
+            best = result.get(f"best_{self.metric}", result[self.metric])
+            telemetry.best_metric(self.metric, method, best, self.mode)
             log.debug(f"{self._label(trial)} epoch {result.get('epoch')}/{self.epochs} {self.metric} "
                       f"{result[self.metric]:.2f}")
 

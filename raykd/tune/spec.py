@@ -17,7 +17,7 @@ import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
                           default_cache_dir, override, to_json)
-from raykd.console import UserError, add_common_flags, key_values, log, one_line
+from raykd.console import RayUnavailable, UserError, add_common_flags, key_values, log, one_line
 from raykd.registry import trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.lock import check_fresh_directory, sweep_lock
@@ -47,7 +47,15 @@ def connect(address: str | None = None) -> None:
     # Ray's and Tune's INFO lines ("Checkpoint successfully created at ...", one per trial epoch) stay in Ray's
     # session logs; raykd prints its own progress (raykd.tune.progress), and --verbose brings them back
     quiet = ray.LoggingConfig(log_level="INFO" if log.isEnabledFor(logging.DEBUG) else "WARNING")
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", logging_config=quiet)
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        context = ray.init(address=target, logging_config=quiet)
+    except (RuntimeError, ConnectionError, TimeoutError) as err:  # Ray's own start-up and connection failures
+        ray.shutdown()  # what a half-started local Ray left (its processes hold the ports a retry needs)
+        where = "a local Ray" if target == "local" else f"Ray at {target}"
+        raise RayUnavailable(f"{where} did not start or answer: {one_line(err)} (Ray's logs: "
+                             "/tmp/ray/session_latest/logs); under load a local start can time out, and a retry "
+                             "usually works") from None
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}")
 

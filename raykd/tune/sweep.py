@@ -12,6 +12,7 @@ with ``sweep.seeds`` seeds, and :mod:`raykd.tune.report` writes the results.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -166,6 +167,8 @@ def check_sweep(sweep: SweepConfig, task: str, models: Sequence[str] = ()) -> No
         check_model_name(name)
     check_writable("--storage", sweep.storage)
     check_writable("--cache-dir", sweep.cache_dir)
+    if "mlflow" in sweep.log and importlib.util.find_spec("mlflow") is None:
+        raise UserError("--log mlflow needs MLflow: pip install 'raykd[track]' (or mlflow-skinny)")
     if sweep.resume:
         for name in (sweep.name, f"{sweep.name}-seeds"):
             _check_resumable(_directory(sweep, name))
