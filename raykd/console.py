@@ -29,8 +29,8 @@ from typing import Any
 
 from raykd.registry import trust_plugins
 
-__all__ = ["log", "UserError", "Interrupted", "StageFailed", "RayUnavailable", "key_values", "USER_MISTAKES", "run_command", "add_common_flags", "one_line",
-           "json_object"]
+__all__ = ["log", "UserError", "Interrupted", "StageFailed", "RayUnavailable", "key_values", "USER_MISTAKES",
+           "run_command", "add_common_flags", "one_line", "json_object"]
 
 log = logging.getLogger("raykd")
 

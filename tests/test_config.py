@@ -192,7 +192,8 @@ BAD = {
         ("name", ""), ("methods", "kd"), ("methods", ()), ("methods", ("kd", "")), ("methods", ("kd", 3)),
         ("num_samples", 0), ("metric", ""), ("mode", "up"), ("scaling", {"num_workers": 2}), ("failure", 3),
         ("teachers", {}), ("max_concurrent_trials", 0), ("grace_period", 0), ("storage", ""), ("cache_dir", ""),
-        ("resume", "yes"), ("seed", -1), ("seeds", -1), ("log", ("wandb",)), ("log", ("tensorboard",)), ("verbose", 9), ("verbose", "loud"),
+        ("resume", "yes"), ("seed", -1), ("seeds", -1), ("log", ("wandb",)), ("log", ("tensorboard",)),
+        ("verbose", 9), ("verbose", "loud"),
     ],
 }
 OWNER = {ModelConfig: "model", DataConfig: "data", OptimConfig: "optim", MethodConfig: "method",

@@ -225,7 +225,8 @@ def test_storage_that_fills_during_a_stage_is_one_line_naming_it(local_ray, tiny
     capsys.readouterr()
     assert run_command(lambda: _fit(stage, "search", 2, str(tiny_disk / "stage")) and 0, []) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        f"raykd: error: no space left writing {tiny_disk / 'stage'}; free space there (or point --storage/--cache-dir " \
+        f"raykd: error: no space left writing {tiny_disk / 'stage'}; free space there (or point " \
+        "--storage/--cache-dir " \
         "elsewhere) and rerun with --resume"
 
 

@@ -14,7 +14,8 @@ METRIC = "val_top1"
 
 def _row(trial: str, stage: str, method: str, best: float, epochs: int, seed: int = 0) -> dict:
     return {"trial": trial, "stage": stage, "method": method, "seed": seed, "status": "ok",
-            **method_class(method, "cls").defaults(), f"best_{METRIC}": best, "epochs": epochs, "trial_dir": f"/runs/demo/{trial}",
+            **method_class(method, "cls").defaults(), f"best_{METRIC}": best, "epochs": epochs,
+            "trial_dir": f"/runs/demo/{trial}",
             "checkpoint": f"/runs/demo/{trial}/checkpoint_{epochs - 1:06d}", "checkpoint_epoch": epochs}
 
 

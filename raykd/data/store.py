@@ -28,10 +28,11 @@ process of the node), any other filesystem reads it in one sequential read (or b
 a fixed ~54 MiB). Tables without raw columns are unchanged on disk, so their format version and keys stay.
 
 Rows are written in row groups of about 64 MiB (:class:`TableWriter` appends them one by one, so a table need not
-fit in memory), and the file's key-value metadata (``raykd.store``) records the format version, the key, the row count, each column's dtype and shape, a sha256 of every column in every row group, and
-the caller's ``meta`` (and, for raw columns, their offsets, block rows and block checksums). :meth:`Store.load`
-verifies all of it (a raw file's size, then its blocks' sha256, hashed on threads: the one read of the file, which
-also brings it into the page cache for training); :meth:`Store.open` gives a lazy reader that verifies
+fit in memory), and the file's key-value metadata (``raykd.store``) records the format version, the key, the row
+count, each column's dtype and shape, a sha256 of every column in every row group, and the caller's ``meta`` (and,
+for raw columns, their offsets, block rows and block checksums). :meth:`Store.load` verifies all of it (a raw file's
+size, then its blocks' sha256, hashed on threads: the one read of the file, which also brings it into the page cache
+for training); :meth:`Store.open` gives a lazy reader that verifies
 each row group (and raw block) as it is read, for tables larger than memory. A table that fails verification is
 reported (:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to
 ``<key>.parquet.corrupt`` (its raw file to ``<key>.raw.corrupt``) and treated as absent, so the caller rebuilds

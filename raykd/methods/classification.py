@@ -93,11 +93,11 @@ class DKD(_LogitMethod):
 class FiGKD(_LogitMethod):
     """FiGKD (Kim 2025, arXiv:2505.11897): ``w_ce * CE + w_hf * D(HF(DWT(M(z_s / T))), HF(DWT(M(z_t / T))))``.
 
-    See :mod:`raykd.losses.figkd` for every knob. ``T`` and ``w_hf`` are confounded (no softmax: the term scales
-    as ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. ``bands`` reaches the paper's Table VI
-    ablation: ``"high"`` (LH, HL, HH: the method), ``"low"`` (the approximation only) or ``"all"``. The paper's weights could not be
-    retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar level, MSE) are
-    neutral starting points for a sweep, not published values.
+    See :mod:`raykd.losses.figkd` for every knob. ``T`` and ``w_hf`` are confounded (no softmax: the term scales as
+    ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. ``bands`` reaches the paper's Table VI
+    ablation: ``"high"`` (LH, HL, HH: the method), ``"low"`` (the approximation only) or ``"all"``. The paper's
+    weights could not be retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar
+    level, MSE) are neutral starting points for a sweep, not published values.
     """
 
     name = "figkd"

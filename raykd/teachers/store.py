@@ -124,7 +124,8 @@ class TeacherTable:
         out: dict[str, Any] = {}
         for name in names or self.outputs:
             if name not in self.outputs:
-                raise KeyError(f"output {name!r} not in teacher table {self.key[:12]}...; it holds {list(self.outputs)}")
+                raise KeyError(f"output {name!r} not in teacher table {self.key[:12]}...; it holds "
+                               f"{list(self.outputs)}")
             if name == "logits" and self.top_k is not None:
                 out[name] = restore_logits(self.table["logits.values"][rows], self.table["logits.classes"][rows],
                                            self.table["logits.lse"][rows], self.num_classes)

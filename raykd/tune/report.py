@@ -167,8 +167,8 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
     """The table to paste into a paper: methods ranked (:func:`rank_methods`), the winner marked, the teachers'
     own score beside them."""
     unit = metric_unit(metric)
-    lines = [f"# Sweep summary: {metric}{f' ({unit.strip()})' if unit else ''}, {'higher' if mode == 'max' else 'lower'}"
-             " is better", ""]
+    better = "higher" if mode == "max" else "lower"
+    lines = [f"# Sweep summary: {metric}{f' ({unit.strip()})' if unit else ''}, {better} is better", ""]
     if summary.get("incomplete"):
         lines += [f"**Incomplete: {summary['incomplete']}.** The same command with `--resume` continues it.", ""]
     lines += [f"| rank | method | {metric} | ranked by | best search trial | hyperparameters | trial |",
@@ -189,7 +189,8 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
     best = summary.get("best")
     if best is not None:
         lines += ["", f"Best student: {best['method']} ({best['stage']} trial {best['trial']}, {metric} "
-                      f"{best[metric]:.2f}{unit}), checkpoint `{best['checkpoint']}` (epoch {best['checkpoint_epoch']})."]
+                      f"{best[metric]:.2f}{unit}), checkpoint `{best['checkpoint']}` "
+                      f"(epoch {best['checkpoint_epoch']})."]
     lines += ["", f"{summary['trials']} trials ({summary['failed']} failed) in {summary['wall_s']:.0f} s; teacher "
               f"samples computed: {summary['teacher_samples_computed']}, cache hits: {summary['cache_hits']}."]
     seeds = summary.get("seeds") or {}

@@ -17,7 +17,8 @@ import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
                           default_cache_dir, override, to_json)
-from raykd.console import RayUnavailable, UserError, add_common_flags, key_values, log, one_line
+from raykd.console import (Interrupted, RayUnavailable, StageFailed, UserError, add_common_flags, key_values, log,
+                           one_line)
 from raykd.registry import trust_plugins
 from raykd.teachers.spec import TeacherSpec
 from raykd.tune.lock import check_fresh_directory, sweep_lock
@@ -239,8 +240,12 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
         check_sweep_resources(sweep)  # before the data is decoded and the teacher trained: both can take hours
         splits = decoded_splits(base, args.cache_dir)
         teachers = spec.teachers(args, base, profile, splits)
-        write_record(spec, argv, base, sweep)
-        summary = spec.run(args, base, teachers, sweep, splits)
+        try:
+            summary = spec.run(args, base, teachers, sweep, splits)
+        except (Interrupted, StageFailed):
+            write_record(spec, argv, base, sweep)  # Tune ran: its results are this record's
+            raise
+        write_record(spec, argv, base, sweep)  # (not before: a sweep refused before Tune leaves no results)
         spec.after(args, sweep, base)
     print_summary(sweep, summary)
     return 0
