@@ -38,6 +38,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,8 +207,10 @@ class TeacherService:
         store, which outlives the actor): rows a dead instance computed were computed. None on a first start."""
         from ray.experimental.internal_kv import _internal_kv_get
 
-        if not ray.get_runtime_context().was_current_actor_reconstructed:
-            return None
+        with warnings.catch_warnings():  # Ray 2.60's property reads its own deprecated actor_id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if not ray.get_runtime_context().was_current_actor_reconstructed:
+                return None
         saved = _internal_kv_get(self._counters_key())
         return json.loads(saved) if saved else None
 

@@ -373,17 +373,20 @@ def check_table_space(projection: Mapping[str, Mapping[str, int]], store_root: s
     total = sum(p["tables"] * p["table_bytes"] for p in projection.values())
     if not total:
         return
-    gib = 2**30
-    each = ", ".join(f"{name}: {p['tables']} x {p['table_bytes'] / gib:.2f} GiB" for name, p in projection.items())
-    log.info(f"teacher tables to write: {total / gib:.2f} GiB in {store_root} ({each})")
+    each = ", ".join(f"{name}: {p['tables']} x {_size(p['table_bytes'])}" for name, p in projection.items())
+    log.info(f"teacher tables to write: {_size(total)} in {store_root} ({each})")
     if "://" in store_root:
         return
     existing = next(p for p in (Path(store_root), *Path(store_root).parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if total > free:
-        raise UserError(f"the teacher tables this sweep writes need {total / gib:.2f} GiB in {store_root} ({each}) "
-                        f"and {free / gib:.2f} GiB is free there: free space, give another --cache-dir, keep fewer "
+        raise UserError(f"the teacher tables this sweep writes need {_size(total)} in {store_root} ({each}) "
+                        f"and {_size(free)} is free there: free space, give another --cache-dir, keep fewer "
                         "logits (--top-k K), or fewer views (the data's reuse_views)")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _store_root(cache_dir: str) -> str:
