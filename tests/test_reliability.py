@@ -245,3 +245,23 @@ def test_a_ray_that_does_not_start_is_one_line_and_exit_1(monkeypatch, capsys) -
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("raykd: error: a local Ray did not start or answer: The node with node id") and \
         "(Ray's logs: /tmp/ray/session_latest/logs)" in line
+
+
+@pytest.mark.parametrize("sweep, flags, message", [
+    ("mtkd_div2k", ["--teachers", "swinir", "nope"], "nope"),
+    ("mtkd_div2k", ["--teacher-kwargs", "swinir={bad"], "--teacher-kwargs swinir '{bad' is not valid JSON"),
+    ("mtkd_div2k", ["--teacher-checkpoints", "swinir=/no/such/dir"], "--teacher-checkpoints swinir=/no/such/dir: no "
+                                                                     "such file or directory"),
+    ("figkd_tinyimagenet", ["--storage", "FILE/runs"], "is a file, not a directory"),
+])
+def test_teacher_flags_and_storage_are_refused_before_ray(tmp_path, capsys, sweep, flags, message) -> None:
+    import ray
+
+    from raykd.sweeps import run
+
+    (tmp_path / "FILE").write_text("not a directory")
+    flags = [str(tmp_path / f) if f.startswith("FILE") else f for f in flags]
+    storage = [] if "--storage" in flags else ["--storage", str(tmp_path / "runs")]
+    assert run(sweep, ["--smoke", *storage, "--cache-dir", str(tmp_path / "cache"), *flags]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line and not ray.is_initialized(), line
