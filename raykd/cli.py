@@ -177,7 +177,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     from raykd.config import from_json
     from raykd.data.arrays import load_split
-    from raykd.data.store import Store
+    from raykd.data.store import cache_store
     from raykd.methods import method_class
     from raykd.models.checkpoint import read_meta
     from raykd.models.student import load_student
@@ -193,7 +193,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"evaluate: {args.model_dir} holds an SR model; measure it with raykd eval-sr --model "
                         f"{args.model_dir} --set BENCHMARK_DIR --scale {cfg.data.scale}")
     data = cfg.data if args.data_root is None else dataclasses.replace(cfg.data, root=args.data_root)
-    val = load_split(data, "val", Store(Path(args.cache_dir).expanduser() / "store"))
+    val = load_split(data, "val", cache_store(args.cache_dir))
     task = build_task(data, cfg.seed, {"train": val, "val": val})
     device = resolve_device(args.device)
     input_key = cfg.method.student_input or method_class(cfg.method.name, data.task).student_input
@@ -258,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
         from raykd.sweeps import run
 
         return run(args.name, args.flags)
-    from raykd.data.store import Store
+    from raykd.data.store import cache_store
     from raykd.teachers.spec import TeacherSpec
     from raykd.train.checkpoint import find_checkpoint
     from raykd.train.loop import train
@@ -271,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
     resume = find_checkpoint(out) if args.resume else None
     if args.resume and resume is None:
         raise UserError(f"--resume: no complete checkpoint at {out}")
-    task = build_task(cfg.data, cfg.seed, store=Store(Path(args.cache_dir).expanduser() / "store"))
+    task = build_task(cfg.data, cfg.seed, store=cache_store(args.cache_dir))
 
     def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         print(f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.4f}  top1 {metrics['val_top1']:.2f}  "

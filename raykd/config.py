@@ -29,10 +29,16 @@ from typing import Any, get_type_hints
 
 __all__ = [
     "ModelConfig", "DataConfig", "OptimConfig", "MethodConfig", "TeacherConfig", "RuntimeConfig", "TrainConfig",
-    "TeacherServiceConfig", "SweepConfig", "to_json", "from_json", "override", "default_cache_dir",
+    "TeacherServiceConfig", "SweepConfig", "to_json", "from_json", "override", "default_cache_dir", "is_uri",
 ]
 
 TASK_NAMES = ("cls", "sr")
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    """Whether ``location`` names a filesystem by URI (``s3://``, ``gs://``, ``file://``...) rather than a plain
+    path: what plain file I/O cannot reach, and pyarrow's filesystems can."""
+    return "://" in str(location)
 
 
 def default_cache_dir() -> str:
@@ -444,7 +450,7 @@ class SweepConfig:
     @property
     def directory(self) -> str:
         """Where this sweep's results go: ``<storage>/<name>`` (local paths made absolute)."""
-        if "://" in self.storage:
+        if is_uri(self.storage):
             return f"{self.storage.rstrip('/')}/{self.name}"
         return str(Path(self.storage).expanduser().resolve() / self.name)
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from raykd.cli import main as cli_main
-from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, TeacherConfig, TrainConfig, override
+from raykd.config import DataConfig, ModelConfig, OptimConfig, TeacherConfig, TrainConfig, override
 from raykd.data.store import Store
 from raykd.methods import create_method
 from raykd.models import create_model

@@ -62,8 +62,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.config import is_uri
+
 __all__ = ["RAW_ALIGNMENT", "STORE_FORMAT_VERSION", "Ragged", "Store", "StoreCorruptionWarning", "Table",
-           "TableReader", "TableWriter", "content_key", "file_sha256"]
+           "TableReader", "TableWriter", "content_key", "file_sha256", "store_root", "cache_store"]
 
 # Bump whenever the on-disk layout or the meaning of a stored column changes: old tables then get new keys.
 STORE_FORMAT_VERSION = 2
@@ -612,7 +614,7 @@ class Store:
         self.location = root  # as given: what another process opens the same store with
         if filesystem is not None:
             self.fs, self.root = filesystem, root.rstrip("/")
-        elif "://" in root:
+        elif is_uri(root):
             self.fs, self.root = pafs.FileSystem.from_uri(root)
             self.root = self.root.rstrip("/")
         else:
@@ -719,3 +721,16 @@ class Store:
             pass  # a table without raw columns, or a raw file already moved
         warnings.warn(f"stored table {path} failed verification: {reason}; {outcome}; it will be rebuilt",
                       StoreCorruptionWarning, stacklevel=3)
+
+
+def store_root(cache_dir: str | os.PathLike) -> str:
+    """Where a cache directory keeps its store (decoded splits and teacher tables): ``<cache_dir>/store``, ``~``
+    expanded for a path, as given for a URI. The one place that says so."""
+    if is_uri(cache_dir):
+        return f"{str(cache_dir).rstrip('/')}/store"
+    return str(Path(cache_dir).expanduser() / "store")
+
+
+def cache_store(cache_dir: str | os.PathLike) -> Store:
+    """The :class:`Store` of a cache directory (:func:`store_root`)."""
+    return Store(store_root(cache_dir))

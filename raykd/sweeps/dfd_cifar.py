@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
+from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig, is_uri
 from raykd.console import UserError
 from raykd.models.checkpoint import read_meta
 from raykd.teachers.spec import TeacherSpec
@@ -138,14 +138,14 @@ def write_summary(sweep: SweepConfig, summaries: Mapping[int, tuple[SweepConfig,
              f"HR teacher ({base.model.name} on {HR_SIZE}x{HR_SIZE} images): val_top1 {_teacher_accuracy(teachers)} "
              "(the reference; no HR student is ranked with the LR students)."]
     for size, (sub, _) in summaries.items():
-        table = Path(sub.directory) / "summary.md" if "://" not in sub.directory else None
+        table = Path(sub.directory) / "summary.md" if not is_uri(sub.directory) else None
         body = table.read_text().split("\n", 1)[1].strip() if table is not None and table.exists() else \
             "(no finished trial)"
         lines += ["", f"## LR {size}x{size} (x{HR_SIZE // size} down, bicubic back up to {HR_SIZE}; results: "
                       f"{sub.directory})", "", body]
     combined = {"lr_sizes": {str(size): {"directory": sub.directory, **summary}
                              for size, (sub, summary) in summaries.items()}}
-    if "://" not in sweep.directory:
+    if not is_uri(sweep.directory):
         out = Path(sweep.directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from raykd.config import DataConfig, OptimConfig, SweepConfig, TrainConfig
+from raykd.config import DataConfig, OptimConfig, SweepConfig, TrainConfig, is_uri
 from raykd.tune.spec import Profile, SweepSpec
 
 __all__ = ["DIV2KSweep", "find_div2k", "benchmark_missing", "add_test_sets", "evaluate_checkpoint"]
@@ -167,16 +167,16 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
     from ray.tune import ExperimentAnalysis
 
     from raykd.data.arrays import load_split
-    from raykd.data.store import Store
+    from raykd.data.store import cache_store
     from raykd.models.checkpoint import META_FILE, MODEL_FILE, model_entry, read_meta
 
-    if "://" in directory:
+    if is_uri(directory):
         print(f"test sets: skipped for remote storage {directory} (measure the checkpoints with raykd eval-sr)")
         return None
     root = Path(directory)
     if not (root / "results.parquet").exists():
         return None
-    store = Store(Path(cache_dir).expanduser() / "store")
+    store = cache_store(cache_dir)
     sets = {}
     for name, folder in tests.items():
         data = _test_data(base, Path(folder))

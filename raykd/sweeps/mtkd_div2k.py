@@ -47,7 +47,7 @@ from typing import Any
 
 import ray
 
-from raykd.config import ModelConfig, SweepConfig, TeacherServiceConfig, TrainConfig
+from raykd.config import ModelConfig, SweepConfig, TeacherServiceConfig, TrainConfig, is_uri
 from raykd.console import UserError, json_object
 from raykd.data.store import file_sha256
 from raykd.models import check_model_name
@@ -232,7 +232,7 @@ class MTKDDiv2K(DIV2KSweep):
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
         super().after(args, sweep, base)
         summary = Path(sweep.directory) / "summary.md"
-        if self.stage1 is not None and "://" not in sweep.directory and summary.exists():
+        if self.stage1 is not None and not is_uri(sweep.directory) and summary.exists():
             result = self.stage1
             held = base.data.val_root or f"{base.data.dataset} val"
             summary.write_text(summary.read_text() + f"\n## MTKD stage 1: teachers and aggregator, held-out "

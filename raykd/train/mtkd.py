@@ -53,6 +53,7 @@ from torch import Tensor
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherServiceConfig, TrainConfig,
                           to_json)
+from raykd.data.store import store_root
 from raykd.models import create_model
 from raykd.models.aggregator import MTKDTeacher
 from raykd.models.checkpoint import META_FILE, read_meta
@@ -369,9 +370,8 @@ def prepare_mtkd_teacher(
         return Stage1Result.from_checkpoint(target, name, reused=True)
     print(f"MTKD stage 1: {len(specs)} teachers ({', '.join(s.name for s in specs)}), aggregator "
           f"{cfg.optim.epochs} epochs at lr {cfg.optim.lr:g} -> {target}", flush=True)
-    store_root = str(Path(cache_dir).expanduser() / "store")
     actor = start_service([TeacherRequest(s, ("image",)) for s in specs], cfg.data, splits["train"], 1, service,
-                          store_root, f"{sweep_name}-stage1")
+                          store_root(cache_dir), f"{sweep_name}-stage1")
     try:
         ray.get(actor.start.remote([cfg.seed]))
         tables = {s.name: ray.get(actor.table.remote(s.name, cfg.seed, 0))[0] for s in specs}

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from raykd.config import is_uri
 from raykd.console import UserError, log
 
 __all__ = ["LOCK_FILE", "HEARTBEAT_S", "STALE_S", "SweepLocked", "sweep_lock", "check_fresh_directory"]
@@ -89,7 +90,7 @@ def _acquire(path: Path) -> None:
 def sweep_lock(directory: str) -> Iterator[None]:
     """Hold the lock of the results directory ``directory`` while the body runs. A directory the lock had to
     create is removed again if the body left nothing in it (a sweep refused before Tune started leaves no trace)."""
-    if "://" in directory:
+    if is_uri(directory):
         yield
         return
     root = Path(directory)
@@ -125,7 +126,7 @@ def check_fresh_directory(directories: list[str], resume: bool, force: bool) -> 
     if resume:
         return
     used = {Path(d): [p for p in Path(d).iterdir() if p.name != LOCK_FILE] for d in directories
-            if "://" not in d and Path(d).is_dir()}
+            if not is_uri(d) and Path(d).is_dir()}
     used = {path: children for path, children in used.items() if children}
     if not used:
         return

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
+from raykd.config import is_uri
 from raykd.console import UserError, one_line
 from raykd.methods import method_class
 from raykd.tune.spaces import trial_method
@@ -422,7 +423,7 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
 
 def _publish(local: Path, directory: str) -> None:
     """Copy the report files to ``directory`` (a local path or a pyarrow URI)."""
-    if "://" in directory:
+    if is_uri(directory):
         fs, path = pafs.FileSystem.from_uri(directory)
     else:
         fs, path = pafs.LocalFileSystem(), str(Path(directory))

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import ray
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
-                          default_cache_dir, override, to_json)
+                          default_cache_dir, is_uri, override, to_json)
 from raykd.console import (Interrupted, RayUnavailable, StageFailed, UserError, add_common_flags, key_values, log,
                            one_line)
 from raykd.registry import trust_plugins
@@ -257,7 +257,7 @@ RECORD = "sweep.json"
 def write_record(spec: SweepSpec, argv: Sequence[str], base: TrainConfig, sweep: SweepConfig) -> None:
     """``<results>/sweep.json``: the sweep's name and flags (what ``--config`` reruns) and the resolved configs
     they gave (the trials' base and the sweep's own), for people and for ``raykd compare``."""
-    if "://" in sweep.directory:
+    if is_uri(sweep.directory):
         return
     record = {"sweep": spec.name, "flags": _without(argv, {"--resume": 0, "--force": 0, "--config": 1}),
               "train": to_json(base), "sweep_config": to_json(sweep)}
@@ -302,7 +302,7 @@ def _check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argpars
     """Flags refused at once: a URI cache dir, and real-data flags given with ``--smoke`` (which runs on built-in
     data, so they would be silently ignored)."""
     cache = args.cache_dir[len("file://"):] if args.cache_dir.startswith("file://") else args.cache_dir
-    if "://" in cache:  # datasets and trained teachers are directories that training writes with plain file I/O
+    if is_uri(cache):  # datasets and trained teachers are directories that training writes with plain file I/O
         raise UserError(f"--cache-dir {args.cache_dir}: the cache holds datasets and trained teachers, so it must be a "
                      "path (on a cluster, an NFS/EFS mount at the same path on every node); results may go to "
                      "s3:// or gs:// with --storage")

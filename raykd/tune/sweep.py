@@ -30,10 +30,10 @@ import torch
 from ray import tune
 
 from raykd import telemetry
-from raykd.config import SweepConfig, TrainConfig, override, to_json
+from raykd.config import SweepConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
 from raykd.data.arrays import load_split
-from raykd.data.store import Store
+from raykd.data.store import cache_store, store_root
 from raykd.methods import create_method
 from raykd.models import check_model_name
 from raykd.models.checkpoint import META_FILE
@@ -96,7 +96,7 @@ def run_trial(config: dict[str, Any], payload: SweepPayload) -> None:
 
 def decoded_splits(base: TrainConfig, cache_dir: str) -> dict[str, Any]:
     """The data's train and val splits, decoded once (or read back from the store) and put in the object store."""
-    store = Store(Path(cache_dir).expanduser() / "store") if "://" not in cache_dir else Store(f"{cache_dir}/store")
+    store = cache_store(cache_dir)
     return {split: ray.put(load_split(base.data, split, store)) for split in ("train", "val")}
 
 
@@ -127,7 +127,7 @@ def _check_resumable(directory: str) -> None:
     ``tuner.pkl`` from it, so whoever can write there runs code in this driver: refuse a local directory that another
     user owns or that group/others may write. And Tune, given a damaged experiment state, logs "Failed to restore the
     run state" and starts the stage again from nothing: refuse a state that does not parse instead."""
-    if "://" in directory:
+    if is_uri(directory):
         return
     for path in (Path(directory), Path(directory) / "tuner.pkl"):
         if not path.exists():
@@ -152,7 +152,7 @@ def _check_resumable(directory: str) -> None:
 
 def _directory(sweep: SweepConfig, name: str) -> str:
     """``<storage>/<name>``: the Tune experiment directory of the search (``sweep.name``) or the seeds stage."""
-    return str(Path(sweep.directory).parent / name) if "://" not in sweep.directory else \
+    return str(Path(sweep.directory).parent / name) if not is_uri(sweep.directory) else \
         f"{sweep.directory.rsplit('/', 1)[0]}/{name}"
 
 
@@ -177,7 +177,7 @@ def check_sweep(sweep: SweepConfig, task: str, models: Sequence[str] = ()) -> No
 def check_writable(flag: str, directory: str) -> None:
     """Refuse a local ``directory`` this user cannot write in (or, where it does not exist yet, cannot create: its
     nearest existing parent is tried); nothing is left behind. URIs are the storage layer's to judge."""
-    if "://" in directory:
+    if is_uri(directory):
         return
     path = Path(directory).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -262,9 +262,9 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     service = None
     if specs:
         service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
-                                splits["train"], base.optim.epochs, sweep.teachers, _store_root(sweep.cache_dir),
+                                splits["train"], base.optim.epochs, sweep.teachers, store_root(sweep.cache_dir),
                                 sweep.name)
-        check_table_space(ray.get(service.projection.remote([base.seed])), _store_root(sweep.cache_dir))
+        check_table_space(ray.get(service.projection.remote([base.seed])), store_root(sweep.cache_dir))
         ray.get(service.start.remote([base.seed]))
     try:
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
@@ -278,7 +278,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
             grid = _seed_grid(results, metric, sweep)
             if grid and service is not None:
                 seeds = sorted({run["seed"] for run in grid})
-                check_table_space(ray.get(service.projection.remote(seeds)), _store_root(sweep.cache_dir))
+                check_table_space(ray.get(service.projection.remote(seeds)), store_root(sweep.cache_dir))
                 ray.get(service.start.remote(seeds))
             if grid:
                 seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
@@ -363,31 +363,27 @@ def _trial_resources(sweep: SweepConfig) -> dict[str, float]:
 def _storage(sweep: SweepConfig) -> str:
     """Where multi-worker trials keep their Ray Train runs: beside the sweep's results (shared storage on a
     cluster), never a node's own /tmp."""
-    return f"{sweep.directory}-train" if "://" in sweep.directory else str(Path(sweep.directory).parent /
+    return f"{sweep.directory}-train" if is_uri(sweep.directory) else str(Path(sweep.directory).parent /
                                                                            f"{sweep.name}-train")
 
 
-def check_table_space(projection: Mapping[str, Mapping[str, int]], store_root: str) -> None:
+def check_table_space(projection: Mapping[str, Mapping[str, int]], root: str) -> None:
     """Say what the teacher tables about to be made will take, and refuse before making any when the store's disk
     has not that much free (a sweep that fills the disk fails every trial at once)."""
     total = sum(p["tables"] * p["table_bytes"] for p in projection.values())
     if not total:
         return
     each = ", ".join(f"{name}: {p['tables']} x {_size(p['table_bytes'])}" for name, p in projection.items())
-    log.info(f"teacher tables to write: {_size(total)} in {store_root} ({each})")
-    if "://" in store_root:
+    log.info(f"teacher tables to write: {_size(total)} in {root} ({each})")
+    if is_uri(root):
         return
-    existing = next(p for p in (Path(store_root), *Path(store_root).parents) if p.exists())
+    existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if total > free:
-        raise UserError(f"the teacher tables this sweep writes need {_size(total)} in {store_root} ({each}) "
+        raise UserError(f"the teacher tables this sweep writes need {_size(total)} in {root} ({each}) "
                         f"and {_size(free)} is free there: free space, give another --cache-dir, keep fewer "
                         "logits (--top-k K), or fewer views (the data's reuse_views)")
 
 
 def _size(count: int) -> str:
     return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
-
-
-def _store_root(cache_dir: str) -> str:
-    return f"{cache_dir.rstrip('/')}/store" if "://" in cache_dir else str(Path(cache_dir).expanduser() / "store")

@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
+from raykd.config import is_uri
 from raykd.methods import method_class
 from raykd.tune.spaces import trial_method
 
@@ -34,7 +35,7 @@ _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {"done", "
 def tracking_uri(directory: str) -> str:
     """``$MLFLOW_TRACKING_URI``, else a SQLite store ``<results>/mlflow.db`` (``./mlflow.db`` when the results are
     on a URI)."""
-    local = Path("mlflow.db") if "://" in directory else Path(directory) / "mlflow.db"
+    local = Path("mlflow.db") if is_uri(directory) else Path(directory) / "mlflow.db"
     local.parent.mkdir(parents=True, exist_ok=True)
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local.resolve()}"
 
@@ -43,7 +44,7 @@ def _experiment(client: Any, name: str, directory: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    artifacts = None if "://" in directory else (Path(directory) / "mlflow-artifacts").resolve().as_uri()
+    artifacts = None if is_uri(directory) else (Path(directory) / "mlflow-artifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifacts)
 
 
