@@ -36,7 +36,7 @@ def test_the_winner_is_the_best_seeds_mean_not_the_best_search_trial() -> None:
     assert figkd["value"] == 59.0 and figkd["seeds"]["n"] == 3 and figkd["seeds"]["std"] == 2.0
     assert figkd["basis"] == "mean of 3 seeds" and kd["value"] == 55.0
     assert none["basis"] == "best search trial of 2 epochs"  # the student alone, at the full length
-    assert dkd["basis"] == "best search trial, stopped at 1 epochs"  # never compared with 2-epoch trials
+    assert dkd["basis"] == "best search trial, stopped at 1 epoch"  # never compared with 2-epoch trials
     assert [e["rank"] for e in ranking] == [1, 2, 3, 4]
 
 

@@ -97,6 +97,10 @@ def metric_unit(metric: str) -> str:
     return " dB" if metric.endswith("psnr") else ""
 
 
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def rank_methods(table: pd.DataFrame, metric: str, mode: str) -> list[dict[str, Any]]:
     """Every method with a finished trial, best first. Trials of different lengths are not compared: a method is
     ranked by its seeds-stage mean where it has one, else by its best search trial among those that ran the longest
@@ -116,9 +120,9 @@ def rank_methods(table: pd.DataFrame, metric: str, mode: str) -> list[dict[str, 
             count = seeds[method]["n"]
             tier, value, basis = 0, seeds[method]["mean"], f"mean of {count} seed{'s' if count != 1 else ''}"
         elif not at_full.empty:
-            tier, value, basis = 1, searched, f"best search trial of {full} epochs"
+            tier, value, basis = 1, searched, f"best search trial of {_epochs(full)}"
         else:
-            tier, value, basis = 2, searched, f"best search trial, stopped at {int(mine['epochs'].max())} epochs"
+            tier, value, basis = 2, searched, f"best search trial, stopped at {_epochs(int(mine['epochs'].max()))}"
         entries.append({"method": method, "value": value, "basis": basis, "tier": tier, "seeds": seeds.get(method),
                         "search_best": searched, "search_epochs": int(pool["epochs"].max()) if not pool.empty else 0})
     entries.sort(key=lambda e: (e["tier"], -e["value"] if mode == "max" else e["value"]))
@@ -183,7 +187,7 @@ def summary_markdown(table: pd.DataFrame, metric: str, mode: str, summary: dict[
                                                    method_class(method, task).hparams) or "-"
         rank = "**1** (winner)" if entry["rank"] == 1 else entry["rank"]
         lines.append(f"| {rank} | {method} | {value} | {entry['basis']} | {entry['search_best']:.2f} "
-                     f"({entry['search_epochs']} epochs) | {params} | {'-' if row is None else row['trial']} |")
+                     f"({_epochs(entry['search_epochs'])}) | {params} | {'-' if row is None else row['trial']} |")
     for teacher, score in (summary.get("teacher_scores") or {}).items():
         lines.append(f"| - | teacher {teacher} | {'not measured' if score is None else f'{score:.2f}'} | its own "
                      "checkpoint | - | - | - |")
