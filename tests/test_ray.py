@@ -212,6 +212,10 @@ def test_a_sweep_builds_its_task_once_per_process_and_tracks_every_trial_in_mlfl
     (best,) = [run for run in runs if run.data.tags.get("raykd.best_student") == "true"]
     assert best.data.tags["raykd.trial"] == summary["best"]["trial"]
     assert {a.path for a in client.list_artifacts(best.info.run_id, "student")} >= {"student/model.safetensors"}
+    # a distilled student's checkpoint names the teacher the service served it; the student alone names none
+    for row in table.itertuples():
+        saved = json.loads((Path(row.checkpoint) / "meta.json").read_text())["config"]["teacher"]
+        assert (saved["checkpoint"] == teacher.checkpoint) if row.method == "kd" else saved is None, (row, saved)
     # TensorBoard needs no flag: Tune writes the event files of every trial
     assert len(list((tmp_path / "runs" / "sweep").glob("run_trial_*/events.out.tfevents.*"))) == 4
 

@@ -294,7 +294,7 @@ def test_vimd_terms_flag_fixes_terms_for_the_sweeps_vimd_trials(tmp_path):
     _, _, base, sweep, _ = _spec_config(["--smoke", "--vimd-terms", "hidden"], tmp_path)
     assert base.method == MethodConfig("vimd", {"terms": "hidden"}, student_input="lr")
     assert sweep.name == "vimd_cub_hidden_smoke"
-    payload = SweepPayload(base, {}, {}, None, 0, str(tmp_path))
+    payload = SweepPayload(base, {}, {}, {}, None, 0, str(tmp_path))
     vimd = payload.trial({"method": "vimd", "vimd": {"alpha": 0.5, "beta": 0.0}}).cfg
     assert dict(vimd.method.params) == {"alpha": 0.5, "beta": 0.0, "terms": "hidden"}
     assert vimd.method.student_input == "lr"

@@ -30,7 +30,7 @@ import torch
 from ray import tune
 
 from raykd import telemetry
-from raykd.config import SweepConfig, TrainConfig, is_uri, override, to_json
+from raykd.config import ModelConfig, SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
 from raykd.data.arrays import load_split
 from raykd.data.store import cache_store, store_root
@@ -64,6 +64,7 @@ class SweepPayload:
     base: TrainConfig
     splits: dict[str, Any]
     clients: dict[str, ServiceClient]
+    teachers: dict[str, TeacherConfig]
     scaling: Any
     max_failures: int
     storage: str
@@ -72,7 +73,8 @@ class SweepPayload:
         method, params = trial_method(dict(config))
         params = {**params, **fixed_params(self.base, method)}
         cfg = override(self.base, {"method.name": method, "method.params": params,
-                                   "seed": int(config.get("seed", self.base.seed))})
+                                   "seed": int(config.get("seed", self.base.seed)),
+                                   "teacher": self.teachers.get(method)})  # served by the service; recorded
         trial = tune.get_context().get_trial_name()
         return TrialSpec(cfg, self.splits, self.clients.get(method), name=trial, started=time.time(),
                          extra={"seed": cfg.seed})
@@ -269,7 +271,11 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     try:
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
                    if needs.get(m)}
-        payload = SweepPayload(base, splits, clients, sweep.scaling, sweep.failure.max_failures, _storage(sweep))
+        teacher_configs = {m: TeacherConfig(spec.checkpoint, ModelConfig(spec.model, dict(spec.model_kwargs),
+                                                                         init_keymap=spec.keymap))
+                           for m, spec in per_method.items() if needs.get(m) and spec.checkpoint}
+        payload = SweepPayload(base, splits, clients, teacher_configs, sweep.scaling, sweep.failure.max_failures,
+                               _storage(sweep))
         trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), _trial_resources(sweep))
         results, problem = _fit(_tuner(trainable, sweep, base, metric, sweep.name, search=True), "search",
                                    sweep.num_samples, _directory(sweep, sweep.name))
