@@ -129,6 +129,9 @@ def test_a_method_named_by_import_path(tmp_path, monkeypatch) -> None:
         create_method("my_methods:Half", params={"w": -1})
     with pytest.raises(ValueError, match="is a sr method; this run's data is cls"):
         method_class("my_methods:SRHalf", "cls")
+    with pytest.raises(ValueError, match=r"is a cls method; this run's data is sr \(an SR method subclasses "
+                                         r"raykd.methods.SRMethod"):
+        method_class("my_methods:Half", "sr")
     with pytest.raises(TypeError, match="not a raykd.methods.Method subclass"):
         method_class("my_methods:not_a_method")
 

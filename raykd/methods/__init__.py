@@ -8,5 +8,7 @@ from __future__ import annotations
 
 from raykd.methods import classification, dvmsr, sr, vimd  # noqa: F401  (registration)
 from raykd.methods.base import Choice, Float, Int, Method, Outputs, Param, Shapes, create_method, method_class
+from raykd.methods.sr import SRMethod
 
-__all__ = ["Choice", "Float", "Int", "Method", "Outputs", "Param", "Shapes", "create_method", "method_class"]
+__all__ = ["Choice", "Float", "Int", "Method", "Outputs", "Param", "SRMethod", "Shapes", "create_method",
+           "method_class"]

@@ -192,7 +192,9 @@ def method_class(name: str, task: str = "cls") -> type[Method]:
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"method {name!r} is {cls!r}, not a raykd.methods.Method subclass")
     if cls.task != task:
-        raise ValueError(f"method {name!r} is a {cls.task} method; this run's data is {task}")
+        hint = " (an SR method subclasses raykd.methods.SRMethod: task 'sr', the student sees the LR image)" \
+            if task == "sr" else ""
+        raise ValueError(f"method {name!r} is a {cls.task} method; this run's data is {task}{hint}")
     return cls
 
 
