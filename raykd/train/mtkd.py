@@ -352,7 +352,7 @@ def prepare_mtkd_teacher(
     holds the tables in the object store."""
     import ray
 
-    from raykd.teachers.service import TeacherRequest, start_service
+    from raykd.teachers.service import TeacherRequest, start_service, stop_service
 
     specs = sorted_specs(list(teachers))
     _check(specs, cfg, name)
@@ -386,7 +386,6 @@ def prepare_mtkd_teacher(
             files, _ = ray.get(ray.remote(**dict(resources))(_stage1_task).remote(specs, cfg, dict(splits), tables,
                                                                                    name))
     finally:
-        ray.get(actor.shutdown.remote())
-        ray.kill(actor, no_restart=True)
+        stop_service(actor)  # (releases the teachers' weights the driver pinned for restarts, too)
     store.commit(files, target, name)
     return Stage1Result.from_checkpoint(target, name)
