@@ -64,11 +64,11 @@ def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
             attempts = attempts if isinstance(attempts, list) else [attempts] if attempts else []
             return attempts[-1].state if attempts else None
 
-        deadline = time.time() + 240
+        deadline = time.time() + 60
         while (state(running) != "RUNNING" or state(waiting) is None) and time.time() < deadline:
             time.sleep(1)
         if state(running) != "RUNNING":
-            pytest.skip("Ray's state API did not report the running task within 240 s (dashboard under load)")
+            pytest.skip("Ray's state API did not report the running task within 60 s (dashboard under load)")
         assert _running(running) and not _running(waiting), (state(running), state(waiting))
     finally:
         ray.shutdown()

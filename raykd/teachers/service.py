@@ -187,6 +187,7 @@ class TeacherService:
         self.groups: dict[str, Any] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.modes: dict[str, str] = {}
+        self.row_bytes: dict[str, int] = {}
         self.frontier: dict[tuple[str, int], int] = {}
         self.wakeup: dict[tuple[str, int], asyncio.Event] = {}
         self.ready: dict[tuple[str, int, int | None], Any] = {}
@@ -242,7 +243,7 @@ class TeacherService:
         if teacher not in self.modes:
             mode = self.config.mode
             if mode == "auto":
-                per_row = await (await self._actors(teacher))[0].row_bytes.remote(self.requests[teacher].outputs)
+                per_row = await self._row_bytes(teacher)
                 mode = "live" if per_row * self.num_rows > self.config.live_threshold_bytes else "stored"
             self.modes[teacher] = mode
         return self.modes[teacher]
@@ -255,13 +256,21 @@ class TeacherService:
         for name in self.requests:
             if await self.mode(name) != "stored":
                 continue
-            per_row = await (await self._actors(name))[0].row_bytes.remote(self.requests[name].outputs)
+            per_row = await self._row_bytes(name)
             views = sorted({self._view(epoch) for epoch in range(self.epochs)}, key=str)
             missing = [(seed, view) for seed in seeds for view in views
                        if self.store.fs.get_file_info(self.store.path(self._key(name, seed, view))).type
                        == pafs.FileType.NotFound]
             out[name] = {"tables": len(missing), "table_bytes": per_row * self.num_rows}
         return out
+
+    async def _row_bytes(self, teacher: str) -> int:
+        """Bytes of one stored row of ``teacher`` (one probe forward, asked once: the actors of a finished stream
+        are released, so a later ask could meet one being killed)."""
+        if teacher not in self.row_bytes:
+            actor = (await self._actors(teacher))[0]
+            self.row_bytes[teacher] = await actor.row_bytes.remote(self.requests[teacher].outputs)
+        return self.row_bytes[teacher]
 
     async def describe(self, teacher: str) -> tuple[str, int, str]:
         """``(mode, epochs, precision)`` of ``teacher``."""
