@@ -37,3 +37,31 @@ def local_ray():
     start_local_ray()
     yield
     ray.shutdown()
+
+
+def decoded_demo(base, tmp_path_factory) -> dict:
+    """``base``'s train and val splits decoded into a fresh cache and put in the object store (Ray must be up)."""
+    from raykd.tune.sweep import decoded_splits
+
+    return decoded_splits(base, str(tmp_path_factory.mktemp("cache")))
+
+
+def task_of(base, splits: dict):
+    """The training task of ``base`` over splits from :func:`decoded_demo`."""
+    import ray
+
+    from raykd.train.tasks import build_task
+
+    return build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
+
+
+def trained_teacher(base, task, tmp_path_factory, **changes):
+    """A teacher :class:`~raykd.teachers.spec.TeacherSpec` trained for real from ``base`` (with ``changes``, dotted
+    config paths) on ``task``."""
+    from raykd.config import override
+    from raykd.teachers.spec import TeacherSpec
+    from raykd.train.loop import train
+
+    path = tmp_path_factory.mktemp("teacher") / base.model.name
+    train(override(base, changes), task=task, checkpoint_dir=path)
+    return TeacherSpec.from_checkpoint(path)

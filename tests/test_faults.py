@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import decoded_demo, task_of, trained_teacher
 from raykd.cli import main as cli_main
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, override
 from raykd.console import UserError
@@ -49,7 +50,7 @@ from raykd.train.loop import train
 from raykd.tune import resources
 from raykd.tune.resources import InsufficientResources
 from raykd.tune.spec import run_spec
-from raykd.tune.sweep import decoded_splits, run_sweep
+from raykd.tune.sweep import run_sweep
 
 from tune_rows import live_rows, trial_rows
 
@@ -60,21 +61,13 @@ BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo",
 
 @pytest.fixture(scope="module")
 def splits(local_ray, tmp_path_factory):
-    return decoded_splits(BASE, str(tmp_path_factory.mktemp("cache")))
+    return decoded_demo(BASE, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, splits) -> TeacherSpec:
-    path = tmp_path_factory.mktemp("teacher") / "resnet8"
-    train(override(BASE, {"optim.epochs": 2, "optim.steps_per_epoch": 10}), checkpoint_dir=path,
-          task=_task(splits))
-    return TeacherSpec.from_checkpoint(path)
-
-
-def _task(splits):
-    from raykd.train.tasks import build_task
-
-    return build_task(BASE.data, BASE.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    return trained_teacher(BASE, task_of(BASE, splits), tmp_path_factory,
+                           **{"optim.epochs": 2, "optim.steps_per_epoch": 10})
 
 
 def _checkpoint(path: Path, model: str, **kwargs) -> Path:
@@ -326,7 +319,7 @@ def test_a_trial_resumed_from_its_final_checkpoint_reports_its_result(local_ray,
     from raykd.train import worker
 
     cfg = override(BASE, {"optim.epochs": 1})
-    final = train(cfg, task=_task(splits), checkpoint_dir=tmp_path / "done")
+    final = train(cfg, task=task_of(BASE, splits), checkpoint_dir=tmp_path / "done")
     reports = []
     monkeypatch.setattr(worker._TuneSession, "previous", lambda self: tune.Checkpoint.from_directory(tmp_path / "done"))
     monkeypatch.setattr(worker._TuneSession, "report", lambda self, metrics, checkpoint: reports.append(metrics))

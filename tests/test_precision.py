@@ -17,6 +17,7 @@ import ray
 import torch
 from safetensors.torch import load_file
 
+from conftest import decoded_demo, task_of, trained_teacher
 from raykd.config import (ConfigError, DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
                           TrainConfig, from_json, override, to_json)
 from raykd.models.checkpoint import META_FILE, MODEL_FILE
@@ -25,9 +26,7 @@ from raykd.teachers.sources import InProcessTeacher
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import train
 from raykd.train.mtkd import stage1_document
-from raykd.train.tasks import build_task
 from raykd.tune.report import trials_table
-from raykd.tune.sweep import decoded_splits
 
 BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
                    optim=OptimConfig(lr=0.1, epochs=2, batch_size=64, steps_per_epoch=3))
@@ -37,19 +36,17 @@ OUTPUTS = ("logits",)
 
 @pytest.fixture(scope="module")
 def splits(local_ray, tmp_path_factory):
-    return decoded_splits(BASE, str(tmp_path_factory.mktemp("cache")))
+    return decoded_demo(BASE, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def task(splits):
-    return build_task(BASE.data, BASE.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    return task_of(BASE, splits)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, task) -> TeacherSpec:
-    path = tmp_path_factory.mktemp("teacher") / "resnet8"
-    train(override(BASE, {"optim.epochs": 1}), task=task, checkpoint_dir=path)
-    return TeacherSpec.from_checkpoint(path)
+    return trained_teacher(BASE, task, tmp_path_factory, **{"optim.epochs": 1})
 
 
 def _distil(task, source, directory: Path) -> tuple[list[dict], dict[str, torch.Tensor], dict]:

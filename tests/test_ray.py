@@ -18,14 +18,14 @@ import pytest
 import ray
 import torch
 
+from conftest import decoded_demo, task_of, trained_teacher
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
                           TrainConfig, override)
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service
 from raykd.teachers.sources import InProcessTeacher
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import train
-from raykd.train.tasks import build_task
-from raykd.tune.sweep import decoded_splits, run_sweep
+from raykd.tune.sweep import run_sweep
 
 BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
                    optim=OptimConfig(lr=0.1, epochs=2, batch_size=64, steps_per_epoch=3))
@@ -47,19 +47,17 @@ def metrics_port(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def splits(metrics_port, tmp_path_factory):
-    return decoded_splits(BASE, str(tmp_path_factory.mktemp("cache")))
+    return decoded_demo(BASE, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def task(splits):
-    return build_task(BASE.data, BASE.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    return task_of(BASE, splits)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, task) -> TeacherSpec:
-    path = tmp_path_factory.mktemp("teacher") / "resnet8"
-    train(override(BASE, {"optim.epochs": 3, "optim.steps_per_epoch": None}), task=task, checkpoint_dir=path)
-    return TeacherSpec.from_checkpoint(path)
+    return trained_teacher(BASE, task, tmp_path_factory, **{"optim.epochs": 3, "optim.steps_per_epoch": None})
 
 
 def _sweep(tmp_path: Path, **changes) -> SweepConfig:

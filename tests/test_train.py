@@ -17,7 +17,7 @@ from raykd.config import DataConfig, ModelConfig, OptimConfig, TeacherConfig, Tr
 from raykd.data.store import Store
 from raykd.methods import create_method
 from raykd.models import create_model
-from raykd.models.checkpoint import MODEL_FILE, CheckpointError, read_meta, verify
+from raykd.models.checkpoint import MODEL_FILE, CheckpointError, read_meta, recorded_score, verify
 from raykd.train import checkpoint as checkpoint_module
 from raykd.train.checkpoint import find_checkpoint
 from raykd.train.loop import NonFiniteLoss, make_optimizer, make_scheduler, param_groups, shard_order, train
@@ -283,3 +283,11 @@ def test_the_multistep_schedule_multiplies_the_lr_at_the_papers_milestones() -> 
         scheduler.step()
     assert [lrs[e] for e in (0, 149, 150, 179, 180, 209, 210, 239)] == pytest.approx(
         [0.05, 0.05, 5e-3, 5e-3, 5e-4, 5e-4, 5e-5, 5e-5], rel=1e-9)
+
+
+def test_a_checkpoint_tells_the_score_of_the_weights_it_holds(teacher: Path, tmp_path: Path) -> None:
+    # what a sweep's summary and an exported model card show beside the students, as "the teacher's own"
+    meta = read_meta(teacher)
+    assert recorded_score(teacher, "val_top1") == meta["val_top1"] and isinstance(meta["val_top1"], float)
+    assert recorded_score(teacher, "val_psnr") is None  # a metric it never measured
+    assert recorded_score(tmp_path / "moved", "val_top1") is None and recorded_score(None, "val_top1") is None

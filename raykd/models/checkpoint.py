@@ -27,7 +27,7 @@ from raykd.models.weights import MODEL_FILE, load_weights
 from raykd.registry import MODELS, UntrustedPlugin, is_import_path, trusted
 
 __all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "model_entry",
-           "manifest", "load_model"]
+           "manifest", "load_model", "recorded_score"]
 
 # constructor arguments that would make a model read another file than the checkpoint's own weights (timm's)
 _LOADING_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
@@ -139,3 +139,15 @@ def load_model(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
         raise CheckpointError(f"{Path(directory) / META_FILE}: this checkpoint holds a {meta['model']} of variant "
                               f"{saved}, not {variant}; build the model with those kwargs")
     return load_weights(model, directory)
+
+
+def recorded_score(directory: str | os.PathLike | None, metric: str) -> float | None:
+    """The ``metric`` a raykd checkpoint directory recorded for the weights it holds (its epoch's validation
+    score), or None where there is no such record: released weights, a moved or damaged directory."""
+    if directory is None:
+        return None
+    try:
+        value = read_meta(directory).get(metric)
+    except CheckpointError:
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

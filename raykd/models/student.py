@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from raykd.console import UserError
 from raykd.models.checkpoint import (META_FILE, MODEL_FILE, CheckpointError, load_model, manifest, model_entry,
-                                     read_meta, verify)
+                                     read_meta, recorded_score, verify)
 from raykd.models.registry import create_model
 
 __all__ = ["SUMMARY_FILE", "RESULTS_FILE", "CARD_FILE", "load_student", "export_student", "model_card", "with_unit"]
@@ -157,13 +157,10 @@ def _own_teacher(teacher: dict[str, Any], metric: str) -> dict[str, Any]:
     the model it was said to be (or, for a checkpoint, the directory's name)."""
     path = Path(teacher["checkpoint"])
     try:
-        recorded = read_meta(path)
+        model = read_meta(path)["model"]
     except CheckpointError:  # moved since, or a released weights file: what the config says is all there is
-        model = (teacher.get("model") or {}).get("name")
-        return {"name": model or path.name, "checkpoint": str(path), "score": None}
-    score = recorded.get(metric)
-    return {"name": recorded["model"], "checkpoint": str(path),
-            "score": float(score) if isinstance(score, (int, float)) else None}
+        model = (teacher.get("model") or {}).get("name") or path.name
+    return {"name": model, "checkpoint": str(path), "score": recorded_score(path, metric)}
 
 
 def with_unit(value: float | None, unit: str) -> str:

@@ -44,6 +44,12 @@ class TeacherSpec:
         model, kwargs = model_entry(verify(path), Path(path) / META_FILE)
         return cls(name=name or model, model=model, model_kwargs=kwargs, checkpoint=str(Path(path).resolve()))
 
+    def as_config(self) -> TeacherConfig:
+        """This teacher as a :class:`TeacherConfig` (what a trial served by the teacher service records):
+        :meth:`from_config` of it gives this spec back."""
+        model = ModelConfig(self.model, dict(self.model_kwargs), init_keymap=self.keymap)
+        return TeacherConfig(self.checkpoint, model)
+
     @classmethod
     def from_config(cls, teacher: TeacherConfig, name: str | None = None) -> "TeacherSpec":
         """The teacher a :class:`TeacherConfig` names: a checkpoint directory, or a weights file with its model."""

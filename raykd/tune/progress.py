@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from raykd import telemetry
 from raykd.console import log
-from raykd.tune.spaces import trial_method
+from raykd.tune.spaces import trial_config, trial_method
 
 __all__ = ["StageProgress", "EVERY_S"]
 
@@ -24,8 +24,7 @@ EVERY_S = 30.0
 
 
 def _method(trial: Any) -> tuple[str, dict[str, Any]]:
-    config = trial.config or {}
-    return trial_method(config.get("run", config))  # the seeds stage nests a trial's config under "run"
+    return trial_method(trial_config(trial.config))
 
 
 def _params(params: dict[str, Any]) -> str:

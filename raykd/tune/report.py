@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 from raykd.config import is_uri
 from raykd.console import UserError, one_line
 from raykd.methods import method_class
-from raykd.tune.spaces import trial_method
+from raykd.tune.spaces import trial_config, trial_method
 
 __all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances", "rank_methods",
            "best_student", "metric_unit", "compare_runs"]
@@ -45,8 +45,7 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
     ``{method: params}`` the sweep fixed for that method's trials."""
     rows, curves = [], {}
     for result in results:
-        config = result.config or {}
-        config = config.get("run", config)  # the seeds stage nests the trial's config
+        config = trial_config(result.config)
         if "method" not in config:
             continue
         method, searched = trial_method(config)

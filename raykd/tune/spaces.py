@@ -13,7 +13,7 @@ from typing import Any
 
 from raykd.methods import method_class
 
-__all__ = ["DefineByRun", "check_methods", "default_points", "trial_method", "teacher_needs"]
+__all__ = ["DefineByRun", "check_methods", "default_points", "trial_config", "trial_method", "teacher_needs"]
 
 
 def check_methods(methods: Sequence[str], task: str) -> list[str]:
@@ -46,6 +46,12 @@ def default_points(methods: Sequence[str], task: str) -> list[dict[str, Any]]:
         defaults = cls.defaults()
         points.append({"method": method, **{f"{method}/{p}": defaults[p] for p in cls.search_space()}})
     return points
+
+
+def trial_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A trial's own config from what Tune holds: the seeds stage's grid nests it under ``"run"``."""
+    config = dict(config or {})
+    return dict(config.get("run", config))
 
 
 def trial_method(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

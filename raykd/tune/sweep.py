@@ -30,13 +30,13 @@ import torch
 from ray import tune
 
 from raykd import telemetry
-from raykd.config import ModelConfig, SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
+from raykd.config import SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
 from raykd.data.arrays import load_split
 from raykd.data.store import cache_store, store_root
 from raykd.methods import create_method
 from raykd.models import check_model_name
-from raykd.models.checkpoint import META_FILE
+from raykd.models.checkpoint import recorded_score
 from raykd.models.features import capture
 from raykd.registry import TASKS
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
@@ -181,8 +181,7 @@ def check_writable(flag: str, directory: str) -> None:
     nearest existing parent is tried); nothing is left behind. URIs are the storage layer's to judge."""
     if is_uri(directory):
         return
-    path = Path(directory).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = _nearest_existing(directory)
     if not existing.is_dir():
         raise NotADirectoryError(f"{flag} {directory}: {existing} is a file, not a directory")
     try:
@@ -271,14 +270,12 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     try:
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
                    if needs.get(m)}
-        teacher_configs = {m: TeacherConfig(spec.checkpoint, ModelConfig(spec.model, dict(spec.model_kwargs),
-                                                                         init_keymap=spec.keymap))
-                           for m, spec in per_method.items() if needs.get(m) and spec.checkpoint}
+        teacher_configs = {m: spec.as_config() for m, spec in per_method.items() if needs.get(m) and spec.checkpoint}
         payload = SweepPayload(base, splits, clients, teacher_configs, sweep.scaling, sweep.failure.max_failures,
                                _storage(sweep))
         trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), _trial_resources(sweep))
         results, problem = _fit(_tuner(trainable, sweep, base, metric, sweep.name, search=True), "search",
-                                   sweep.num_samples, _directory(sweep, sweep.name))
+                                sweep.num_samples, _directory(sweep, sweep.name))
         seed_results = None
         if sweep.seeds and problem is None:
             grid = _seed_grid(results, metric, sweep)
@@ -290,8 +287,8 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                 seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
                                                       _trial_resources(sweep))
                 seed_results, problem = _fit(_tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds",
-                                                       search=False, grid=grid), "seeds", len(grid),
-                                                _directory(sweep, f"{sweep.name}-seeds"))
+                                                    search=False, grid=grid), "seeds", len(grid),
+                                             _directory(sweep, f"{sweep.name}-seeds"))
         stats = ray.get(service.statistics.remote()) if service is not None else {}
         summary = write_report(results, seed_results, sweep.directory, task=task_name,
                                sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
@@ -314,7 +311,7 @@ def _fit(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Ex
     try:
         results = tuner.fit()
     except EOFError:  # Tune reading a trial's empty error.pkl: the trial could not write its error (disk full)
-        free = shutil.disk_usage(directory if Path(directory).exists() else Path(directory).parent).free
+        free = shutil.disk_usage(_nearest_existing(directory)).free
         if free < LOW_SPACE:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory) from None
         raise
@@ -328,14 +325,8 @@ def _fit(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Ex
 
 
 def _teacher_scores(specs: Mapping[str, TeacherSpec], metric: str) -> dict[str, float | None]:
-    """Each teacher's own ``metric`` on the validation split, as its raykd checkpoint recorded it (the epoch whose
-    weights it holds); None for released weights, which carry no such record."""
-    scores = {}
-    for name, spec in sorted(specs.items()):
-        meta = Path(spec.checkpoint or "") / META_FILE
-        value = json.loads(meta.read_text()).get(metric) if spec.checkpoint and meta.is_file() else None
-        scores[name] = float(value) if isinstance(value, (int, float)) else None
-    return scores
+    """Each teacher's own ``metric``, as its raykd checkpoint recorded it; None for released weights."""
+    return {name: recorded_score(spec.checkpoint, metric) for name, spec in sorted(specs.items())}
 
 
 def _seed_trial(config: dict[str, Any], payload: SweepPayload) -> None:
@@ -383,12 +374,17 @@ def check_table_space(projection: Mapping[str, Mapping[str, int]], root: str) ->
     log.info(f"teacher tables to write: {_size(total)} in {root} ({each})")
     if is_uri(root):
         return
-    existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
-    free = shutil.disk_usage(existing).free
+    free = shutil.disk_usage(_nearest_existing(root)).free
     if total > free:
         raise UserError(f"the teacher tables this sweep writes need {_size(total)} in {root} ({each}) "
                         f"and {_size(free)} is free there: free space, give another --cache-dir, keep fewer "
                         "logits (--top-k K), or fewer views (the data's reuse_views)")
+
+
+def _nearest_existing(directory: str) -> Path:
+    """``directory``, or its nearest parent that exists: where its disk and its permissions can be asked about."""
+    path = Path(directory).expanduser().absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def _size(count: int) -> str:

@@ -25,7 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from raykd.config import is_uri
 from raykd.methods import method_class
-from raykd.tune.spaces import trial_method
+from raykd.tune.spaces import trial_config, trial_method
 
 __all__ = ["MLflowTracking", "tracking_uri", "log_best_student"]
 
@@ -84,8 +84,7 @@ class MLflowTracking(Callback):
             client = self.client
             run_id = _run_of(client, self._experiment, trial.trial_id)
             if run_id is None:
-                config = trial.config or {}
-                config = config.get("run", config)  # the seeds stage nests a trial's config under "run"
+                config = trial_config(trial.config)
                 method, searched = trial_method(config)
                 seed = int(config.get("seed", self.base.get("seed", 0)))
                 tags = {"raykd.sweep": self.sweep, "raykd.stage": self.stage, "raykd.method": method,
