@@ -160,7 +160,8 @@ def test_the_teacher_service_killed_during_the_teacher_pass(local_ray, splits, t
         stop_service(service)
     rows = len(ray.get(splits["train"]))
     assert len(table.lookup(np.arange(rows))["logits"]) == rows
-    assert stats["tables_built"] == 1 and stats["samples_computed"] == rows
+    # the dead instance's finished chunks stay counted (counters survive a restart): computed again, counted again
+    assert stats["tables_built"] == 1 and rows <= stats["samples_computed"] < 2 * rows
     deadline = time.time() + 30
     while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.5)
