@@ -30,6 +30,7 @@ from typing import Any, get_type_hints
 __all__ = [
     "ModelConfig", "DataConfig", "OptimConfig", "MethodConfig", "TeacherConfig", "RuntimeConfig", "TrainConfig",
     "TeacherServiceConfig", "SweepConfig", "to_json", "from_json", "override", "default_cache_dir", "is_uri",
+    "CacheLayout",
 ]
 
 TASK_NAMES = ("cls", "sr")
@@ -430,6 +431,7 @@ class SweepConfig:
         _int("sweep", "grace_period", self.grace_period, 1)
         _name("sweep", "storage", self.storage)
         _name("sweep", "cache_dir", self.cache_dir)
+        _set(self, "cache_dir", str(CacheLayout.of(self.cache_dir, "sweep.cache_dir").root))
         _flag("sweep", "resume", self.resume)
         _int("sweep", "seed", self.seed, 0)
         _int("sweep", "seeds", self.seeds, 0)
@@ -453,6 +455,47 @@ class SweepConfig:
         if is_uri(self.storage):
             return f"{self.storage.rstrip('/')}/{self.name}"
         return str(Path(self.storage).expanduser().resolve() / self.name)
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Every place raykd keeps things under one cache directory (``--cache-dir``, ``$RAYKD_CACHE``): the one place
+    that says where. The cache is a path (local, or on a cluster an NFS/EFS mount at the same path on every node),
+    never an ``s3://``/``gs://`` URI: datasets and trained teachers are directories written with plain file I/O
+    (results may go to a URI: ``SweepConfig.storage``)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, cache_dir: str | os.PathLike, flag: str = "--cache-dir") -> "CacheLayout":
+        """The layout of ``cache_dir`` (``file://`` stripped, ``~`` expanded, made absolute); a URI is refused
+        naming ``flag`` and the value."""
+        text = str(cache_dir)
+        text = text[len("file://"):] if text.startswith("file://") else text
+        if not text or is_uri(text):
+            raise ConfigError(f"{flag} {str(cache_dir)!r}: the cache holds datasets and trained teachers, so it must "
+                              "be a path (on a cluster, an NFS/EFS mount at the same path on every node); results "
+                              "may go to s3:// or gs:// with --storage")
+        return cls(Path(text).expanduser().resolve())
+
+    @property
+    def store(self) -> Path:
+        """Content-keyed tables: decoded splits and teacher outputs (:class:`raykd.data.store.Store`)."""
+        return self.root / "store"
+
+    @property
+    def teachers(self) -> Path:
+        """Trained teachers' checkpoint directories (:class:`raykd.teachers.trained.TrainedTeachers`)."""
+        return self.root / "teachers"
+
+    def dataset(self, name: str) -> Path:
+        """A downloaded or built-in dataset's own directory."""
+        return self.root / "datasets" / name
+
+    @property
+    def prometheus(self) -> Path:
+        """``raykd monitor``'s Prometheus data."""
+        return self.root / "prometheus"
 
 
 # ---------------------------------------------------------------------------------------------- JSON edges

@@ -20,6 +20,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+RAY_FIXTURES = {"local_ray"}  # fixtures that start Ray: a test that asks for one is marked ``ray`` by itself
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def ray_only_where_marked(request, monkeypatch):
+    """A test that starts Ray in this process without the ``ray`` (or ``slow``) marker fails, naming itself: the
+    marker stays true, so ``-m "not ray and not slow"`` is a quick loop with no Ray start in it."""
+    if request.node.get_closest_marker("ray") or request.node.get_closest_marker("slow"):
+        yield
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
 def start_local_ray(**options) -> None:
     """A Ray of this test process alone: ``address="local"`` never joins another user's cluster on the machine
     (a bare ``ray.init()`` would, through /tmp/ray's address file); two CPUs, no dashboard, workers' output kept

@@ -10,6 +10,7 @@ from ray.train import ScalingConfig
 from ray.tune import FailureConfig
 
 from raykd.config import (
+    CacheLayout,
     ConfigError,
     DataConfig,
     MethodConfig,
@@ -235,3 +236,18 @@ def test_values_are_normalised_where_json_would_change_them():
     kwargs["num_classes"] = 20  # the config keeps its own copy
     assert model.kwargs == {"num_classes": 10}
     assert [DataConfig(reuse_views=4).view_for_epoch(e) for e in range(6)] == [0, 1, 2, 3, 0, 1]
+
+
+def test_every_cache_path_comes_from_one_layout_and_a_uri_cache_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    layout = CacheLayout.of("cache")
+    assert layout.root == tmp_path / "cache" and layout.store == tmp_path / "cache" / "store"
+    assert layout.teachers == tmp_path / "cache" / "teachers"
+    assert layout.dataset("digits-32") == tmp_path / "cache" / "datasets" / "digits-32"
+    assert CacheLayout.of(f"file://{tmp_path}/cache") == layout  # a file:// URI is the path it names
+    # the sweep's cache is that absolute path, whatever form it was given in; a URI is refused, naming it
+    assert SweepConfig(cache_dir=(tmp_path / "cache").as_uri()).cache_dir == str(tmp_path / "cache")
+    assert SweepConfig(cache_dir="cache").cache_dir == str(tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"sweep.cache_dir 's3://bucket/c': the cache holds datasets and trained "
+                                          r"teachers, so it must be a path"):
+        SweepConfig(cache_dir="s3://bucket/c")

@@ -37,7 +37,8 @@ from safetensors.torch import load_file
 
 from conftest import decoded_demo, task_of, trained_teacher
 from raykd.cli import main as cli_main
-from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, override
+from raykd.config import (ConfigError, DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
+                          TrainConfig, override)
 from raykd.console import UserError
 from raykd.data.builtin import make_demo_classification
 from raykd.models import create_model
@@ -532,7 +533,7 @@ def test_cache_dir_is_honoured_for_the_built_in_digits(tmp_path, monkeypatch) ->
 def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ray, tmp_path, monkeypatch) -> None:
     from ray.train import ScalingConfig
 
-    from raykd.tune.teachers import _fit_to_a_node
+    from raykd.tune.teachers import fit_to_a_node
 
     big_trial = _sweep(tmp_path, scaling=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 3}))
     with pytest.raises(InsufficientResources, match=r"trial worker .* asks for 3 CPU.*nodes 2 CPU/0 GPU"):
@@ -544,9 +545,9 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     with pytest.raises(InsufficientResources, match=r"teacher actor .* asks for 4 CPU.*TeacherServiceConfig"):
         run_sweep(BASE, None, big_teacher)
     with pytest.raises(InsufficientResources, match=r"teacher training asks for 1 CPU, 1 GPU"):
-        _fit_to_a_node(1)
+        fit_to_a_node(1)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()  # refused before any work
-    with pytest.raises(UserError, match="s3://bucket/cache: the cache holds datasets and trained teachers"):
+    with pytest.raises(ConfigError, match="s3://bucket/cache.: the cache holds datasets and trained teachers"):
         run_spec(FiGKDTinyImageNet(), _smoke(tmp_path)[:1] + ["--cache-dir", "s3://bucket/cache"])
 
     # a `ray up` cluster (cluster.yaml, GPU workers from zero): a node type its autoscaler can launch counts
@@ -554,8 +555,8 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")
     for sweep in (big_trial, gpu_trial, big_teacher):
         resources.check_sweep_resources(sweep)
-    assert _fit_to_a_node(1) == {"num_gpus": 1, "num_cpus": 1}
-    assert _fit_to_a_node(0) == {"num_cpus": 48, "num_gpus": 0}  # the largest node type, added for it
+    assert fit_to_a_node(1) == {"num_gpus": 1, "num_cpus": 1}
+    assert fit_to_a_node(0) == {"num_cpus": 48, "num_gpus": 0}  # the largest node type, added for it
     huge = _sweep(tmp_path, scaling=ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 8}))
     with pytest.raises(InsufficientResources, match=r"autoscaler can add: 48 CPU/4 GPU, 4 CPU/1 GPU"):
         resources.check_sweep_resources(huge)

@@ -48,7 +48,7 @@ def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
 
     from ray.util.state import get_task
 
-    from raykd.tune.teachers import _running
+    from raykd.tune.teachers import is_running
 
     ray.shutdown()  # this test needs a Ray of its own (one CPU, the dashboard): not the module's local_ray
     start_local_ray(num_cpus=1, include_dashboard=True)
@@ -69,6 +69,6 @@ def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
             time.sleep(1)
         if state(running) != "RUNNING":
             pytest.skip("Ray's state API did not report the running task within 60 s (dashboard under load)")
-        assert _running(running) and not _running(waiting), (state(running), state(waiting))
+        assert is_running(running) and not is_running(waiting), (state(running), state(waiting))
     finally:
         ray.shutdown()

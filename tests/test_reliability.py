@@ -161,10 +161,10 @@ def _stage(tmp_path, actions: list[str]):
 def test_a_stage_stopped_by_ctrl_c_or_failed_throughout_is_never_reported_finished(local_ray, tmp_path) -> None:
     from raykd.console import Interrupted, StageFailed
     from raykd.tune.report import rank_methods, summary_markdown
-    from raykd.tune.sweep import _fit
+    from raykd.tune.sweep import fit_stage
 
     # Tune's own SIGINT handler makes fit() return as if the stage had finished
-    _, problem = _fit(_stage(tmp_path / "a", ["ok", "interrupt", "ok"]), "seeds", 3, str(tmp_path / "a" / "stage"))
+    _, problem = fit_stage(_stage(tmp_path / "a", ["ok", "interrupt", "ok"]), "seeds", 3, str(tmp_path / "a" / "stage"))
     assert isinstance(problem, Interrupted) and str(problem) == "the seeds stage stopped with 1 of 3 trials finished"
     searched = pd.DataFrame([{"trial": "t0", "stage": "search", "method": "none", "status": "ok", "best_acc": 50.0,
                               "epochs": 2}])
@@ -174,10 +174,10 @@ def test_a_stage_stopped_by_ctrl_c_or_failed_throughout_is_never_reported_finish
     assert line.startswith("**Incomplete: the seeds stage stopped with 1 of 3 trials finished.**")
     assert run_command(lambda: (_ for _ in ()).throw(problem), [], "raykd") == 130
 
-    _, problem = _fit(_stage(tmp_path / "b", ["fail", "fail"]), "search", 2, str(tmp_path / "b" / "stage"))
+    _, problem = fit_stage(_stage(tmp_path / "b", ["fail", "fail"]), "search", 2, str(tmp_path / "b" / "stage"))
     assert isinstance(problem, StageFailed) and "every trial of the search stage failed (2)" in str(problem)
     assert "out of memory in trial" in str(problem)
-    _, problem = _fit(_stage(tmp_path / "c", ["fail", "ok"]), "search", 2, str(tmp_path / "c" / "stage"))
+    _, problem = fit_stage(_stage(tmp_path / "c", ["fail", "ok"]), "search", 2, str(tmp_path / "c" / "stage"))
     assert problem is None  # one failure among finished trials: a result, reported as failed in its row
 
 
@@ -213,7 +213,7 @@ def test_storage_that_fills_during_a_stage_is_one_line_naming_it(local_ray, tiny
     from ray import tune
     from ray.tune import RunConfig, TuneConfig, Tuner, grid_search
 
-    from raykd.tune.sweep import _fit
+    from raykd.tune.sweep import fit_stage
 
     def trial(config) -> None:  # a checkpoint larger than the disk
         Path(config["disk"], "checkpoint.bin").write_bytes(bytes(8 << 20))
@@ -223,7 +223,7 @@ def test_storage_that_fills_during_a_stage_is_one_line_naming_it(local_ray, tiny
                   tune_config=TuneConfig(max_concurrent_trials=1),
                   run_config=RunConfig(name="stage", storage_path=str(tiny_disk), verbose=0))
     capsys.readouterr()
-    assert run_command(lambda: _fit(stage, "search", 2, str(tiny_disk / "stage")) and 0, []) == 1
+    assert run_command(lambda: fit_stage(stage, "search", 2, str(tiny_disk / "stage")) and 0, []) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"raykd: error: no space left writing {tiny_disk / 'stage'}; free space there (or point " \
         "--storage/--cache-dir " \

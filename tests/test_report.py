@@ -3,11 +3,12 @@ sure that is, and where the best student is."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 
 from raykd.methods import method_class
-from raykd.tune.report import best_student, metric_unit, rank_methods, summary_markdown
+from raykd.tune.report import best_student, metric_unit, rank_methods, summary_markdown, trials_table
 
 METRIC = "val_top1"
 
@@ -83,3 +84,14 @@ def test_the_figures_keep_the_stages_apart_and_say_when_importance_is_missing(tm
     text = summary_markdown(table, METRIC, "max", summary, "cls")
     assert "`seeds.png` (per method, mean +- std over seeds and each run)" in text
     assert "No `importance.png`: Optuna attributes" in text
+
+
+def test_a_trial_started_when_it_began_not_at_its_first_report() -> None:
+    history = pd.DataFrame({"epoch": [1, 2], "val_top1": [40.0, 50.0], "wall_s": [30.0, 61.0],
+                            "timestamp": [1_000_030, 1_000_061]})
+    result = SimpleNamespace(config={"method": "none"}, metrics=history.iloc[-1].to_dict() | {"trial_id": "t0"},
+                             metrics_dataframe=history, path="/runs/t0", error=None, best_checkpoints=[],
+                             checkpoint=None)
+    table, _ = trials_table([result], "val_top1", "cls")
+    assert table.loc[0, "started"] == 1_000_000.0  # the first report came 30 s after the trial began
+    assert table.loc[0, "best_val_top1"] == 50.0 and table.loc[0, "epochs"] == 2

@@ -39,6 +39,16 @@ FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "star
          "checkpoint_epoch")
 
 
+def _started(history: pd.DataFrame | None) -> float:
+    """When the trial began (Unix seconds): each report's time less the trial's wall time at it (Tune's own
+    ``timestamp`` is the first report's, an epoch later); 0 where nothing was reported."""
+    if history is None or "timestamp" not in history:
+        return 0.0
+    if "wall_s" not in history:
+        return float(history["timestamp"].min())
+    return float((history["timestamp"] - history["wall_s"]).min())
+
+
 def trials_table(results: Any, metric: str, task: str, stage: str = "search",
                  fixed: dict[str, dict[str, Any]] | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per trial of a Tune ``ResultGrid`` (in start order), and each trial's metric per epoch; ``fixed``:
@@ -64,7 +74,7 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
             "startup_s": float(last.get("startup_s", math.nan)), "node": str(last.get("node", "")),
             "teacher_samples_computed": int(last.get("teacher_samples_computed", 0)),
             "cache_hits": int(last.get("cache_hits", 0)), "teacher_precision": last.get("teacher_precision"),
-            "started": float(history["timestamp"].min()) if history is not None and "timestamp" in history else 0.0,
+            "started": _started(history),
             "trial_dir": str(result.path), "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch,
         }
         rows.append(row)

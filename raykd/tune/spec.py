@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import ray
 
-from raykd.config import (DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig,
-                          default_cache_dir, is_uri, override, to_json)
+from raykd.config import (CacheLayout, DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
+                          TrainConfig, default_cache_dir, is_uri, override, to_json)
 from raykd.console import (Interrupted, RayUnavailable, StageFailed, UserError, add_common_flags, key_values, log,
                            one_line)
 from raykd.registry import trust_plugins
@@ -299,14 +299,9 @@ def _without(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
 
 
 def _check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Flags refused at once: a URI cache dir, and real-data flags given with ``--smoke`` (which runs on built-in
-    data, so they would be silently ignored)."""
-    cache = args.cache_dir[len("file://"):] if args.cache_dir.startswith("file://") else args.cache_dir
-    if is_uri(cache):  # datasets and trained teachers are directories that training writes with plain file I/O
-        raise UserError(f"--cache-dir {args.cache_dir}: the cache holds datasets and trained teachers, so it must be a "
-                     "path (on a cluster, an NFS/EFS mount at the same path on every node); results may go to "
-                     "s3:// or gs:// with --storage")
-    args.cache_dir = str(Path(cache).expanduser().resolve())
+    """Flags refused at once: a URI cache dir (:class:`CacheLayout`), and real-data flags given with ``--smoke``
+    (which runs on built-in data, so they would be silently ignored)."""
+    args.cache_dir = str(CacheLayout.of(args.cache_dir).root)
     if args.smoke:
         ignored = [f"--{dest.replace('_', '-')}" for dest in spec.smoke_ignores
                    if hasattr(args, dest) and getattr(args, dest) != parser.get_default(dest)]

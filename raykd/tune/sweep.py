@@ -51,7 +51,7 @@ from raykd.tune.spaces import DefineByRun, check_methods, default_points, teache
 from raykd.tune.tracking import MLflowTracking, log_best_student
 
 __all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "check_table_space",
-           "decoded_splits"]
+           "decoded_splits", "fit_stage"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 LOW_SPACE = 64 * 2**20  # free bytes under which a trial's unreadable error file is taken for a full disk
@@ -244,51 +244,34 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     task_name = base.data.task
     check_sweep(sweep, task_name, [base.model.name])
     check_sweep_resources(sweep)
-    methods = list(sweep.methods)
     metric = sweep.metric or TASKS.get(task_name).metric
     started = time.perf_counter()
     telemetry.start()
-    needs = {m: teacher_needs(m, task_name, fixed_params(base, m)) for m in methods}
+    needs = {m: teacher_needs(m, task_name, fixed_params(base, m)) for m in sweep.methods}
     per_method = dict(teachers) if isinstance(teachers, Mapping) else \
-        {m: teachers for m in methods if needs[m] and teachers is not None}
-    missing = [m for m in methods if needs[m] and m not in per_method]
+        {m: teachers for m in sweep.methods if needs[m] and teachers is not None}
+    missing = [m for m in sweep.methods if needs[m] and m not in per_method]
     if missing:
         raise ValueError(f"methods {missing} distil from a teacher but none was given for them")
+    per_method = {m: spec for m, spec in per_method.items() if needs.get(m)}
     splits = dict(splits) if splits is not None else decoded_splits(base, sweep.cache_dir)
-    specs = {spec.name: spec for m, spec in per_method.items() if needs.get(m)}
-    outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name and m in needs
-                                   for o in needs[m]})) for name in specs}
+    specs = {spec.name: spec for spec in per_method.values()}
+    outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name for o in needs[m]}))
+               for name in specs}
     for spec in specs.values():
         check_teacher(spec, base, splits)
-    service = None
-    if specs:
-        service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
-                                splits["train"], base.optim.epochs, sweep.teachers, store_root(sweep.cache_dir),
-                                sweep.name)
-        check_table_space(ray.get(service.projection.remote([base.seed])), store_root(sweep.cache_dir))
-        ray.get(service.start.remote([base.seed]))
+    service = _start_teachers(specs, outputs, base, splits, sweep)
     try:
-        clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()
-                   if needs.get(m)}
-        teacher_configs = {m: spec.as_config() for m, spec in per_method.items() if needs.get(m) and spec.checkpoint}
+        clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()}
+        teacher_configs = {m: spec.as_config() for m, spec in per_method.items() if spec.checkpoint}
         payload = SweepPayload(base, splits, clients, teacher_configs, sweep.scaling, sweep.failure.max_failures,
                                _storage(sweep))
         trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), _trial_resources(sweep))
-        results, problem = _fit(_tuner(trainable, sweep, base, metric, sweep.name, search=True), "search",
+        results, problem = fit_stage(_tuner(trainable, sweep, base, metric, sweep.name, search=True), "search",
                                 sweep.num_samples, _directory(sweep, sweep.name))
         seed_results = None
         if sweep.seeds and problem is None:
-            grid = _seed_grid(results, metric, sweep)
-            if grid and service is not None:
-                seeds = sorted({run["seed"] for run in grid})
-                check_table_space(ray.get(service.projection.remote(seeds)), store_root(sweep.cache_dir))
-                ray.get(service.start.remote(seeds))
-            if grid:
-                seeds_trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload),
-                                                      _trial_resources(sweep))
-                seed_results, problem = _fit(_tuner(seeds_trainable, sweep, base, metric, f"{sweep.name}-seeds",
-                                                    search=False, grid=grid), "seeds", len(grid),
-                                             _directory(sweep, f"{sweep.name}-seeds"))
+            seed_results, problem = _seeds_stage(results, payload, service, base, sweep, metric)
         stats = ray.get(service.statistics.remote()) if service is not None else {}
         summary = write_report(results, seed_results, sweep.directory, task=task_name,
                                sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
@@ -304,7 +287,38 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
             stop_service(service)
 
 
-def _fit(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Exception | None]:
+def _start_teachers(specs: Mapping[str, TeacherSpec], outputs: Mapping[str, tuple[str, ...]], base: TrainConfig,
+                    splits: Mapping[str, Any], sweep: SweepConfig) -> Any:
+    """The teacher service for the search stage (None when no method distils), its tables' disk use checked."""
+    if not specs:
+        return None
+    service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
+                            splits["train"], base.optim.epochs, sweep.teachers, store_root(sweep.cache_dir),
+                            sweep.name)
+    _serve_seeds(service, [base.seed], sweep)
+    return service
+
+
+def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig) -> None:
+    check_table_space(ray.get(service.projection.remote(seeds)), store_root(sweep.cache_dir))
+    ray.get(service.start.remote(seeds))
+
+
+def _seeds_stage(results: Any, payload: SweepPayload, service: Any, base: TrainConfig, sweep: SweepConfig,
+                 metric: str) -> tuple[Any, Exception | None]:
+    """Each method's best configuration retrained with ``sweep.seeds`` seeds (their teacher streams started)."""
+    grid = _seed_grid(results, metric, sweep)
+    if not grid:
+        return None, None
+    if service is not None:
+        _serve_seeds(service, sorted({run["seed"] for run in grid}), sweep)
+    trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload), _trial_resources(sweep))
+    name = f"{sweep.name}-seeds"
+    return fit_stage(_tuner(trainable, sweep, base, metric, name, search=False, grid=grid), "seeds", len(grid),
+                _directory(sweep, name))
+
+
+def fit_stage(tuner: Any, stage: str, expected: int, directory: str) -> tuple[Any, Exception | None]:
     """Run one stage; return its results and what to raise once the report says so: :class:`Interrupted` when it
     stopped before all ``expected`` trials finished (after Ctrl-C Tune returns as if done), :class:`StageFailed`
     when every trial failed."""

@@ -20,7 +20,7 @@ from raykd.train.loop import train
 from raykd.train.tasks import build_task
 from raykd.tune.resources import check_fits, node_shapes
 
-__all__ = ["prepare_teacher", "node_resources"]
+__all__ = ["prepare_teacher", "node_resources", "fit_to_a_node", "is_running"]
 
 
 def node_resources() -> list[dict[str, float]]:
@@ -28,7 +28,7 @@ def node_resources() -> list[dict[str, float]]:
     return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 
 
-def _fit_to_a_node(gpus: float) -> dict[str, float]:
+def fit_to_a_node(gpus: float) -> dict[str, float]:
     """What a teacher-training task asks for: one GPU share and one CPU on GPU nodes; else as many CPUs as the
     largest node has or the autoscaler can add (never more than one node holds: a task cannot span nodes)."""
     if gpus:
@@ -80,17 +80,17 @@ def prepare_teacher(checkpoint: str | Path | None, cfg: TrainConfig, splits: Map
         return found
     partial = store.partial(target)
     print(f"training teacher {cfg.model.name} for {cfg.optim.epochs} epochs -> {target}", flush=True)
-    resources = _fit_to_a_node(gpus)
+    resources = fit_to_a_node(gpus)
     ref = ray.remote(**resources)(_train_teacher).remote(cfg, dict(splits), str(partial))
     waited = time.perf_counter()
     while not ray.wait([ref], timeout=60)[0]:
-        if not _running(ref):  # a running task prints its own epochs
+        if not is_running(ref):  # a running task prints its own epochs
             print(f"teacher training waits for {resources} ({time.perf_counter() - waited:.0f} s); cluster free "
                   f"now: {ray.available_resources()}", flush=True)
     return store.commit(ray.get(ref), target, name)
 
 
-def _running(ref: Any) -> bool:
+def is_running(ref: Any) -> bool:
     """Whether the task of ``ref`` has started, by Ray's state API; True where that API cannot answer (no
     dashboard), so that no one is told a running task waits."""
     from ray.util.state import get_task
