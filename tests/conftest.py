@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,29 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-RAY_FIXTURES = {"local_ray"}  # fixtures that start Ray: a test that asks for one is marked ``ray`` by itself
+# fixtures that start Ray: a test that asks for one (directly or through another fixture) is marked ``ray`` by
+# itself; a fixture that starts Ray without being named here fails (pytest_fixture_setup below)
+RAY_FIXTURES = {"local_ray", "metrics_port"}
 
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if RAY_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.ray)
+
+
+def _ray_is_up() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    before = _ray_is_up()
+    yield
+    if not before and _ray_is_up() and fixturedef.argname not in RAY_FIXTURES:
+        pytest.fail(f"fixture {fixturedef.argname!r} starts Ray: add it to RAY_FIXTURES in tests/conftest.py",
+                    pytrace=False)
 
 
 @pytest.fixture(autouse=True)

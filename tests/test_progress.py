@@ -41,6 +41,7 @@ def test_a_stage_says_each_trial_its_method_result_early_stop_and_error(local_ra
     assert "[search 3/3] kd failed: see " in err and "error.txt" in err
 
 
+@pytest.mark.ray
 def test_only_a_task_that_has_not_started_is_said_to_wait() -> None:
     """prepare_teacher's "teacher training waits for ..." line: never while the training runs (it prints its
     epochs), and Ray's state API (served by the dashboard) tells the two apart."""
