@@ -23,7 +23,7 @@ def shared_data() -> Path:
 
 # fixtures that start Ray: a test that asks for one (directly or through another fixture) is marked ``ray`` by
 # itself; a fixture that starts Ray without being named here fails (pytest_fixture_setup below)
-RAY_FIXTURES = {"local_ray", "metrics_port"}
+RAY_FIXTURES = {"local_ray", "metrics_port", "plugin"}
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -6,7 +6,8 @@ from torch import nn
 
 from raykd.models import create_model
 from raykd.registry import MODELS
-from raykd.models.cifar import VGG, _channel_shuffle
+from raykd.models.cifar.base import channel_shuffle
+from raykd.models.cifar.vgg import VGG
 
 CIFAR_NETS = (
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
@@ -94,7 +95,7 @@ def test_state_dict_keys_match_reference_checkpoints() -> None:
 def test_channel_shuffle_matches_index_formula() -> None:
     groups, per_group = 3, 4
     x = torch.arange(groups * per_group, dtype=torch.float32).view(1, -1, 1, 1)
-    out = _channel_shuffle(x, groups).flatten().tolist()
+    out = channel_shuffle(x, groups).flatten().tolist()
     # Output channel j*g + i takes input channel i*n + j (group i, member j).
     expected = [float(i * per_group + j) for j in range(per_group) for i in range(groups)]
     assert out == expected

@@ -43,19 +43,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
 from torch import Tensor
 
 from raykd.models.registry import create_model, register_model
-from raykd.models.sr_common import TokenEmbed, check_scale, to_image
-from raykd.models.swinir import (
-    SwinReconstruction,
-    WindowAttention,
-    pad_to_multiple,
-    shifted_window_mask,
-    window_partition,
-    window_reverse,
-)
+from raykd.models.sr_common import ResidualGroupConv, check_scale, to_image
+from raykd.models.swinir import (ShiftedWindowLayer, SwinReconstruction, WindowStage, pad_to_multiple,
+                                 shifted_window_mask, stage_drop_paths)
 
 __all__ = ["KnowledgeAggregator", "DCTSwinLayer", "MTKDTeacher", "dct_matrix", "mtkd_aggregator", "mtkd_teacher"]
 
@@ -69,7 +62,7 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device 
     return d.to(dtype=dtype, device=device)
 
 
-class DCTSwinLayer(nn.Module):
+class DCTSwinLayer(ShiftedWindowLayer):
     """One DCTSwin layer (MTKD Sec. 3.1): ``x + iDCT((S)W-MSA(DCT(LN(x))))``, then ``x + MLP(LN(x))``.
 
     Tokens are ``(B, H*W, C)`` with ``H`` and ``W`` multiples of ``window_size``; ``mask`` is the shifted-window
@@ -80,16 +73,9 @@ class DCTSwinLayer(nn.Module):
         self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float, qkv_bias: bool,
         drop: float, attn_drop: float, drop_path: float,
     ) -> None:
-        super().__init__()
         if dim % num_heads:
             raise ValueError(f"DCTSwinLayer: dim={dim} is not divisible by num_heads={num_heads}")
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        super().__init__(dim, num_heads, window_size, shift_size, mlp_ratio, qkv_bias, drop, attn_drop, drop_path)
         d = dct_matrix(window_size)
         # Separable 2-D DCT of a raster-flattened window: vec(D X D^T) = kron(D, D) vec(X).
         self.register_buffer("dct_basis", torch.kron(d, d), persistent=False)
@@ -102,50 +88,20 @@ class DCTSwinLayer(nn.Module):
         """Inverse of :meth:`dct2` (the basis is orthogonal, so its transpose)."""
         return self.dct_basis.to(coeffs.dtype).mT @ coeffs
 
+    def mix_windows(self, windows: Tensor, mask: Tensor | None) -> Tensor:
+        """Self-attention on each window's DCT coefficients, back to pixels."""
+        return self.idct2(self.attn(self.dct2(windows), mask))
+
     def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor | None) -> Tensor:
-        h, w = x_size
-        b, length, c = x.shape
-        y = self.norm1(x).view(b, h, w, c)
-        if self.shift_size > 0:
-            y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        coeffs = self.dct2(window_partition(y, self.window_size))
-        coeffs = self.attn(coeffs, mask if self.shift_size > 0 else None)
-        y = window_reverse(self.idct2(coeffs), self.window_size, h, w)
-        if self.shift_size > 0:
-            y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = x + self.drop_path(y.reshape(b, length, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.layer(x, x_size, mask)
 
 
-class DCTSwinStage(nn.Module):
-    """L DCTSwin layers alternating regular and shifted windows (official ``BasicLayer``)."""
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
-                 **layer_kwargs) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            DCTSwinLayer(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                         drop_path=drop_path[i], **layer_kwargs)
-            for i in range(depth)
-        )
-
-    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x, x_size, mask)
-        return x
-
-
-class DCTSwinBlock(nn.Module):
-    """DCTSwin block (MTKD Fig. 2): a stage of DCTSwin layers, a 3x3 conv, and a residual connection."""
-
-    def __init__(self, dim: int, **stage_kwargs) -> None:
-        super().__init__()
-        self.residual_group = DCTSwinStage(dim, **stage_kwargs)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor) -> Tensor:
-        y = to_image(self.residual_group(x, x_size, mask), x_size)
-        return self.conv(y).flatten(2).transpose(1, 2) + x
+def dct_swin_block(dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
+                   **layer_kwargs) -> ResidualGroupConv:
+    """DCTSwin block (MTKD Fig. 2): a stage of L DCTSwin layers alternating regular and shifted windows (official
+    ``BasicLayer``, ``residual_group``), a 3x3 conv (``conv``), and a residual connection."""
+    return ResidualGroupConv(dim, WindowStage(depth, window_size, drop_path, lambda shift, rate: DCTSwinLayer(
+        dim, num_heads, window_size, shift, drop_path=rate, **layer_kwargs)))
 
 
 class KnowledgeAggregator(SwinReconstruction):
@@ -186,20 +142,16 @@ class KnowledgeAggregator(SwinReconstruction):
         self.mean_residual = mean_residual
 
         self.unshuffle = nn.PixelUnshuffle(scale)
-        self.conv_first = nn.Conv2d(3 * num_teachers * scale * scale, embed_dim, 3, padding=1)
-        self.patch_embed = TokenEmbed(embed_dim)
+        self._build_shallow(3 * num_teachers * scale * scale, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
-        starts = [sum(depths[:i]) for i in range(len(depths))]
         self.layers = nn.ModuleList(
-            DCTSwinBlock(
+            dct_swin_block(
                 embed_dim, depth=depth, num_heads=heads, window_size=window_size, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path[start:start + depth],
+                qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates,
             )
-            for depth, heads, start in zip(depths, num_heads, starts)
+            for depth, heads, rates in zip(depths, num_heads, stage_drop_paths(depths, drop_path_rate))
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
         self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
 

@@ -33,15 +33,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
 from torch import Tensor
 
 from raykd.models.features import layer_index
 from raykd.models.ops import Backend
 from raykd.models.registry import register_model
-from raykd.models.sr_common import DIV2K_RGB_MEAN, ResidualGroupConv, TokenEmbed, check_scale, to_image
+from raykd.models.sr_common import DIV2K_RGB_MEAN, ResidualGroupConv, check_scale, to_image
 from raykd.models.ssm import Mamba, MambaBlock
-from raykd.models.swinir import SwinReconstruction
+from raykd.models.swinir import SwinReconstruction, stage_drop_paths
 
 __all__ = ["DVMSR", "dvmsr", "dvmsr_paper", "dvmsr_teacher"]
 
@@ -88,22 +87,19 @@ class DVMSR(SwinReconstruction):
         self.img_range = img_range
         self.vimm_residual = vimm_residual
         self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = TokenEmbed(embed_dim)
+        self._build_shallow(3, embed_dim)
         # The release's VimSR() defaults to drop_path_rate=0.1; its training configuration is not published.
-        rates = iter(torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist())
         self.layers = nn.ModuleList(
             ResidualGroupConv(embed_dim, ViMMStack([
                 MambaBlock(
                     embed_dim, Mamba(embed_dim, d_state, d_conv, expand, bidirectional=bidirectional, backend=backend),
-                    norm="layer", drop_path=next(rates), residual=vimm_residual,
+                    norm="layer", drop_path=rate, residual=vimm_residual,
                 )
-                for _ in range(depth)
+                for rate in rates
             ]))
-            for depth in depths
+            for rates in stage_drop_paths(depths, drop_path_rate)
         )
         self.norm_f = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
         self._build_reconstruction(embed_dim, scale, upsampler)
         # Official init: truncated-normal (0.02) Linear weights and zero biases, unit LayerNorms. Mamba's dt_proj
         # keeps its own step-size init (the official blanket init also overwrote it, zeroing the dt bias).

@@ -14,11 +14,7 @@ import torch
 import torch.nn as nn
 
 from raykd.models.registry import register_model
-from raykd.models.sr_common import MeanShift, PixelShuffleUpsampler, check_scale
-
-
-def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, padding=1)
+from raykd.models.sr_common import MeanShiftedSR, check_scale, conv3x3
 
 
 class ResBlock(nn.Module):
@@ -29,14 +25,14 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, res_scale: float) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv3x3(channels, channels), nn.ReLU(inplace=True), _conv3x3(channels, channels))
+        self.body = nn.Sequential(conv3x3(channels, channels), nn.ReLU(inplace=True), conv3x3(channels, channels))
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x) * self.res_scale
 
 
-class EDSR(nn.Module):
+class EDSR(MeanShiftedSR):
     """EDSR single-scale network (Fig. 3): head conv, ``n_resblocks`` residual blocks + conv with a global skip,
     sub-pixel upsampler, output conv; DIV2K mean removed before and added back after."""
 
@@ -48,22 +44,7 @@ class EDSR(nn.Module):
         res_scale: float = 1.0,
         rgb_range: float = 255.0,
     ) -> None:
-        super().__init__()
-        self.scale = scale
-        self.rgb_range = rgb_range
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.head = nn.Sequential(_conv3x3(3, n_feats))
-        self.body = nn.Sequential(
-            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], _conv3x3(n_feats, n_feats)
-        )
-        self.tail = nn.Sequential(PixelShuffleUpsampler(scale, n_feats), _conv3x3(n_feats, 3))
-        self.add_mean = MeanShift(rgb_range, sign=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
-        x = self.head(self.sub_mean(x * self.rgb_range))
-        x = self.add_mean(self.tail(self.body(x) + x))
-        return x / self.rgb_range
+        super().__init__(scale, n_feats, rgb_range, lambda: [ResBlock(n_feats, res_scale) for _ in range(n_resblocks)])
 
 
 @register_model

@@ -15,11 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raykd.models.registry import register_model
-from raykd.models.sr_common import MeanShift, PixelShuffleUpsampler, check_scale
-
-
-def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, padding=1)
+from raykd.models.sr_common import MeanShiftedSR, check_scale, conv3x3
 
 
 class ChannelAttention(nn.Module):
@@ -45,9 +41,9 @@ class RCAB(nn.Module):
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _conv3x3(channels, channels),
+            conv3x3(channels, channels),
             nn.ReLU(inplace=True),
-            _conv3x3(channels, channels),
+            conv3x3(channels, channels),
             ChannelAttention(channels, reduction),
         )
 
@@ -61,14 +57,14 @@ class ResidualGroup(nn.Module):
     def __init__(self, channels: int, reduction: int, n_resblocks: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            *[RCAB(channels, reduction) for _ in range(n_resblocks)], _conv3x3(channels, channels)
+            *[RCAB(channels, reduction) for _ in range(n_resblocks)], conv3x3(channels, channels)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
+class RCAN(MeanShiftedSR):
     """Residual-in-residual network (Sec. 3.1-3.2, Fig. 2): head conv, ``n_resgroups`` residual groups + conv
     with a long skip connection, sub-pixel upsampler, output conv; DIV2K mean removed and added back."""
 
@@ -81,23 +77,8 @@ class RCAN(nn.Module):
         reduction: int = 16,
         rgb_range: float = 255.0,
     ) -> None:
-        super().__init__()
-        self.scale = scale
-        self.rgb_range = rgb_range
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.head = nn.Sequential(_conv3x3(3, n_feats))
-        self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)],
-            _conv3x3(n_feats, n_feats),
-        )
-        self.tail = nn.Sequential(PixelShuffleUpsampler(scale, n_feats), _conv3x3(n_feats, 3))
-        self.add_mean = MeanShift(rgb_range, sign=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
-        x = self.head(self.sub_mean(x * self.rgb_range))
-        x = self.add_mean(self.tail(self.body(x) + x))
-        return x / self.rgb_range
+        super().__init__(scale, n_feats, rgb_range,
+                         lambda: [ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)])
 
 
 @register_model

@@ -1,4 +1,4 @@
-"""Pieces shared by raykd's super-resolution families (EDSR, RCAN, SwinIR, SRResNet).
+"""Pieces shared by raykd's super-resolution families (EDSR, RCAN, SwinIR, DVMSR, MTKD's aggregator, SRResNet).
 
 Every SR model in raykd takes and returns RGB images as float tensors in [0, 1] (N x 3 x H x W in, N x 3 x sH x sW
 out; the output is not clamped). Families whose reference code works in [0, 255] (EDSR, RCAN: ``rgb_range=255``)
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from raykd.models.weights import load_weights as load_official
 
 __all__ = [
-    "DIV2K_RGB_MEAN", "SUPPORTED_SCALES", "MeanShift", "PixelShuffleUpsampler", "ResidualGroupConv", "TokenEmbed",
-    "check_scale", "load_official", "to_image", "to_tokens",
+    "DIV2K_RGB_MEAN", "SUPPORTED_SCALES", "MeanShift", "MeanShiftedSR", "PixelShuffleUpsampler", "ResidualGroupConv",
+    "TokenEmbed", "check_scale", "conv3x3", "load_official", "to_image", "to_tokens",
 ]
 
 SUPPORTED_SCALES = (2, 3, 4)
@@ -36,6 +36,11 @@ def check_scale(scale: int, model: str) -> int:
     if scale not in SUPPORTED_SCALES:
         raise ValueError(f"{model}: scale={scale!r} is not supported; use one of {SUPPORTED_SCALES}")
     return scale
+
+
+def conv3x3(in_chs: int, out_chs: int) -> nn.Conv2d:
+    """The 3x3 convolution (stride 1, padding 1, with bias) every SR family here is built of."""
+    return nn.Conv2d(in_chs, out_chs, 3, padding=1)
 
 
 class MeanShift(nn.Module):
@@ -78,7 +83,7 @@ class PixelShuffleUpsampler(nn.Sequential):
             raise ValueError(f"PixelShuffleUpsampler: scale={scale} is not supported; use a power of two or 3")
         layers: list[nn.Module] = []
         for factor in stages:
-            layers += [nn.Conv2d(channels, factor * factor * channels, 3, padding=1), nn.PixelShuffle(factor)]
+            layers += [conv3x3(channels, factor * factor * channels), nn.PixelShuffle(factor)]
             if act is not None:
                 layers.append(act())
         super().__init__(*layers)
@@ -109,12 +114,37 @@ class TokenEmbed(nn.Module):
 class ResidualGroupConv(nn.Module):
     """``residual_group`` on the tokens, a 3x3 conv on the image, plus the input: SwinIR's residual Swin
     Transformer block (RSTB, eq. 4) and DVMSR's residual state space block (RSSB, Fig. 2). Keys follow both
-    official codes (``residual_group.*``, ``conv``). ``residual_group`` is called as ``group(tokens, (H, W))``."""
+    official codes (``residual_group.*``, ``conv``). ``residual_group`` is called as ``group(tokens, (H, W),
+    *extra)`` (MTKD's DCTSwin block passes its shifted-window mask)."""
 
     def __init__(self, dim: int, residual_group: nn.Module) -> None:
         super().__init__()
         self.residual_group = residual_group
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv = conv3x3(dim, dim)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return to_tokens(self.conv(to_image(self.residual_group(x, size), size))) + x
+    def forward(self, x: torch.Tensor, size: tuple[int, int], *extra: torch.Tensor) -> torch.Tensor:
+        return to_tokens(self.conv(to_image(self.residual_group(x, size, *extra), size))) + x
+
+
+class MeanShiftedSR(nn.Module):
+    """The network EDSR (Fig. 3) and RCAN (Fig. 2) share, with their official keys: the DIV2K mean removed
+    (``sub_mean``), a head conv, ``blocks`` and a conv with a global skip (``body``), a sub-pixel upsampler and an
+    output conv (``tail``), the mean added back (``add_mean``). Both work in ``[0, rgb_range]`` internally, so
+    their released checkpoints load unchanged; inputs and outputs are in [0, 1]. ``blocks()`` makes the body's
+    blocks, after the head conv (the reference codes' order of initialisation)."""
+
+    def __init__(self, scale: int, n_feats: int, rgb_range: float, blocks: Callable[[], list[nn.Module]]) -> None:
+        super().__init__()
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.head = nn.Sequential(conv3x3(3, n_feats))
+        self.body = nn.Sequential(*blocks(), conv3x3(n_feats, n_feats))
+        self.tail = nn.Sequential(PixelShuffleUpsampler(scale, n_feats), conv3x3(n_feats, 3))
+        self.add_mean = MeanShift(rgb_range, sign=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), nominally in [0, 1] (not clamped)."""
+        x = self.head(self.sub_mean(x * self.rgb_range))
+        x = self.add_mean(self.tail(self.body(x) + x))
+        return x / self.rgb_range

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raykd.models.registry import register_model
-from raykd.models.sr_common import PixelShuffleUpsampler, check_scale
+from raykd.models.sr_common import PixelShuffleUpsampler, check_scale, conv3x3
 from raykd.models.weights import register_keymap, same_names
 
 __all__ = ["MSRResNet", "SRResNet", "msrresnet", "srresnet"]
@@ -33,10 +33,10 @@ class ResidualBlockBN(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
+            conv3x3(channels, channels),
             nn.BatchNorm2d(channels),
             nn.PReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            conv3x3(channels, channels),
             nn.BatchNorm2d(channels),
         )
 
@@ -53,7 +53,7 @@ class SRResNet(nn.Module):
         self.scale = scale
         self.head = nn.Sequential(nn.Conv2d(3, n_feats, 9, padding=4), nn.PReLU())
         self.body = nn.Sequential(*[ResidualBlockBN(n_feats) for _ in range(n_blocks)])
-        self.body_tail = nn.Sequential(nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.BatchNorm2d(n_feats))
+        self.body_tail = nn.Sequential(conv3x3(n_feats, n_feats), nn.BatchNorm2d(n_feats))
         self.upsample = PixelShuffleUpsampler(scale, n_feats, act=nn.PReLU)
         self.conv_last = nn.Conv2d(n_feats, 3, 9, padding=4)
 
@@ -75,8 +75,8 @@ class ResidualBlockNoBN(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))
@@ -91,14 +91,14 @@ class MSRResNet(nn.Module):
     def __init__(self, scale: int = 4, n_blocks: int = 16, n_feats: int = 64) -> None:
         super().__init__()
         self.scale = scale
-        self.conv_first = nn.Conv2d(3, n_feats, 3, padding=1)
+        self.conv_first = conv3x3(3, n_feats)
         self.body = nn.Sequential(*[ResidualBlockNoBN(n_feats) for _ in range(n_blocks)])
         # x4 is two x2 steps; x2 and x3 one step of their own factor
         self.shuffle = 2 if scale == 4 else scale
-        self.upconv1 = nn.Conv2d(n_feats, n_feats * self.shuffle**2, 3, padding=1)
-        self.upconv2 = nn.Conv2d(n_feats, n_feats * 4, 3, padding=1) if scale == 4 else None
-        self.conv_hr = nn.Conv2d(n_feats, n_feats, 3, padding=1)
-        self.conv_last = nn.Conv2d(n_feats, 3, 3, padding=1)
+        self.upconv1 = conv3x3(n_feats, n_feats * self.shuffle**2)
+        self.upconv2 = conv3x3(n_feats, n_feats * 4) if scale == 4 else None
+        self.conv_hr = conv3x3(n_feats, n_feats)
+        self.conv_last = conv3x3(n_feats, 3)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")

@@ -25,9 +25,9 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from raykd.models.registry import create_model, register_model
+from raykd.models.build import build_model
+from raykd.models.registry import register_model
 from raykd.models.vim import VisionMamba, vim_micro, vim_tiny
-from raykd.models.weights import load_weights
 
 __all__ = ["SR_ARCHS", "SRVMNet", "srvm_micro", "srvm_tiny"]
 
@@ -96,9 +96,8 @@ def _srvm(sr_defaults: dict[str, Any], vim_fn: Callable[..., VisionMamba], num_c
           sr_kwargs: dict[str, Any] | None, vim_kwargs: dict[str, Any]) -> SRVMNet:
     if sr_arch not in SR_ARCHS:
         raise ValueError(f"sr_arch={sr_arch!r} is not an SR sub-network SRVM-Net supports; use one of {list(SR_ARCHS)}")
-    sr = create_model(sr_arch, scale=scale, **{**sr_defaults, **(sr_kwargs or {})})
-    if sr_checkpoint is not None:
-        load_weights(sr, sr_checkpoint, keymap=SR_ARCHS[sr_arch])
+    sr = build_model(sr_arch, {**sr_defaults, **(sr_kwargs or {}), "scale": scale}, sr_checkpoint,
+                     keymap=SR_ARCHS[sr_arch])
     if freeze_sr is None:
         freeze_sr = sr_checkpoint is not None
     elif freeze_sr and sr_checkpoint is None:

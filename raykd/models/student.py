@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 
 from raykd.console import UserError
-from raykd.models.checkpoint import (META_FILE, MODEL_FILE, CheckpointError, load_model, manifest, model_entry,
-                                     read_meta, recorded_score, verify)
-from raykd.models.registry import create_model
+from raykd.models.build import build_model, checkpoint_entry
+from raykd.models.checkpoint import (META_FILE, MODEL_FILE, CheckpointError, manifest, model_entry, read_meta,
+                                     recorded_score, verify)
 
 __all__ = ["SUMMARY_FILE", "RESULTS_FILE", "CARD_FILE", "load_student", "export_student", "model_card", "with_unit"]
 
@@ -41,9 +41,7 @@ def load_student(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     its weights, in eval mode on ``device``. The directory is verified against its manifest, and its ``meta.json``
     may name only models that run no code of their own (:func:`raykd.models.checkpoint.model_entry`; a plugin
     model needs ``raykd.registry.trust_plugins``)."""
-    path = Path(path)
-    name, kwargs = model_entry(read_meta(path), path / META_FILE)
-    return load_model(path, create_model(name, **kwargs)).eval().to(device)
+    return build_model(*checkpoint_entry(path), path, device=device).eval()
 
 
 def export_student(run_dir: str | os.PathLike, out: str | os.PathLike, trial: str | None = None) -> dict[str, Any]:

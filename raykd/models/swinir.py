@@ -17,7 +17,8 @@ window size are mirror-padded (edge pixel repeated, as the flip-and-concatenate 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -26,7 +27,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 
 from raykd.models.registry import register_model
 from raykd.models.sr_common import (
-    DIV2K_RGB_MEAN, PixelShuffleUpsampler, ResidualGroupConv, TokenEmbed, check_scale, to_image,
+    DIV2K_RGB_MEAN, PixelShuffleUpsampler, ResidualGroupConv, TokenEmbed, check_scale, conv3x3, to_image,
 )
 
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
@@ -129,17 +130,17 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(x.reshape(b_, self.num_heads, n, -1).transpose(1, 2).reshape(b_, n, c)))
 
 
-class SwinTransformerBlock(nn.Module):
-    """Swin layer (SwinIR eq. 5-6): ``x + (S)W-MSA(LN(x))`` then ``x + MLP(LN(x))``, windows shifted by
-    ``shift_size`` in every other layer. ``attn_mask`` is stored for ``input_resolution`` (the training patch)
-    and recomputed for any other input size."""
+class ShiftedWindowLayer(nn.Module):
+    """The Swin layer (Liu et al., ICCV 2021, eq. 3; SwinIR eq. 5-6) SwinIR and MTKD's DCTSwin share:
+    ``x + mix((S)W(LN(x)))`` then ``x + MLP(LN(x))``, the windows cyclically shifted by ``shift_size`` (every other
+    layer of a stage). ``mix`` is the windows' multi-head self-attention; a subclass may wrap it
+    (:meth:`mix_windows`). Official keys: ``norm1``, ``attn.*``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``."""
 
     def __init__(
-        self, dim: int, input_resolution: tuple[int, int], num_heads: int, window_size: int, shift_size: int,
-        mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float,
+        self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float, qkv_bias: bool,
+        drop: float, attn_drop: float, drop_path: float,
     ) -> None:
         super().__init__()
-        self.input_resolution = input_resolution
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = nn.LayerNorm(dim)
@@ -147,66 +148,90 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-        mask = shifted_window_mask(*input_resolution, window_size, shift_size) if shift_size > 0 else None
-        self.register_buffer("attn_mask", mask)
 
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+    def mix_windows(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``(B * windows, Ws * Ws, C)`` -> the same shape: (shifted-)window self-attention."""
+        return self.attn(windows, mask)
+
+    def layer(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
+        """The layer on tokens ``(B, H*W, C)`` of an ``x_size`` map; ``mask`` (shifted windows only) for that size."""
         h, w = x_size
         b, length, c = x.shape
         y = self.norm1(x).view(b, h, w, c)
-        mask = None
         if self.shift_size > 0:
             y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            mask = self.attn_mask
-            if x_size != self.input_resolution:
-                mask = shifted_window_mask(h, w, self.window_size, self.shift_size, device=x.device)
-        y = window_reverse(self.attn(window_partition(y, self.window_size), mask), self.window_size, h, w)
+        windows = self.mix_windows(window_partition(y, self.window_size), mask if self.shift_size > 0 else None)
+        y = window_reverse(windows, self.window_size, h, w)
         if self.shift_size > 0:
             y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = x + self.drop_path(y.reshape(b, length, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SwinStage(nn.Module):
-    """A stack of Swin layers alternating regular and shifted windows (official ``BasicLayer``)."""
+class SwinTransformerBlock(ShiftedWindowLayer):
+    """SwinIR's Swin layer: ``attn_mask`` is stored for ``input_resolution`` (the training patch, as the official
+    code keeps it) and recomputed for any other input size."""
 
-    def __init__(
-        self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int, window_size: int,
-        mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: Sequence[float],
-    ) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
-                dim, input_resolution, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i],
-            )
-            for i in range(depth)
-        )
+    def __init__(self, dim: int, input_resolution: tuple[int, int], num_heads: int, window_size: int,
+                 shift_size: int, **layer_kwargs) -> None:
+        super().__init__(dim, num_heads, window_size, shift_size, **layer_kwargs)
+        self.input_resolution = input_resolution
+        mask = shifted_window_mask(*input_resolution, window_size, shift_size) if shift_size > 0 else None
+        self.register_buffer("attn_mask", mask)
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        mask = self.attn_mask
+        if self.shift_size > 0 and x_size != self.input_resolution:
+            mask = shifted_window_mask(*x_size, self.window_size, self.shift_size, device=x.device)
+        return self.layer(x, x_size, mask)
+
+
+class WindowStage(nn.Module):
+    """A stack of ``depth`` Swin layers alternating regular and shifted (by half a window) windows (official
+    ``BasicLayer``); ``layer(shift_size, drop_path)`` makes one. Called as ``stage(tokens, x_size, *extra)``, every
+    layer getting the same arguments."""
+
+    def __init__(self, depth: int, window_size: int, drop_path: Sequence[float],
+                 layer: Callable[[int, float], nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(layer(0 if i % 2 == 0 else window_size // 2, drop_path[i]) for i in range(depth))
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], *extra: Any) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, x_size)
+            x = block(x, x_size, *extra)
         return x
 
 
+def stage_drop_paths(depths: Sequence[int], rate: float) -> list[list[float]]:
+    """Stochastic depth (Huang et al., 2016) as Swin schedules it: rates rising linearly from 0 to ``rate`` over
+    all layers, split by stage."""
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
+    return [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
+
+
 class SwinReconstruction(nn.Module):
-    """The reconstruction tail SwinIR-style networks share (and its official key names), plus their timm-style
-    weight init: ``"pixelshuffle"`` = conv + LeakyReLU to 64 channels, pixel-shuffle steps, output conv;
+    """The shallow head and reconstruction tail SwinIR-style networks share (and their official key names), plus
+    their timm-style weight init. Tail: ``conv_after_body`` (the deep features' last conv, before the long skip),
+    then ``"pixelshuffle"`` = conv + LeakyReLU to 64 channels, pixel-shuffle steps, output conv, or
     ``"pixelshuffledirect"`` = one conv to ``3 * scale^2`` channels and a single pixel shuffle."""
+
+    def _build_shallow(self, in_chs: int, embed_dim: int) -> None:
+        """Shallow feature extraction (SwinIR eq. 1): ``conv_first``, then every pixel a token (``patch_embed``)."""
+        self.conv_first = conv3x3(in_chs, embed_dim)
+        self.patch_embed = TokenEmbed(embed_dim)
 
     def _build_reconstruction(self, embed_dim: int, scale: int, upsampler: str) -> None:
         if upsampler not in _UPSAMPLERS:
             raise ValueError(f"{type(self).__name__}: upsampler={upsampler!r} is not one of {_UPSAMPLERS}")
+        self.conv_after_body = conv3x3(embed_dim, embed_dim)
         self.upsampler = upsampler
         if upsampler == "pixelshuffle":
             num_feat = 64
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_feat, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
+            self.conv_before_upsample = nn.Sequential(conv3x3(embed_dim, num_feat), nn.LeakyReLU(inplace=True))
             self.upsample = PixelShuffleUpsampler(scale, num_feat)
-            self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
+            self.conv_last = conv3x3(num_feat, 3)
         else:
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+            self.upsample = nn.Sequential(conv3x3(embed_dim, 3 * scale * scale), nn.PixelShuffle(scale))
 
     def _reconstruct(self, feat: torch.Tensor) -> torch.Tensor:
         if self.upsampler == "pixelshuffle":
@@ -260,22 +285,18 @@ class SwinIR(SwinReconstruction):
         self.img_range = img_range
         self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = TokenEmbed(embed_dim)
+        self._build_shallow(3, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
-        starts = [sum(depths[:i]) for i in range(len(depths))]
+        layer_kwargs = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+
+        def stage(depth: int, heads: int, drop_path: list[float]) -> WindowStage:
+            return WindowStage(depth, window_size, drop_path, lambda shift, rate: SwinTransformerBlock(
+                embed_dim, resolution, heads, window_size, shift, drop_path=rate, **layer_kwargs))
+
         # RSTB (eq. 4): a stage of Swin layers, a 3x3 conv and a skip connection
-        self.layers = nn.ModuleList(
-            ResidualGroupConv(embed_dim, SwinStage(
-                embed_dim, input_resolution=resolution, depth=depth, num_heads=heads, window_size=window_size,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                drop_path=drop_path[start : start + depth],
-            ))
-            for depth, heads, start in zip(depths, num_heads, starts)
-        )
+        self.layers = nn.ModuleList(ResidualGroupConv(embed_dim, stage(depth, heads, rates)) for depth, heads, rates
+                                    in zip(depths, num_heads, stage_drop_paths(depths, drop_path_rate)))
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
         self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
 

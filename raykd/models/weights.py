@@ -214,14 +214,31 @@ def _shape_hint(model: nn.Module, key: str, shape: tuple[int, ...]) -> str:
     classifier built for another number of classes."""
     explain = getattr(model, "weight_mismatch_hint", None)
     hint = explain(key, shape) if callable(explain) else ""
-    get_classifier = getattr(model, "get_classifier", None)
-    if not hint and callable(get_classifier):
-        head = get_classifier()
-        prefix = next((name for name, module in model.named_modules() if module is head and name), None)
-        if prefix is not None and key.startswith(prefix + "."):
-            hint = (f" (a classifier for another number of classes: pass exclude=({prefix!r},) to keep the "
-                    "model's own, freshly initialised head)")
+    prefix = _classifier_prefix(model)
+    if not hint and prefix is not None and key.startswith(prefix + "."):
+        hint = (f" (a classifier for another number of classes: pass adapt_head=True or exclude=({prefix!r},) to "
+                "keep the model's own, freshly initialised head)")
     return hint
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    """The name of ``model``'s classifier head (the module timm's ``get_classifier()`` returns), or None."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier):
+        return None
+    head = get_classifier()
+    return next((name for name, module in model.named_modules() if module is head and name), None)
+
+
+def _other_head(model: nn.Module, state: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """``(prefix,)`` of ``model``'s classifier head when ``state`` (in the model's names) holds that head with
+    other shapes (a classifier for another number of classes); else ``()``."""
+    prefix = _classifier_prefix(model)
+    if prefix is None:
+        return ()
+    own = model.state_dict()
+    return (prefix,) if any(k.startswith(prefix + ".") and k in own and own[k].shape != v.shape
+                            for k, v in state.items()) else ()
 
 
 def load_weights(
@@ -232,13 +249,16 @@ def load_weights(
     *,
     param_key: str | None = None,
     exclude: Iterable[str] = (),
+    adapt_head: bool = False,
 ) -> nn.Module:
     """Load ``source`` into ``model`` and return ``model``.
 
     ``source`` is a path (see :func:`read_state_dict`) or an already loaded mapping (wrappers are unwrapped the
     same way; ``param_key`` picks an entry). ``keymap`` maps the stored names to the model's (module
     docstring). ``exclude`` lists keys or key prefixes (``"head"`` covers ``head.weight`` and ``head.bias``)
-    that are neither loaded nor required: those tensors keep the model's own values.
+    that are neither loaded nor required: those tensors keep the model's own values. ``adapt_head`` excludes the
+    model's classifier head (``get_classifier()``) when the stored one has other shapes: a classifier for another
+    number of classes (an ImageNet checkpoint started on CUB) keeps its own, freshly initialised head.
 
     Every missing, unexpected and wrongly shaped key is listed, by name and with the file, in one ValueError
     before anything is copied, so a failed load leaves ``model`` untouched. ``strict=False`` tolerates missing
@@ -250,7 +270,9 @@ def load_weights(
     else:
         name = str(source)
         state = read_state_dict(source, param_key)
-    state = {k: v for k, v in _resolve_keymap(keymap, model)(state).items() if not _excluded(k, exclude)}
+    mapped = _resolve_keymap(keymap, model)(state)
+    exclude = (*exclude, *(_other_head(model, mapped) if adapt_head else ()))
+    state = {k: v for k, v in mapped.items() if not _excluded(k, exclude)}
     expected = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())

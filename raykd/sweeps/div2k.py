@@ -138,17 +138,13 @@ def evaluate_checkpoint(weights: bytes, model_entry: tuple[str, Mapping[str, Any
     ``{name: (data, decoded split or its object-store reference)}``, with :meth:`SRTask.evaluate` (run as a Ray
     task, on a GPU when given one)."""
     import ray
-    import safetensors.torch
 
-    from raykd.models import create_model
+    from raykd.models.build import build_model
     from raykd.train.loop import resolve_device
     from raykd.train.tasks import SRTask
 
     device = resolve_device("auto")
-    name, kwargs = model_entry
-    model = create_model(name, **kwargs)
-    model.load_state_dict(safetensors.torch.load(weights), strict=True)
-    model.to(device).eval()
+    model = build_model(*model_entry, weights, frozen=True, device=device)
     out = {}
     for name, (data, arrays) in tests.items():
         arrays = ray.get(arrays) if isinstance(arrays, ray.ObjectRef) else arrays
@@ -164,11 +160,9 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
     append the per-trial table and the best searched trial of each method to ``summary.md``. Returns the table
     (``None`` for remote storage, which this step does not handle yet)."""
     import ray
-    from ray.tune import ExperimentAnalysis
 
     from raykd.data.arrays import load_split
     from raykd.data.store import cache_store
-    from raykd.models.checkpoint import META_FILE, MODEL_FILE, model_entry, read_meta
 
     if is_uri(directory):
         print(f"test sets: skipped for remote storage {directory} (measure the checkpoints with raykd eval-sr)")
@@ -181,6 +175,28 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
     for name, folder in tests.items():
         data = _test_data(base, Path(folder))
         sets[name] = (data, ray.put(load_split(data, "val", store)))
+    table = pd.read_parquet(root / "results.parquet")
+    added = pd.DataFrame(_measure_trials(root, sets, gpus))
+    if added.empty:
+        return table
+    table = table.drop(columns=[c for c in added.columns if c != "trial" and c in table.columns])
+    table = table.merge(added, on="trial", how="left")
+    table.to_parquet(root / "results.parquet", index=False)
+    summary = root / "summary.md"
+    summary.write_text((summary.read_text() if summary.exists() else "") + "\n".join(_test_summary(table, base, tests))
+                       + "\n")
+    return table
+
+
+def _measure_trials(root: Path, sets: Mapping[str, tuple[DataConfig, Any]], gpus: float) -> list[dict[str, Any]]:
+    """A row per trial of the search and seeds stages: its last ``val_ssim`` and, where it kept a checkpoint, its
+    final student's PSNR/SSIM on each test set (:func:`evaluate_checkpoint`, one Ray task a trial). A checkpoint is
+    verified against its manifest here, once: the task builds the model from the bytes read after that."""
+    import ray
+    from ray.tune import ExperimentAnalysis
+
+    from raykd.models.checkpoint import META_FILE, MODEL_FILE, model_entry, verify
+
     evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_checkpoint)
     rows, pending = [], []
     for experiment in (root, root.with_name(root.name + "-seeds")):
@@ -195,19 +211,16 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
             if checkpoint is None:
                 continue
             with checkpoint.as_directory() as path:
+                model = model_entry(verify(path), Path(path) / META_FILE)
                 weights = (Path(path) / MODEL_FILE).read_bytes()
-                model = model_entry(read_meta(path), Path(path) / META_FILE)
             pending.append((rows[-1], evaluate.remote(weights, model, sets)))
     for row, ref in pending:
         row.update(ray.get(ref))
-    table = pd.read_parquet(root / "results.parquet")
-    added = pd.DataFrame(rows)
-    if added.empty:
-        return table
-    table = table.drop(columns=[c for c in added.columns if c != "trial" and c in table.columns])
-    table = table.merge(added, on="trial", how="left")
-    table.to_parquet(root / "results.parquet", index=False)
+    return rows
 
+
+def _test_summary(table: pd.DataFrame, base: TrainConfig, tests: Mapping[str, Path]) -> list[str]:
+    """The lines ``summary.md`` gains: the best searched trial of each method, then every trial, on the test sets."""
     metric = "val_psnr"
     columns = [c for c in [f"best_{metric}", f"last_{metric}", "last_val_ssim",
                            *[f"{n}_{m}" for n in tests for m in ("psnr", "ssim")]] if c in table.columns]
@@ -227,6 +240,4 @@ def add_test_sets(directory: str, base: TrainConfig, tests: Mapping[str, Path], 
     for _, r in table.iterrows():
         lines.append(f"| {r['trial']} | {r['stage']} | {r['method']} | " + " | ".join(f"{r[c]:.4f}" for c in columns)
                      + " |")
-    summary = root / "summary.md"
-    summary.write_text((summary.read_text() if summary.exists() else "") + "\n".join(lines) + "\n")
-    return table
+    return lines

@@ -19,9 +19,8 @@ import torch.nn as nn
 from raykd.config import ModelConfig, TeacherConfig
 from raykd.console import UserError
 from raykd.data.store import file_sha256
-from raykd.models import create_model
-from raykd.models.checkpoint import META_FILE, MODEL_FILE, CheckpointError, load_model, model_entry, verify
-from raykd.models.weights import load_weights
+from raykd.models.build import build_model
+from raykd.models.checkpoint import META_FILE, MODEL_FILE, CheckpointError, model_entry, verify
 
 __all__ = ["TeacherSpec", "sorted_specs"]
 
@@ -29,20 +28,26 @@ __all__ = ["TeacherSpec", "sorted_specs"]
 @dataclass(frozen=True)
 class TeacherSpec:
     """A teacher: ``name`` (unique within a run), registry ``model`` name, its kwargs, and ``checkpoint``: a raykd
-    checkpoint directory or a weights file (``keymap``: the official layout of that file, if not raykd's)."""
+    checkpoint directory or a weights file (``keymap``: the official layout of that file, if not raykd's).
+    ``digest``: the weights file's sha256 where it is already known (a checkpoint's verified manifest records
+    it), so that the teacher's identity hashes nothing again."""
 
     name: str
     model: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     keymap: str | None = None
+    digest: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, name: str | None = None) -> "TeacherSpec":
         """A spec for a raykd checkpoint directory (verified against its manifest; its ``meta.json`` says which
         model it holds, and may name only models that run no code of its own: :func:`model_entry`)."""
-        model, kwargs = model_entry(verify(path), Path(path) / META_FILE)
-        return cls(name=name or model, model=model, model_kwargs=kwargs, checkpoint=str(Path(path).resolve()))
+        meta = verify(path)
+        model, kwargs = model_entry(meta, Path(path) / META_FILE)
+        digest = ((meta.get("files") or {}).get(MODEL_FILE) or {}).get("sha256")
+        return cls(name=name or model, model=model, model_kwargs=kwargs, checkpoint=str(Path(path).resolve()),
+                   digest=digest)
 
     def as_config(self) -> TeacherConfig:
         """This teacher as a :class:`TeacherConfig` (what a trial served by the teacher service records):
@@ -67,15 +72,19 @@ class TeacherSpec:
                    checkpoint=str(path.resolve()), keymap=model.init_keymap)
 
     @property
-    def weights_file(self) -> Path:
+    def weights_path(self) -> Path:
+        """The checkpoint directory or weights file."""
         if self.checkpoint is None:
             raise ValueError(f"teacher {self.name!r} has no weights: a frozen teacher needs trained weights")
-        path = Path(self.checkpoint)
-        return path / MODEL_FILE if path.is_dir() else path
+        return Path(self.checkpoint)
+
+    @property
+    def weights_file(self) -> Path:
+        return self.weights_path / MODEL_FILE if self.weights_path.is_dir() else self.weights_path
 
     @cached_property
     def weights_sha256(self) -> str:
-        return file_sha256(self.weights_file)
+        return self.digest or file_sha256(self.weights_file)
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines this teacher's outputs, for content keys: the weights' sha256, not their
@@ -85,17 +94,12 @@ class TeacherSpec:
 
     def load(self) -> nn.Module:
         """The model with its weights, on the CPU (errors name the file and what does not fit)."""
-        model = create_model(self.model, **self.model_kwargs)
-        path = Path(self.checkpoint) if self.checkpoint is not None else None
-        if path is None:
-            raise ValueError(f"teacher {self.name!r} has no weights: a frozen teacher needs trained weights")
-        if path.is_dir():
-            return load_model(path, model)
+        path = self.weights_path
         try:
-            return load_weights(model, path, keymap=self.keymap)
-        except UserError:
-            raise  # the file is no weights file at all (empty, truncated, another format): said as it is
-        except (KeyError, ValueError, RuntimeError) as err:
+            return build_model(self.model, self.model_kwargs, path, keymap=self.keymap)
+        except (UserError, CheckpointError):
+            raise  # no weights file at all (empty, truncated, another format) or a damaged checkpoint: said as it is
+        except ValueError as err:  # the weights are another network's
             raise CheckpointError(f"teacher {self.name!r}: weights {path} do not fit {self.model}: {err}") from None
 
     def weights_bytes(self) -> bytes:
@@ -106,14 +110,9 @@ class TeacherSpec:
               channels_last: bool = True) -> nn.Module:
         """The frozen teacher on ``device`` (from ``weights``, the bytes of :meth:`weights_bytes`, when given):
         eval mode, no gradients, channels-last on CUDA (half precision comes from the caller's autocast)."""
-        if weights is not None:
-            model = create_model(self.model, **self.model_kwargs)
-            model.load_state_dict(safetensors.torch.load(weights), strict=True)
-        else:
-            model = self.load()
-        model.eval().requires_grad_(False)
         device = torch.device(device)
-        model.to(device)
+        model = self.load() if weights is None else build_model(self.model, self.model_kwargs, weights)
+        model.eval().requires_grad_(False).to(device)
         if device.type == "cuda" and channels_last:
             model.to(memory_format=torch.channels_last)
         return model

