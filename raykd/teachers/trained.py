@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from raykd.config import CacheLayout
 from raykd.data.store import content_key
 from raykd.models.checkpoint import CheckpointError
 from raykd.teachers.spec import TeacherSpec
@@ -31,7 +32,7 @@ class TrainedTeachers:
     """Content-keyed teacher checkpoints under ``<cache_dir>/teachers`` (a local or NFS path)."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
-        self.root = Path(cache_dir).expanduser() / "teachers"
+        self.root = CacheLayout.of(cache_dir).teachers
 
     def path(self, label: str, document: Mapping[str, Any]) -> Path:
         """Where the teacher ``document`` describes is kept: ``<root>/<label>-<first 16 hex digits of its key>``."""

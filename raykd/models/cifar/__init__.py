@@ -21,3 +21,4 @@ One family a module (:mod:`.resnet`, :mod:`.wrn`, :mod:`.vgg`, :mod:`.mobilenetv
 importing this package registers them all.
 """
 from raykd.models.cifar import mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: F401
+from raykd.models.cifar import alexnet, basic_resnet  # noqa: F401
