@@ -1,41 +1,44 @@
-"""The data path of a trial (issue #8): decode once and share, batched views on the device, trials that start at
-once. Prints, from one run on data in the TinyImageNet layout at 64 px (made here, or the real set with
-``--data-root``):
+"""The data path: a decoded split in the store (issue 17), and a trial's training input (issue 8).
 
-1. training-input images/s of the v2 path (decoded uint8 arrays, batched crop/flip/normalise as tensor ops)
-   against v1's per-item path (decode the JPEG, then per-item tensor ops in a Dataset, as v1 did above its
-   512 MiB in-memory limit, e.g. TinyImageNet-200), one process, and the ratio;
-2. each trial's start-up seconds (trial function called -> first training step) in a small sweep, once Ray is up;
-3. the memory N = 4 concurrent trials' data costs on one node against one copy: each process's unique memory
+From one run on data in the TinyImageNet layout (made here with synthetic JPEGs, ``--classes`` x ``--per-class``
+training images, or the real set with ``--data-root``), at ``--size`` px:
+
+1. the decoded store, side by side for a fresh decode (into an empty store) and the read-back of a later run (cold,
+   the stored files dropped from the page cache first, and warm): seconds and MiB/s, stored size / array size,
+   peak RSS / array size, and how often the dataset was scanned and fingerprinted. Each runs ``load_split`` as a
+   sweep does, in its own process, so each peak is its own (above the interpreter's RSS after its imports; the
+   whole process's is printed too); the Parquet rows the store kept before (``bench/store_speed.py``'s layout),
+   read back cold from the same array, stand beside them;
+2. (unless ``--store-only``) training-input images/s of the v2 path (decoded uint8 arrays, batched
+   crop/flip/normalise as tensor ops) against v1's per-item path (decode the JPEG, then per-item tensor ops in a
+   Dataset, as v1 did above its 512 MiB in-memory limit, e.g. TinyImageNet-200), one process, and the ratio;
+3. each trial's start-up seconds (trial function called -> first training step) in a small sweep, once Ray is up;
+4. the memory N = 4 concurrent trials' data costs on one node against one copy: each process's unique memory
    after mapping the split from the object store, and the object store's own use.
 
-    .venv/bin/python bench/data_path.py [--images 10000] [--data-root tiny-imagenet-200] [--trials 4]
+    .venv/bin/python bench/data_path.py [--classes 10 --per-class 1000 | --data-root tiny-imagenet-200]
+        [--size 64] [--store-only] [--trials 4]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import ray
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
-from raykd.data.arrays import decode_split
-from raykd.data.batches import ClassificationBatches
-from raykd.data.classification import open_dataset
-from raykd.data.views import IMAGENET_MEAN, IMAGENET_STD, CropFlip
-from raykd.tune.sweep import decoded_splits, run_sweep
+from store_speed import drop_from_page_cache, load_parquet, reset_peak, save_parquet, status_bytes
 
 
-def make_tinyimagenet(root: Path, images: int, classes: int = 10, size: int = 64) -> Path:
-    """TinyImageNet's layout with ``images`` smooth random 64 px JPEGs (train) and a tenth as many (val)."""
+def make_tinyimagenet(root: Path, classes: int, per_class: int, size: int = 64) -> Path:
+    """TinyImageNet's layout: ``per_class`` smooth random ``size`` px JPEGs per class for train, a tenth as many
+    (at least one) for val."""
     rng = np.random.default_rng(0)
     wnids = [f"n{i:08d}" for i in range(classes)]
     root.mkdir(parents=True)
@@ -47,42 +50,167 @@ def make_tinyimagenet(root: Path, images: int, classes: int = 10, size: int = 64
         small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
         return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
 
-    for i in range(images):
-        wnid = wnids[i % classes]
+    for wnid in wnids:
         folder = root / "train" / wnid / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        picture().save(folder / f"{wnid}_{i}.JPEG", quality=90)
-    for i in range(max(images // 10, classes)):
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            picture().save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    for i in range(classes * max(1, per_class // 10)):
         picture().save(root / "val" / "images" / f"val_{i}.JPEG", quality=90)
         lines.append(f"val_{i}.JPEG\t{wnids[i % classes]}\t0\t0\t{size - 1}\t{size - 1}")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     return root
 
 
-class PerItem(torch.utils.data.Dataset):
-    """v1's path for sets above its in-memory limit: every item decodes its JPEG and is viewed on its own."""
-
-    def __init__(self, dataset, views: CropFlip, epoch: int) -> None:
-        self.dataset, self.views, self.epoch = dataset, views, epoch
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        img = self.dataset.image(i)
-        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
-        top, left, flip = (a[0] for a in self.views.draw(np.array([i]), self.epoch))
-        p = self.views.padding
-        x = F.pad(x, (p, p, p, p))[:, top:top + self.views.size, left:left + self.views.size]
-        if flip:
-            x = x.flip(-1)
-        return {"hr": (x - self.mean) / self.std, "label": self.dataset.label(i)}
+# ------------------------------------------------------------------------------------------ 1. the decoded store
 
 
-def images_per_second(data: DataConfig, batch_size: int, limit: int) -> tuple[float, float, float]:
+def _counted(counts: dict[str, int]) -> None:
+    """Count the dataset's scans (TinyImageNet's train listing) and fingerprint computations in ``counts``."""
+    from raykd.data.classification import TinyImageNet, _FileDataset
+
+    scan, content = TinyImageNet._scan_train, _FileDataset._content
+
+    def counted_scan(self, index):
+        counts["scans"] += 1
+        return scan(self, index)
+
+    def counted_content(self):
+        counts["fingerprints"] += 1
+        return content(self)
+
+    TinyImageNet._scan_train, _FileDataset._content = counted_scan, counted_content
+
+
+def child(step: str, root: str, cache: str, size: int) -> dict:
+    """One measured step in this process: ``load_split`` of the train split through the store at ``cache``
+    (``decode``, ``read``) or the Parquet rows of the stored array (``parquet-save``, ``parquet-read``)."""
+    from raykd.config import DataConfig
+    from raykd.data.arrays import load_split
+    from raykd.data.store import Store
+
+    counts = {"scans": 0, "fingerprints": 0}
+    _counted(counts)
+    data = DataConfig(dataset="tinyimagenet", root=root, image_size=size)
+    store, parquet = Store(Path(cache) / "store"), Path(cache) / "before.parquet"
+    arrays = load_split(data, "train", store) if step == "parquet-save" else None
+    interpreter = status_bytes("VmRSS")
+    reset_peak()
+    started = time.perf_counter()
+    if step in ("decode", "read"):
+        arrays = load_split(data, "train", store)
+    elif step == "parquet-save":
+        save_parquet(parquet, arrays.images, arrays.labels)
+    else:
+        assert load_parquet(parquet, (size, size, 3)).shape[1:] == (size, size, 3)
+    seconds = time.perf_counter() - started
+    out = {"seconds": seconds, "peak": status_bytes("VmHWM") - interpreter, "interpreter": interpreter, **counts}
+    if step in ("decode", "read"):
+        out.update(key=arrays.key, nbytes=arrays.images.nbytes, images=len(arrays))
+    return out
+
+
+def measure(step: str, root: Path, cache: Path, size: int, cold: bool = False) -> dict:
+    if cold:
+        for path in cache.rglob("*"):
+            if path.is_file():
+                drop_from_page_cache(path)
+    result = subprocess.run([sys.executable, __file__, "--child", step, "--data-root", str(root), "--cache", str(cache),
+                             "--size", str(size)], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{step} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def store_figures(root: Path, cache: Path, size: int) -> None:
+    steps = {"fresh decode": measure("decode", root, cache, size),
+             "read back, cold": measure("read", root, cache, size, cold=True),
+             "read back, warm": measure("read", root, cache, size)}
+    first = steps["fresh decode"]
+    mib = first["nbytes"] / 2**20
+    stored = sum(p.stat().st_size for p in (cache / "store").glob(f"{first['key']}.*"))
+    measure("parquet-save", root, cache, size)
+    parquet = measure("parquet-read", root, cache, size, cold=True)
+    print(f"{root}: {first['images']} training images at {size} px, {mib:.1f} MiB of uint8; each step in its own "
+          f"process, {os.cpu_count()} cores")
+    print(f"  {'':34s}" + "".join(f"{name:>17s}" for name in steps) + f"{'target':>10s}")
+
+    def row(label: str, values, fmt: str, target: str = "") -> None:
+        print(f"  {label:34s}" + "".join(f"{v:>17{fmt}}" for v in values) + f"{target:>10s}")
+
+    row("seconds", [s["seconds"] for s in steps.values()], ".2f")
+    row("MiB/s", [mib / s["seconds"] for s in steps.values()], ".0f")
+    row("peak RSS / array", [s["peak"] / 2**20 / mib for s in steps.values()], ".3f", "<= 1.3")
+    row("  beyond the array, MiB", [s["peak"] / 2**20 - mib for s in steps.values()], ".0f")
+    row("  whole process (+ interpreter) / array", [(s["peak"] + s["interpreter"]) / 2**20 / mib
+                                                    for s in steps.values()], ".3f")
+    row("dataset scans", [s["scans"] for s in steps.values()], "d", "1")
+    row("fingerprint passes", [s["fingerprints"] for s in steps.values()], "d", "1")
+    print(f"  {'stored size / array':34s}{stored / 2**20 / mib:>17.4f}{'':>34s}{'<= 1.05':>10s}")
+    print(f"  before (Parquet rows, read back cold): {parquet['seconds']:.2f} s, {mib / parquet['seconds']:.0f} MiB/s, "
+          f"peak RSS / array {parquet['peak'] / 2**20 / mib:.2f}; the raw file read back cold is "
+          f"{parquet['seconds'] / steps['read back, cold']['seconds']:.0f}x faster")
+    print("  (peaks are above the interpreter's RSS after its imports; the read-back maps the stored file: its RSS is "
+          "page-cache pages every process of the node shares)")
+
+
+def projection(images: int, classes: int, size: int, epochs: int, streams: int, top_k: int) -> None:
+    """What a dataset of ``images`` x ``classes`` at ``size`` px costs, by the layouts' arithmetic: the decoded split
+    (uint8 images, int64 labels) and its allowed peak (:func:`raykd.data.arrays.peak_bytes`), and the teacher
+    tables (one per epoch per seed stream): a row is the fp16 logits (classes x 2 bytes) and the int64 index (8),
+    or with ``--top-k`` K: K fp16 values, K int16 classes, the fp32 log-sum-exp and the index."""
+    from raykd.data.arrays import MEMORY_BUDGET_BYTES, decoded_bytes, peak_bytes
+
+    split, full, top = decoded_bytes(images, size), images * (classes * 2 + 8), images * (top_k * 4 + 4 + 8)
+    tables = epochs * streams
+
+    def size_(n: int) -> str:
+        return f"{n / 1e9:.2f} GB ({n / 2**30:.2f} GiB)"
+
+    print(f"projection: {images:,} images x {classes:,} classes at {size} px, {epochs} epochs x {streams} seed streams")
+    print(f"  decoded split: {size_(split)}; held whole it may peak at {size_(peak_bytes(split))}; "
+          f"{'above' if split > MEMORY_BUDGET_BYTES else 'within'} the {MEMORY_BUDGET_BYTES / 2**30:.0f} GiB "
+          f"RAYKD_DATA_MEMORY budget ({'streamed from the store' if split > MEMORY_BUDGET_BYTES else 'held whole'})")
+    print(f"  teacher table per epoch (fp16): {images:,} x ({classes:,} x 2 + 8) B = {size_(full)}; "
+          f"{tables} tables: {size_(full * tables)}")
+    print(f"  with --top-k {top_k}: {images:,} x ({top_k} x 4 + 12) B = {size_(top)} per epoch; {tables} tables: "
+          f"{size_(top * tables)}")
+
+
+# ------------------------------------------------------------------------------- 2-4. a trial's training input
+
+
+def images_per_second(data, batch_size: int, limit: int) -> tuple[float, float, float]:
     """(per-item images/s, batched images/s, decode-once seconds) on one process."""
+    import torch
+    import torch.nn.functional as F
+
+    from raykd.data.arrays import decode_split
+    from raykd.data.batches import ClassificationBatches
+    from raykd.data.classification import open_dataset
+    from raykd.data.views import IMAGENET_MEAN, IMAGENET_STD, CropFlip
+
+    class PerItem(torch.utils.data.Dataset):
+        """v1's path for sets above its in-memory limit: every item decodes its JPEG and is viewed on its own."""
+
+        def __init__(self, dataset, views: CropFlip, epoch: int) -> None:
+            self.dataset, self.views, self.epoch = dataset, views, epoch
+            self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+        def __len__(self) -> int:
+            return len(self.dataset)
+
+        def __getitem__(self, i: int):
+            img = self.dataset.image(i)
+            x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+            top, left, flip = (a[0] for a in self.views.draw(np.array([i]), self.epoch))
+            p = self.views.padding
+            x = F.pad(x, (p, p, p, p))[:, top:top + self.views.size, left:left + self.views.size]
+            if flip:
+                x = x.flip(-1)
+            return {"hr": (x - self.mean) / self.std, "label": self.dataset.label(i)}
+
     dataset = open_dataset(data.dataset, data.root, "train")
     views = CropFlip(0, data.image_size, data.crop_padding, data.flip)
     loader = torch.utils.data.DataLoader(PerItem(dataset, views, epoch=1), batch_size=batch_size, shuffle=True,
@@ -118,7 +246,6 @@ def unique_memory() -> int:
     return sum(int(fields[k].split()[0]) * 1024 for k in ("Private_Clean", "Private_Dirty"))
 
 
-@ray.remote(num_cpus=0)
 class Trial:
     """Stands for one trial process on the node: maps the split from the object store and reads it."""
 
@@ -126,57 +253,92 @@ class Trial:
         import raykd.data.arrays  # noqa: F401  (the modules the split unpickles into: not the data's cost)
 
     def map(self, refs: dict) -> tuple[int, int]:
+        import ray
+
         before = unique_memory()
         arrays = ray.get(refs["train"])
         checksum = int(arrays.images[:: max(1, len(arrays) // 1000)].sum())  # touch it
         return unique_memory() - before, checksum
 
 
+def training_figures(root: Path, tmp: Path, args: argparse.Namespace) -> None:
+    import pandas as pd
+    import ray
+    import torch
+
+    from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TrainConfig
+    from raykd.tune.sweep import decoded_splits, run_sweep
+
+    torch.set_num_threads(1)  # one process, one thread: the comparison issue 8 asks for
+    data = DataConfig(dataset="tinyimagenet", root=str(root), image_size=args.size)
+    per_item, batched, decode_s = images_per_second(data, args.batch_size, args.limit)
+    print(f"\ntraining input, one process, one thread, batch {args.batch_size}, {args.size} px:")
+    print(f"  v1 per-item (JPEG decode + per-item views): {per_item:9.0f} images/s")
+    print(f"  v2 batched views on decoded arrays:         {batched:9.0f} images/s   x{batched / per_item:.1f}")
+    print(f"  (decoding the split once: {decode_s:.1f} s, threads)")
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        base = TrainConfig(model=ModelConfig("resnet8"), data=data,
+                           optim=OptimConfig(epochs=1, batch_size=args.batch_size, steps_per_epoch=2))
+        splits = decoded_splits(base, str(tmp / "cache"))
+        one_copy = ray.get(splits["train"]).nbytes
+        trials = [ray.remote(num_cpus=0)(Trial).remote() for _ in range(args.trials)]
+        mapped = ray.get([t.map.remote(splits) for t in trials])
+        store = ray.available_resources().get("object_store_memory"), ray.cluster_resources()["object_store_memory"]
+        print(f"\nmemory of {args.trials} concurrent trials' data on one node (split: {one_copy / 2**20:.0f} MiB):")
+        for i, (uss, _) in enumerate(mapped):
+            print(f"  trial {i}: +{uss / 2**20:6.1f} MiB unique memory after mapping the split")
+        print(f"  object store in use: {(store[1] - store[0]) / 2**20:.0f} MiB (one copy: "
+              f"{one_copy / 2**20:.0f} MiB; {args.trials} private copies would be "
+              f"{args.trials * one_copy / 2**20:.0f} MiB)")
+
+        sweep = SweepConfig(name="startup", methods=("none",), num_samples=args.trials, max_concurrent_trials=1,
+                            seeds=0, verbose=0, storage=str(tmp / "runs"), cache_dir=str(tmp / "cache"))
+        run_sweep(base, None, sweep, splits=splits)
+        table = pd.read_parquet(tmp / "runs" / "startup" / "results.parquet")
+        print(f"\nper-trial start-up (trial function called -> first training step), Ray up, {os.cpu_count()} cores:")
+        for _, row in table.iterrows():
+            print(f"  {row['trial']}: {row['startup_s']:.2f} s")
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=None, help="a tiny-imagenet-200 directory (default: made here)")
-    p.add_argument("--images", type=int, default=10000, help="training images to make (default 10000)")
+    p.add_argument("--classes", type=int, default=10, help="classes to make (default 10; the real set has 200)")
+    p.add_argument("--per-class", type=int, default=1000, help="training images per class to make (default 1000; "
+                                                                "the real set has 500)")
+    p.add_argument("--size", type=int, default=64, help="decoded image size in px (default 64)")
+    p.add_argument("--store-only", action="store_true", help="only the decoded store's figures (1.)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, default=3000, help="images timed on the per-item path")
     p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--project", nargs=2, type=int, metavar=("IMAGES", "CLASSES"), default=None,
+                   help="only print the costs of a dataset of that size (ImageNet-1k: 1281167 1000) and exit")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the projected sweep (default 30)")
+    p.add_argument("--streams", type=int, default=4, help="seed streams of the projected sweep (default 4)")
+    p.add_argument("--top-k", type=int, default=10, help="K of the projected top-k tables (default 10)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(1)  # one process, one thread: the comparison the issue asks for
+    if args.child:
+        print(json.dumps(child(args.child, str(args.data_root), args.cache, args.size)))
+        return
+    if args.project:
+        projection(*args.project, args.size, args.epochs, args.streams, args.top_k)
+        return
     with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
-        root = args.data_root or make_tinyimagenet(Path(tmp) / "tiny-imagenet-200", args.images)
-        data = DataConfig(dataset="tinyimagenet", root=str(root), image_size=64)
-        per_item, batched, decode_s = images_per_second(data, args.batch_size, args.limit)
-        print(f"training input, one process, one thread, batch {args.batch_size}, 64 px:")
-        print(f"  v1 per-item (JPEG decode + per-item views): {per_item:9.0f} images/s")
-        print(f"  v2 batched views on decoded arrays:         {batched:9.0f} images/s   x{batched / per_item:.1f}")
-        print(f"  (decoding the split once: {decode_s:.1f} s, threads)")
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        try:
-            base = TrainConfig(model=ModelConfig("resnet8"), data=data,
-                               optim=OptimConfig(epochs=1, batch_size=args.batch_size, steps_per_epoch=2))
-            splits = decoded_splits(base, str(Path(tmp) / "cache"))
-            one_copy = ray.get(splits["train"]).nbytes
-            trials = [Trial.remote() for _ in range(args.trials)]
-            mapped = ray.get([t.map.remote(splits) for t in trials])
-            store = ray.available_resources().get("object_store_memory"), ray.cluster_resources()["object_store_memory"]
-            print(f"\nmemory of {args.trials} concurrent trials' data on one node (split: {one_copy / 2**20:.0f} MiB):")
-            for i, (uss, _) in enumerate(mapped):
-                print(f"  trial {i}: +{uss / 2**20:6.1f} MiB unique memory after mapping the split")
-            print(f"  object store in use: {(store[1] - store[0]) / 2**20:.0f} MiB (one copy: "
-                  f"{one_copy / 2**20:.0f} MiB; {args.trials} private copies would be "
-                  f"{args.trials * one_copy / 2**20:.0f} MiB)")
-
-            sweep = SweepConfig(name="startup", methods=("none",), num_samples=args.trials, max_concurrent_trials=1,
-                                seeds=0, verbose=0, storage=str(Path(tmp) / "runs"), cache_dir=str(Path(tmp) / "cache"))
-            run_sweep(base, None, sweep, splits=splits)
-            table = pd.read_parquet(Path(tmp) / "runs" / "startup" / "results.parquet")
-            print(f"\nper-trial start-up (trial function called -> first training step), Ray up, "
-                  f"{os.cpu_count()} cores:")
-            for _, row in table.iterrows():
-                print(f"  {row['trial']}: {row['startup_s']:.2f} s")
-        finally:
-            ray.shutdown()
+        root = args.data_root
+        if root is None:
+            started = time.perf_counter()
+            root = make_tinyimagenet(Path(tmp) / "tiny-imagenet-200", args.classes, args.per_class, args.size)
+            print(f"made {args.classes} x {args.per_class} synthetic JPEGs in {time.perf_counter() - started:.0f} s")
+        store_figures(root, Path(tmp) / "store-bench", args.size)
+        if not args.store_only:
+            training_figures(root, Path(tmp), args)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def synthetic_split(images: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return out, rng.integers(0, 200, images).astype(np.int64)
 
 
-def _status(field: str) -> int:
+def status_bytes(field: str) -> int:
     """A /proc/self/status memory field in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -51,11 +51,11 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
 
 
-def _drop_from_page_cache(path: Path) -> None:
+def drop_from_page_cache(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -96,10 +96,10 @@ def child(step: str, directory: Path, images: int, size: int) -> dict:
     """One measured step in this process: ``{"seconds", "peak"}``, peak the most RSS during the step above the
     interpreter's own (imports done): what the step holds, the saved array included."""
     shape = (size, size, 3)
-    interpreter = _status("VmRSS")
+    interpreter = status_bytes("VmRSS")
     if step.startswith("save"):
         array, labels = synthetic_split(images, size)
-    _reset_peak()
+    reset_peak()
     started = time.perf_counter()
     if step == "save-parquet":
         save_parquet(directory / "split.parquet", array, labels)
@@ -112,14 +112,14 @@ def child(step: str, directory: Path, images: int, size: int) -> dict:
     seconds = time.perf_counter() - started
     if step.startswith("load"):
         assert loaded.shape == (images, *shape)
-    return {"seconds": seconds, "peak": _status("VmHWM") - interpreter}
+    return {"seconds": seconds, "peak": status_bytes("VmHWM") - interpreter}
 
 
 def measure(step: str, directory: Path, images: int, size: int) -> dict:
     if step in ("load-parquet", "load-raw"):
         for name in ("split.parquet", f"{KEY}.raw", f"{KEY}.parquet"):
             if (directory / name).exists():
-                _drop_from_page_cache(directory / name)
+                drop_from_page_cache(directory / name)
     result = subprocess.run([sys.executable, __file__, "--child", step, "--dir", str(directory), "--images",
                              str(images), "--size", str(size)], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])

@@ -66,14 +66,15 @@ def _mapped(array: np.ndarray) -> bool:
 
 
 def _count_decodes(monkeypatch) -> list[int]:
+    """Counts decodes of a classification split (into the store or into memory)."""
     calls: list[int] = []
-    real = arrays_mod.decode_split
+    real = arrays_mod._decode_rows
 
-    def counted(data, split):
+    def counted(*args, **kwargs):
         calls.append(1)
-        return real(data, split)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(arrays_mod, "decode_split", counted)
+    monkeypatch.setattr(arrays_mod, "_decode_rows", counted)
     return calls
 
 
@@ -131,6 +132,8 @@ def test_a_corrupt_stored_split_is_reported_and_rebuilt_identically(tmp_path, mo
 def test_a_damaged_raw_image_file_is_reported_and_rebuilt_identically(tmp_path, monkeypatch):
     data, store = _cls(_tinyimagenet(tmp_path / "tin")), Store(tmp_path / "store")
     first = load_split(data, "train", store)
+    # a map of the file this test damages in place (raykd never does: it renames): compare with a copy
+    first = ImageArrays(first.images.copy(), first.labels.copy(), first.classes, first.key)
     raw = Path(store.raw_path(first.key))
     pixels = bytearray(raw.read_bytes())
     pixels[100] ^= 0xFF
@@ -177,7 +180,7 @@ def test_an_unreadable_image_stops_decoding_and_names_the_file(tmp_path):
     store = Store(tmp_path / "store")
     with pytest.raises(ValueError, match=rf"unreadable image {bad}"):
         load_split(_cls(root), "train", store)
-    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())  # nothing stored
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["fingerprints"]  # no table, no temporary file
 
 
 def _sr_folder(root: Path, sizes: dict[str, tuple[int, int]], grey: tuple[str, ...] = ()) -> Path:
@@ -271,3 +274,89 @@ def test_real_tinyimagenet_10_decodes_to_its_counts_in_rgb(shared_data, tmp_path
             assert np.array_equal(train.images[row][..., channel], pixels), (files[row], channel)
     colour = next(r for r in range(len(files)) if r not in dict(grey))
     assert not np.array_equal(train.images[colour][..., 0], train.images[colour][..., 1])
+
+
+def _old_decode(root: Path, split: str, size: int) -> np.ndarray:
+    """The decode before issue 17: a list of per-image arrays (PIL RGB, bicubic to ``size``), then np.stack."""
+    from raykd.data.classification import TinyImageNet
+
+    dataset = TinyImageNet(root, split)
+    rows = []
+    for path in dataset.files:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        rows.append(np.asarray(rgb if rgb.size == (size, size) else rgb.resize((size, size),
+                                                                              Image.Resampling.BICUBIC)))
+    return np.stack(rows)
+
+
+def test_block_by_block_decodes_equal_the_old_list_and_stack(tmp_path, monkeypatch):
+    root = _tinyimagenet(tmp_path / "tin")
+    calls = _count_decodes(monkeypatch)
+    monkeypatch.setattr(arrays_mod, "GROUP_BYTES", 5 * 8 * 8 * 3)  # blocks of 5 images: 5 + 5 + 2
+    expected = _old_decode(root, "train", 8)
+    in_memory = decode_split(_cls(root), "train")
+    stored = load_split(_cls(root), "train", Store(tmp_path / "store"))
+    assert len(calls) == 2 and _mapped(stored.images)
+    assert np.array_equal(in_memory.images, expected) and np.array_equal(stored.images, expected)
+    assert len(Store(tmp_path / "store").open(stored.key).raw_rows("images")) == 3
+
+
+def test_the_memory_check_refuses_what_would_not_fit_naming_the_numbers(tmp_path, monkeypatch):
+    data = _cls(_tinyimagenet(tmp_path / "tin"))
+    nbytes = 12 * (8 * 8 * 3 + 8)
+    calls = _count_decodes(monkeypatch)
+    monkeypatch.setattr(arrays_mod, "PEAK_FIXED_BYTES", 2**30)
+    monkeypatch.setattr(arrays_mod, "available_memory", lambda: 2**30 + nbytes)  # less than 1 GiB + 10% + split
+    with pytest.raises(arrays_mod.DataMemoryError, match=r"peaks near 1\.00 GiB .* has 1\.00 GiB available: free "
+                                                         r"memory, or lower RAYKD_DATA_MEMORY"):
+        load_split(data, "train", Store(tmp_path / "store"))
+    with pytest.raises(MemoryError, match="GiB available"):
+        decode_split(data, "train")
+    monkeypatch.setattr(arrays_mod, "available_memory", lambda: 2 * 2**30)
+    assert arrays_mod.peak_bytes(nbytes) == int(nbytes * 1.1) + 2**30
+    with pytest.raises(arrays_mod.DataMemoryError, match=r"takes 0\.00 GiB in memory and the object store has "
+                                                         r"0\.00 GiB for it .*raise the object store"):
+        load_split(data, "train", Store(tmp_path / "store"), object_store=nbytes - 1)
+    assert not calls  # refused before decoding
+    assert len(load_split(data, "train", Store(tmp_path / "store"), object_store=nbytes)) == 12 and calls == [1]
+
+
+def _count_opens(monkeypatch) -> dict[str, int]:
+    """Counts scans of a TinyImageNet train split and computations of a fingerprint (its per-file facts)."""
+    from raykd.data.classification import TinyImageNet, _FileDataset
+
+    counts = {"scans": 0, "fingerprints": 0}
+    scan, content = TinyImageNet._scan_train, _FileDataset._content
+
+    def counted_scan(self, index):
+        counts["scans"] += 1
+        return scan(self, index)
+
+    def counted_content(self):
+        counts["fingerprints"] += 1
+        return content(self)
+
+    monkeypatch.setattr(TinyImageNet, "_scan_train", counted_scan)
+    monkeypatch.setattr(_FileDataset, "_content", counted_content)
+    return counts
+
+
+def test_a_run_scans_once_and_the_fingerprint_is_kept_until_a_file_changes(tmp_path, monkeypatch):
+    import os
+
+    root = _tinyimagenet(tmp_path / "tin")
+    data, counts = _cls(root), _count_opens(monkeypatch)
+    calls = _count_decodes(monkeypatch)
+    first = load_split(data, "train", Store(tmp_path / "store"))  # a fresh decode
+    assert counts == {"scans": 1, "fingerprints": 1} and calls == [1]
+    again = load_split(data, "train", Store(tmp_path / "store"))  # a later run: the fingerprint is kept
+    assert counts == {"scans": 2, "fingerprints": 1} and again.key == first.key and calls == [1]
+    touched = root / "train" / "n01" / "images" / "n01_1.png"
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size, new mtime
+    assert load_split(data, "train", Store(tmp_path / "store")).key == first.key
+    assert counts == {"scans": 3, "fingerprints": 2} and calls == [1]  # fingerprinted again, same content key
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "train" / "n01" / "images" / "n01_9.png")
+    assert load_split(data, "train", Store(tmp_path / "store")).key != first.key
+    assert counts == {"scans": 4, "fingerprints": 3} and calls == [1, 1]

@@ -122,6 +122,22 @@ def test_fingerprint_tracks_content_not_location(tmp_path):
     assert TinyImageNet(tmp_path / "b", "val").fingerprint() != before
 
 
+def test_the_listing_the_fingerprint_is_kept_under_tracks_place_and_mtimes(tmp_path):
+    """The listing names the files where they are, with their mtimes: a copy elsewhere or a touched file is another
+    listing (its fingerprint is computed again) while the fingerprint, which names the content, stays."""
+    root = make_tinyimagenet(tmp_path / "a")
+    val = TinyImageNet(root, "val")
+    listing, fingerprint = val.listing(), val.fingerprint()
+    assert TinyImageNet(root, "val").listing() == listing and TinyImageNet(root, "train").listing() != listing
+    shutil.copytree(root, tmp_path / "b")
+    copy = TinyImageNet(tmp_path / "b", "val")
+    assert copy.listing() != listing and copy.fingerprint() == fingerprint
+    stat = val.files[1].stat()
+    os.utime(val.files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    touched = TinyImageNet(root, "val")
+    assert touched.listing() != listing and touched.fingerprint() == fingerprint
+
+
 def test_tinyimagenet_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         TinyImageNet(tmp_path / "nowhere")

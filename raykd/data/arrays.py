@@ -10,38 +10,64 @@ store.
 
 Memory: a split is held whole while it fits :data:`MEMORY_BUDGET_BYTES` (``$RAYKD_DATA_MEMORY``, default 8 GiB
 per split; TinyImageNet-200 train at 64 px is 1.2 GB): a node's object store (30% of its RAM by default) must
-hold it next to the teacher tables. The budget counts what the process holds, images and labels: images are
-decoded into their final array (preallocated, each row written once by the decode threads) and written from it
-to the store, and read back as a map of the stored file, so nothing else is held. Before, a list of decoded images
-and the array stacked from it, then Parquet's buffers, peaked at 4.03 GB for a 1.17 GB split (3.64 GB on
-read-back; issue 17); ``bench/store_speed.py`` measures the store's part: 1.23x the array at its peak, save or
-load, a fixed ~54 MiB above it (Parquet's: 4.5x and 6.1x). A classification split above it is
-decoded straight into the store, one block (64 MiB) at a time into one reused buffer, and streamed back by block
-(:class:`StreamedImages`): each process reads the blocks itself, and training visits them in a shuffled order,
-shuffling within each. Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB).
+hold it next to the teacher tables. The budget counts what the process holds, images and labels. Through a store
+(what sweeps do) a classification split is decoded straight into the store's raw file, one block (about 64 MiB) at a
+time into one reused buffer (the decode threads write each image where it belongs: no list of images, no stacked
+copy, at most a block's tasks at once), then read back as a map of that file: the process holds one block beyond
+the page cache's pages of the split, which every process of the node shares. Without a store it is decoded the same
+way into its final, preallocated array. A split held whole is checked before any decoding (:func:`check_memory`)
+against the budget, the machine's available memory (its allowed peak, :func:`peak_bytes`: the split + 10% + 256
+MiB) and, where the sweep gives it, the object store's room for it, each refusal naming the numbers and what to
+raise. Before issue 17 a list of decoded images and the array stacked from it, then Parquet's buffers, peaked at
+4.03 GB for a 1.17 GB split (3.64 GB on read-back); ``bench/data_path.py`` measures 1.29x the split decoding a 586
+MiB one (172 MiB above it) and 1.15x reading it back, above the interpreter's own RSS. A classification split above
+the budget is decoded into the store the same way and streamed back by block (:class:`StreamedImages`): each
+process reads the blocks itself, and training visits them in a shuffled order, shuffling within each.
+Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB).
+
+The dataset behind a split is opened once per run (one scan, one stat of each file) and its fingerprint, the
+part of the split's key that names the data, is kept in a local store's ``fingerprints/`` under the files'
+listing (paths, sizes, mtimes, labels: a touched, rewritten, added or removed file is a miss), so a later run
+computes it only when a file changed.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from raykd.config import DataConfig
+from raykd.console import UserError
 from raykd.data.classification import ClassificationDataset, open_dataset
 from raykd.data.sr import SRDataset, open_sr_dataset
 from raykd.data.store import GROUP_BYTES, Ragged, Store, content_key
 
-__all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "load_split", "decode_split"]
+__all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "DataMemoryError", "load_split",
+           "decode_split", "check_memory", "decoded_bytes", "peak_bytes", "available_memory"]
 
 DECODE_FORMAT = 2  # 2: a classification split's images in the store's raw file (memory-mapped), not in Parquet
 MEMORY_BUDGET_BYTES = int(float(os.environ.get("RAYKD_DATA_MEMORY", 8 * 2**30)))
+# What a process holding a split may add at its peak beyond the split (issue 17's bound): 10% of it and a fixed
+# part for the decode threads, one 64 MiB block buffer, the scan and pyarrow's buffers. bench/data_path.py measured
+# 172 MiB above a 586 MiB split decoding into the store (86 MiB reading it back), above the interpreter's own RSS
+# after its imports (541 MiB with torch), which is already spent when the check runs.
+PEAK_SLACK = 0.10
+PEAK_FIXED_BYTES = 256 * 2**20
+
+
+class DataMemoryError(UserError, MemoryError):
+    """A split the memory budget, the machine's available memory or the object store cannot hold, said before any
+    decoding with the numbers and which to raise."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +128,36 @@ def _open(data: DataConfig, split: str) -> ClassificationDataset | SRDataset:
     return open_dataset(kind, root, split)
 
 
-def _document(data: DataConfig, split: str, dataset: ClassificationDataset | SRDataset) -> dict[str, Any]:
+def _fingerprint(dataset: ClassificationDataset | SRDataset, store: Store | None) -> str:
+    """``dataset.fingerprint()``, kept between runs in a local store's ``fingerprints/<listing>`` (the listing: the
+    files' paths, sizes, mtimes and labels, so a touched, rewritten, added or removed file is a miss) and computed
+    on a miss only."""
+    listing = dataset.listing() if store is not None and store.local and hasattr(dataset, "listing") else None
+    if listing is None:
+        return dataset.fingerprint()
+    path = Path(store.root) / "fingerprints" / listing
+    try:
+        kept = path.read_text()
+        if re.fullmatch(r"[0-9a-f]{64}", kept):
+            return kept
+    except OSError:
+        pass
+    fingerprint = dataset.fingerprint()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{listing}.{os.getpid()}.tmp")
+        tmp.write_text(fingerprint)
+        tmp.replace(path)  # racing writers write the same text
+    except OSError:
+        pass  # a read-only store: computed again next run, nothing else lost
+    return fingerprint
+
+
+def _document(data: DataConfig, split: str, dataset: ClassificationDataset | SRDataset,
+              store: Store | None) -> dict[str, Any]:
     settings = {"size": data.image_size} if data.task == "cls" else {"scale": data.scale}
     return {"table": "decoded", "format": DECODE_FORMAT, "task": data.task, "split": split,
-            "dataset": dataset.fingerprint(), **settings}
+            "dataset": _fingerprint(dataset, store), **settings}
 
 
 def _decode_image(dataset: ClassificationDataset, i: int, size: int) -> np.ndarray:
@@ -118,50 +170,84 @@ def _decode_image(dataset: ClassificationDataset, i: int, size: int) -> np.ndarr
     return np.asarray(img, dtype=np.uint8)
 
 
-def _split_bytes(n: int, size: int) -> int:
+def decoded_bytes(n: int, size: int) -> int:
     """What a classification split of ``n`` images at ``size`` px holds in memory: uint8 images and int64 labels."""
     return n * (size * size * 3 + np.dtype(np.int64).itemsize)
 
 
-def _decode_into(out: np.ndarray, dataset: ClassificationDataset, rows: range, size: int, what: str) -> None:
-    """Decode images ``rows`` of ``dataset`` into ``out[: len(rows)]``, each written where it belongs by the decode
-    threads: no list of decoded images, no stacked copy of them."""
-    def decode(i: int) -> None:
-        out[i - rows.start] = _decode_image(dataset, i, size)
+class _Decoder:
+    """Decode threads (PIL decodes without the GIL) and a progress line every 20,000 images of a split. Work is
+    handed over :data:`TASKS` items at a time, so no more tasks than that (and their results) exist at once."""
 
-    _parallel(decode, rows, what)
+    TASKS = 4096
 
+    def __init__(self, what: str, total: int) -> None:
+        self.what, self.total, self.done, self.started = what, total, 0, time.perf_counter()
+        self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
 
-def _parallel(fn, items: range, what: str) -> list:
-    """``[fn(i) for i in items]`` on threads (PIL decodes without the GIL), with a progress line for long decodes."""
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    def __enter__(self) -> "_Decoder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    def map(self, fn, items: range) -> list:
+        """``[fn(i) for i in items]`` on the threads."""
         out = []
-        for i, item in enumerate(pool.map(fn, items)):
-            out.append(item)
-            if (i + 1) % 20000 == 0:
-                rate = (i + 1) / (time.perf_counter() - started)
-                print(f"decoding {what}: {i + 1}/{len(items)} images, {rate:.0f}/s, ETA "
-                      f"{(len(items) - i - 1) / rate:.0f} s", file=sys.stderr, flush=True)
-    return out
+        for start in range(0, len(items), self.TASKS):
+            for item in self.pool.map(fn, items[start:start + self.TASKS]):
+                out.append(item)
+                self.done += 1
+                if self.done % 20000 == 0:
+                    rate = self.done / (time.perf_counter() - self.started)
+                    print(f"decoding {self.what}: {self.done}/{self.total} images, {rate:.0f}/s, ETA "
+                          f"{(self.total - self.done) / rate:.0f} s", file=sys.stderr, flush=True)
+        return out
+
+
+def _decode_rows(dataset: ClassificationDataset, size: int, what: str, out: np.ndarray | None = None
+                 ) -> Iterator[np.ndarray]:
+    """Decode every image of ``dataset`` at ``size`` px, one block of about :data:`GROUP_BYTES` at a time, yielding
+    each block once decoded. Each image is written where it belongs by the decode threads: into ``out`` (the final
+    array) when given, else into one reused block buffer (a block's bytes are then the caller's to keep)."""
+    n, per = len(dataset), max(1, GROUP_BYTES // (size * size * 3))
+    buffer = out if out is not None else np.empty((min(n, per), size, size, 3), dtype=np.uint8)
+    with _Decoder(what, n) as decoder:
+        for start in range(0, n, per):
+            rows = range(start, min(n, start + per))
+            block = buffer[start:rows.stop] if out is not None else buffer[:len(rows)]
+
+            def decode(i: int, block: np.ndarray = block, first: int = start) -> None:
+                block[i - first] = _decode_image(dataset, i, size)
+
+            decoder.map(decode, rows)
+            yield block
 
 
 def decode_split(data: DataConfig, split: str) -> Arrays:
     """Decode ``split`` of ``data`` in memory (every image read once; an unreadable file stops it, naming the
     file). A classification split above the memory budget needs a store to stream through (:func:`load_split`)."""
     dataset = _open(data, split)
-    key = content_key(_document(data, split, dataset))
+    key = content_key(_document(data, split, dataset, None))
     n = len(dataset)
     if data.task == "cls":
         size = data.image_size
-        _check_budget(_split_bytes(n, size), f"{data.dataset} {split} at {size} px", streamable=True)
+        check_memory(decoded_bytes(n, size), f"{data.dataset} {split} at {size} px", streamable=True)
         images = np.empty((n, size, size, 3), dtype=np.uint8)
-        _decode_into(images, dataset, range(n), size, f"{data.dataset} {split}")
+        for _ in _decode_rows(dataset, size, f"{data.dataset} {split}", out=images):
+            pass
         return ImageArrays(images, _labels(dataset), tuple(dataset.classes), key)
-    pairs = _parallel(dataset.pair, range(n), f"{data.dataset} {split}")
+    return _decode_pairs(data, split, dataset, key)
+
+
+def _decode_pairs(data: DataConfig, split: str, dataset: SRDataset, key: str, object_store: int | None = None
+                  ) -> PairArrays:
+    with _Decoder(f"{data.dataset} {split}", len(dataset)) as decoder:
+        pairs = decoder.map(dataset.pair, range(len(dataset)))
     lr, hr = Ragged.from_rows([p[0] for p in pairs], "LR images"), Ragged.from_rows([p[1] for p in pairs], "HR images")
-    _check_budget(lr.nbytes + hr.nbytes, f"{data.dataset} {split} at x{data.scale}", streamable=False)
-    return PairArrays(lr, hr, np.asarray(dataset.grey, dtype=bool), tuple(dataset.name(i) for i in range(n)),
+    check_memory(lr.nbytes + hr.nbytes, f"{data.dataset} {split} at x{data.scale}", streamable=False,
+                 object_store=object_store)
+    return PairArrays(lr, hr, np.asarray(dataset.grey, dtype=bool), tuple(dataset.name(i) for i in range(len(dataset))),
                       data.scale, key)
 
 
@@ -169,12 +255,91 @@ def _labels(dataset: ClassificationDataset) -> np.ndarray:
     return np.asarray([dataset.label(i) for i in range(len(dataset))], dtype=np.int64)
 
 
-def _check_budget(nbytes: int, what: str, streamable: bool) -> None:
+def available_memory() -> int | None:
+    """Bytes this machine can still give a process without swapping (Linux ``MemAvailable``), or ``None`` where
+    ``/proc/meminfo`` does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_bytes(nbytes: int) -> int:
+    """The most memory a process holding a split of ``nbytes`` is allowed to peak at while decoding, saving or
+    reading it back: the split, :data:`PEAK_SLACK` more, and :data:`PEAK_FIXED_BYTES` (``bench/data_path.py``
+    measures it)."""
+    return int(nbytes * (1 + PEAK_SLACK)) + PEAK_FIXED_BYTES
+
+
+def check_memory(nbytes: int, what: str, *, streamable: bool, object_store: int | None = None) -> None:
+    """Refuse, before any decoding, a split of ``nbytes`` held in memory that the budget (``RAYKD_DATA_MEMORY``),
+    this machine's available memory or the object store (``object_store``: the bytes it has for this split, beside
+    the tables it must hold; given by the sweep) cannot hold, saying which to raise."""
+    size = f"{what} takes {nbytes / 2**30:.2f} GiB in memory"
+    stream = "lower RAYKD_DATA_MEMORY (bytes) below its size so it streams from the store" if streamable else ""
     if nbytes > MEMORY_BUDGET_BYTES:
         how = ("decode it through a store (load_split with a store; the sweeps do), which streams it, or raise "
                "RAYKD_DATA_MEMORY (bytes)") if streamable else "raise RAYKD_DATA_MEMORY (bytes) if the nodes hold it"
-        raise MemoryError(f"{what} decodes to {nbytes / 2**30:.1f} GiB, above the {MEMORY_BUDGET_BYTES / 2**30:.1f} "
-                          f"GiB a split may take in memory; {how}")
+        raise DataMemoryError(f"{size}, above the {MEMORY_BUDGET_BYTES / 2**30:.2f} GiB a split may take "
+                              f"(RAYKD_DATA_MEMORY); {how}")
+    free = available_memory()
+    if free is not None and peak_bytes(nbytes) > free:
+        raise DataMemoryError(f"{size} and peaks near {peak_bytes(nbytes) / 2**30:.2f} GiB while decoded or read "
+                              f"back; this machine has {free / 2**30:.2f} GiB available: free memory"
+                              f"{', or ' + stream if stream else ''}")
+    if object_store is not None and nbytes > object_store:
+        raise DataMemoryError(f"{size} and the object store has {object_store / 2**30:.2f} GiB for it beside the "
+                              "teacher tables it holds: raise the object store (ray start --object-store-memory "
+                              f"BYTES, ray.init(object_store_memory=BYTES)){', or ' + stream if stream else ''}")
+
+
+def load_split(data: DataConfig, split: str, store: Store | None, *, object_store: int | None = None) -> Arrays:
+    """``split`` of ``data`` from ``store`` when it holds a verified copy, else decoded and saved there, its dataset
+    opened (scanned, fingerprinted) once. A classification split above the memory budget is streamed from the store
+    (:class:`StreamedImages`); one held whole is checked first against free memory and ``object_store`` (bytes the
+    object store has for it: see :func:`check_memory`)."""
+    if store is None:
+        return decode_split(data, split)
+    dataset = _open(data, split)
+    key = content_key(_document(data, split, dataset, store))
+    if data.task == "cls":
+        return _load_images(data, split, dataset, store, key, object_store)
+    table = store.load(key)
+    if table is not None:
+        return PairArrays(table["lr"], table["hr"], table["grey"], tuple(table.meta["names"]), data.scale, key)
+    arrays = _decode_pairs(data, split, dataset, key, object_store)
+    store.save(key, {"lr": arrays.lr, "hr": arrays.hr, "grey": arrays.grey}, {"names": list(arrays.names)})
+    return arrays
+
+
+def _load_images(data: DataConfig, split: str, dataset: ClassificationDataset, store: Store, key: str,
+                 object_store: int | None) -> ImageArrays | StreamedImages:
+    """A classification split through the store: decoded into it block by block when absent (the process holds one
+    block), then read back as a map of the stored file (held whole) or streamed by block (above the budget)."""
+    size, n = data.image_size, len(dataset)
+    what = f"{data.dataset} {split} at {size} px"
+    big = decoded_bytes(n, size) > MEMORY_BUDGET_BYTES
+    if big:
+        print(f"{what}: {decoded_bytes(n, size) / 2**30:.1f} GiB is above the {MEMORY_BUDGET_BYTES / 2**30:.1f} GiB "
+              "in-memory budget (RAYKD_DATA_MEMORY); streaming it from the store", file=sys.stderr)
+    else:
+        check_memory(decoded_bytes(n, size), what, streamable=True, object_store=object_store)
+    stored = store.open(key) if big else store.load(key)
+    if stored is None:
+        with store.writer(key, {"classes": list(dataset.classes)}) as writer:
+            writer.append({"labels": _labels(dataset)})
+            for block in _decode_rows(dataset, size, f"{data.dataset} {split}"):
+                writer.append_raw("images", block)
+        stored = store.open(key) if big else store.load(key)
+        if stored is None:
+            raise FileNotFoundError(f"decoded split {key} could not be read back from {store.root}")
+    if big:
+        return StreamedImages(store.location, key, _labels(dataset), tuple(dataset.classes), stored.raw_rows("images"),
+                              tuple(stored.header["raw"]["images"]["shape"]))
+    return ImageArrays(stored["images"], stored["labels"], tuple(stored.meta["classes"]), key)
 
 
 class StreamedImages:
@@ -231,58 +396,3 @@ class StreamedImages:
             mask = which == g
             out[mask] = self._group(int(g))[indices[mask] - starts[g]]
         return out
-
-
-def _decode_streamed(data: DataConfig, split: str, dataset: ClassificationDataset, store: Store, key: str
-                     ) -> StreamedImages:
-    """Decode a split too large for memory straight into the store, one block (about 64 MiB) at a time into one
-    reused buffer, each block written to the store's raw file as soon as it is decoded."""
-    size = data.image_size
-    per_group = max(1, GROUP_BYTES // (size * size * 3))
-    labels, n = _labels(dataset), len(dataset)
-    print(f"{data.dataset} {split}: {_split_bytes(n, size) / 2**30:.1f} GiB at {size} px is above the "
-          f"{MEMORY_BUDGET_BYTES / 2**30:.1f} GiB in-memory budget; streaming it from the store", file=sys.stderr)
-    block = np.empty((min(n, per_group), size, size, 3), dtype=np.uint8)
-    with store.writer(key, {"classes": list(dataset.classes)}) as writer:
-        writer.append({"labels": labels})
-        for start in range(0, n, per_group):
-            rows = range(start, min(n, start + per_group))
-            _decode_into(block, dataset, rows, size, f"{data.dataset} {split}")
-            writer.append_raw("images", block[:len(rows)])
-    return _streamed(store, key, labels, tuple(dataset.classes))
-
-
-def _streamed(store: Store, key: str, labels: np.ndarray, classes: tuple[str, ...]) -> StreamedImages:
-    reader = store.open(key)
-    if reader is None:
-        raise FileNotFoundError(f"decoded split {key} could not be read back from {store.root}")
-    shape = tuple(reader.header["raw"]["images"]["shape"])
-    return StreamedImages(store.location, key, labels, classes, reader.raw_rows("images"), shape)
-
-
-def load_split(data: DataConfig, split: str, store: Store | None) -> Arrays:
-    """``split`` of ``data`` from ``store`` when it holds a verified copy, else decoded and saved there. A
-    classification split above the memory budget is streamed from the store (:class:`StreamedImages`)."""
-    if store is None:
-        return decode_split(data, split)
-    dataset = _open(data, split)
-    key = content_key(_document(data, split, dataset))
-    big = data.task == "cls" and _split_bytes(len(dataset), data.image_size) > MEMORY_BUDGET_BYTES
-    if big:
-        reader = store.open(key)
-        if reader is not None:
-            return _streamed(store, key, _labels(dataset), tuple(dataset.classes))
-        return _decode_streamed(data, split, dataset, store, key)
-    table = store.load(key)
-    if table is not None:
-        meta = table.meta
-        if data.task == "cls":
-            return ImageArrays(table["images"], table["labels"], tuple(meta["classes"]), key)
-        return PairArrays(table["lr"], table["hr"], table["grey"], tuple(meta["names"]), data.scale, key)
-    arrays = decode_split(data, split)
-    if isinstance(arrays, ImageArrays):
-        store.save(key, {"images": arrays.images, "labels": arrays.labels}, {"classes": list(arrays.classes)},
-                   raw=("images",))
-    else:
-        store.save(key, {"lr": arrays.lr, "hr": arrays.hr, "grey": arrays.grey}, {"names": list(arrays.names)})
-    return arrays

@@ -32,7 +32,7 @@ from ray import tune
 from raykd import telemetry
 from raykd.config import SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
-from raykd.data.arrays import load_split
+from raykd.data.arrays import StreamedImages, load_split
 from raykd.data.store import cache_store, store_root
 from raykd.methods import create_method
 from raykd.models import check_model_name
@@ -97,9 +97,17 @@ def run_trial(config: dict[str, Any], payload: SweepPayload) -> None:
 
 
 def decoded_splits(base: TrainConfig, cache_dir: str) -> dict[str, Any]:
-    """The data's train and val splits, decoded once (or read back from the store) and put in the object store."""
+    """The data's train and val splits, decoded once (or read back from the store) and put in the object store; a
+    split held whole is checked first against the room the object store has left (:func:`load_split`)."""
     store = cache_store(cache_dir)
-    return {split: ray.put(load_split(base.data, split, store)) for split in ("train", "val")}
+    room = int(ray.available_resources().get("object_store_memory", 0)) or None
+    refs = {}
+    for split in ("train", "val"):
+        arrays = load_split(base.data, split, store, object_store=room)
+        refs[split] = ray.put(arrays)
+        if room is not None:
+            room -= arrays.labels.nbytes if isinstance(arrays, StreamedImages) else arrays.nbytes
+    return refs
 
 
 def check_teacher(spec: TeacherSpec, base: TrainConfig, splits: Mapping[str, Any]) -> None:
