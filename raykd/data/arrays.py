@@ -51,6 +51,7 @@ from raykd.console import UserError
 from raykd.data.classification import ClassificationDataset, open_dataset
 from raykd.data.sr import SRDataset, open_sr_dataset
 from raykd.data.store import GROUP_BYTES, Ragged, Store, content_key
+import raykd.data.svhn  # noqa: F401  (registers the "svhn" classification dataset)
 
 __all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "DataMemoryError", "load_split",
            "decode_split", "check_memory", "decoded_bytes", "peak_bytes", "available_memory"]

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from raykd.config import default_cache_dir
+from raykd.config import CacheLayout, default_cache_dir
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _DEMO_FORMAT = 1
@@ -28,7 +28,7 @@ SR_DEMO_SCALES = (2, 3, 4)
 
 
 def _default_root(name: str) -> Path:
-    return Path(default_cache_dir()) / "datasets" / name
+    return CacheLayout.of(default_cache_dir(), "$RAYKD_CACHE").dataset(name)
 
 
 def make_demo_classification(root: str | os.PathLike | None = None, image_size: int = 32) -> Path:

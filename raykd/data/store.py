@@ -62,7 +62,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raykd.config import is_uri
+from raykd.config import CacheLayout, is_uri
 
 __all__ = ["RAW_ALIGNMENT", "STORE_FORMAT_VERSION", "Ragged", "Store", "StoreCorruptionWarning", "Table",
            "TableReader", "TableWriter", "content_key", "file_sha256", "store_root", "cache_store"]
@@ -724,11 +724,8 @@ class Store:
 
 
 def store_root(cache_dir: str | os.PathLike) -> str:
-    """Where a cache directory keeps its store (decoded splits and teacher tables): ``<cache_dir>/store``, ``~``
-    expanded for a path, as given for a URI. The one place that says so."""
-    if is_uri(cache_dir):
-        return f"{str(cache_dir).rstrip('/')}/store"
-    return str(Path(cache_dir).expanduser() / "store")
+    """Where a cache directory keeps its store (decoded splits and teacher tables): :attr:`CacheLayout.store`."""
+    return str(CacheLayout.of(cache_dir).store)
 
 
 def cache_store(cache_dir: str | os.PathLike) -> Store:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from raykd.config import DataConfig, OptimConfig, SweepConfig, TrainConfig, is_uri
+from raykd.config import CacheLayout, DataConfig, OptimConfig, SweepConfig, TrainConfig, is_uri
 from raykd.tune.spec import Profile, SweepSpec
 
 __all__ = ["DIV2KSweep", "find_div2k", "benchmark_missing", "add_test_sets", "evaluate_checkpoint"]
@@ -33,7 +33,7 @@ def find_div2k(data_root: Path | None, cache_dir: str | Path, scale: int, downlo
     """The DIV2K root holding the x``scale`` training pairs (downloaded first when ``download``), directly or one
     level down (``<root>/DIV2K``); else ``None`` after telling the user where it looked and how to get it."""
     # absolute: Tune runs each trial in its own working directory
-    root = (data_root or Path(cache_dir) / "datasets" / "DIV2K").expanduser().resolve()
+    root = (data_root or CacheLayout.of(cache_dir).dataset("DIV2K")).expanduser().resolve()
     lr = f"DIV2K_train_LR_bicubic/X{scale}"
     for candidate in (root, root / "DIV2K"):
         if (candidate / "DIV2K_train_HR").is_dir() and (candidate / lr).is_dir():
@@ -105,7 +105,7 @@ class DIV2KSweep(SweepSpec):
         if args.smoke:
             # the scikit-image photo demo (6 train, 2 val images) under the cache dir: the pipeline end to end in
             # minutes on two cores, not a result
-            return DataConfig(dataset="demo_sr", root=str(Path(args.cache_dir) / "datasets" / "sr-demo"), **common)
+            return DataConfig(dataset="demo_sr", root=str(CacheLayout.of(args.cache_dir).dataset("sr-demo")), **common)
         root = find_div2k(args.data_root, args.cache_dir, args.scale, args.download)
         return None if root is None else DataConfig(dataset="div2k", root=str(root), **common)
 
