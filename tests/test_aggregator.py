@@ -1,6 +1,7 @@
 """MTKD knowledge aggregator: shapes, the per-window DCT, parameter count, and the aggregated teacher model.
 
-(The stage-1 training loop lives in raykd.train.mtkd and is tested there.)
+(Stage 1 trains the aggregator through the one training loop, raykd.train.loop; tests/test_mtkd_pipeline.py
+covers it.)
 """
 from __future__ import annotations
 

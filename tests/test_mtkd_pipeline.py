@@ -1,17 +1,20 @@
-"""MTKD stage 1 on v2 (raykd/train/mtkd.py): the aggregator's optimisation and schedule, aligned (teacher patches,
-HR patch) views, the composite checkpoint and its held-out table, the store key, and, with Ray, the whole stage:
+"""MTKD stage 1 (raykd/train/mtkd.py): the aggregator's optimisation and schedule, aligned (teacher patches, HR
+patch) views, the composite checkpoint and its held-out table, resume after a kill and the non-finite stop of the
+one training loop it runs through, the store key, and, with Ray, the whole stage:
 teacher tables from the service, the aggregated teacher stored and reused, served to a student trained with mtkd.
 
 The data is the built-in SR photo demo at x4 and every network has a handful of channels."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load
 
 from conftest import start_local_ray
 from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
@@ -20,14 +23,14 @@ from raykd.data.batches import SRBatches
 from raykd.data.builtin import make_demo_sr
 from raykd.data.store import Store
 from raykd.data.views import PatchViews
-from raykd.models import create_model
 from raykd.models.aggregator import MTKDTeacher
 from raykd.teachers.sources import StoredTeacher, run_sr_teacher
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.store import TeacherTable
-from raykd.train.loop import shard_order, train
-from raykd.train.mtkd import (PAPER_LR, AlignedPatches, Stage1Result, stage1_config, stage1_document,
-                              stage1_milestones, train_aggregator, train_stage1)
+from raykd.models.checkpoint import MODEL_FILE, read_meta
+from raykd.train.loop import NonFiniteLoss, shard_order, train
+from raykd.train.mtkd import (PAPER_LR, AggregationTask, Stage1Result, stage1_config, stage1_document,
+                              stage1_milestones, train_stage1)
 from raykd.train.tasks import build_task
 
 CPU = torch.device("cpu")
@@ -80,60 +83,42 @@ def _tables(task, specs, tmp_path: Path) -> dict[str, TeacherTable]:
 
 def test_the_released_schedule_halves_at_40_and_80_percent_of_the_epochs():
     assert stage1_milestones(100) == [40, 80]  # 200k and 400k of 500k iterations
-    assert stage1_milestones(10) == [4, 8] and stage1_milestones(1) == [1] and stage1_milestones(2) == [1, 2]
+    # a halving after the last epoch would change nothing: only those before it
+    assert stage1_milestones(10) == [4, 8] and stage1_milestones(2) == [1] and stage1_milestones(1) == []
     cfg = stage1_config(DataConfig(task="sr"), epochs=5)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay) == ("adam", PAPER_LR,
                                                                                         (0.9, 0.999), 0.0)
-    assert (cfg.optim.schedule, cfg.optim.batch_size, cfg.data.patch_size) == ("step", 16, 64)
-    assert cfg.model == ModelConfig("mtkd_aggregator", {})
+    assert (cfg.optim.schedule, cfg.optim.milestones, cfg.optim.gamma) == ("multistep", (2, 4), 0.5)
+    assert (cfg.optim.batch_size, cfg.data.patch_size) == (16, 64)
+    assert cfg.model == ModelConfig("mtkd_aggregator", {}) and cfg.method.name == "none"  # L1 to the ground truth
+    assert stage1_config(DataConfig(task="sr"), epochs=1).optim.schedule == "constant"
+    assert stage1_config(DataConfig(task="sr"), epochs=5, schedule="cosine").optim.schedule == "cosine"
+    with pytest.raises(ValueError, match="stage-1 schedule 'linear'"):
+        stage1_config(DataConfig(task="sr"), epochs=5, schedule="linear")
 
 
-def test_train_aggregator_learns_with_adam_and_the_step_schedule(monkeypatch):
-    made = {}
-    adam = torch.optim.Adam
-
-    def spy(params, **kwargs):
-        made.update(kwargs)
-        return adam(params, **kwargs)
-
-    monkeypatch.setattr(torch.optim, "Adam", spy)
-    g = torch.Generator().manual_seed(0)
-    hr = torch.rand(4, 3, 16, 16, generator=g)
-    batches = [([hr + 0.1 * torch.randn(hr.shape, generator=g) for _ in range(3)], hr) for _ in range(2)]
-    torch.manual_seed(0)
-    model = create_model("mtkd_aggregator", num_teachers=3, scale=4, **AGGREGATOR)
-    seen = []
-    result = train_aggregator(model, batches, epochs=5, lr=1e-3, device="cpu",
-                              progress=lambda e, loss, lr: seen.append((e, lr)))
-    assert made["betas"] == (0.9, 0.999) and made["weight_decay"] == 0.0
-    assert result["lrs"] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])  # milestones [2, 4]
-    assert [e for e, _ in seen] == [1, 2, 3, 4, 5] and result["steps"] == 10 and result["samples"] == 40
-    assert result["epoch_losses"][-1] < result["epoch_losses"][0] and not model.training
-    constant = train_aggregator(model, batches, epochs=2, lr=1e-3, device="cpu", schedule="constant")
-    assert constant["lrs"] == [1e-3, 1e-3]
-    with pytest.raises(ValueError, match="re-iterable"):
-        train_aggregator(model, iter(batches), epochs=3, lr=1e-3, device="cpu")  # exhausted after one pass
-
-
-def test_aligned_patches_cut_every_teacher_with_the_patch_box_and_draw_fresh_views(data, teachers, tmp_path):
-    cfg = _stage1(data, steps_per_epoch=2)
-    task = build_task(cfg.data, cfg.seed)
-    tables = _tables(task, teachers, tmp_path)
+def _sources(tables, specs) -> list[StoredTeacher]:
     sources = []
-    for spec in teachers:
+    for spec in specs:
         source = StoredTeacher(lambda epoch, t=tables[spec.name]: t, ("image",), scale=4)
         source.begin_epoch(0)
         sources.append(source)
-    patches = AlignedPatches(task, sources, cfg, CPU)
-    first, second = list(patches), list(patches)
-    assert len(first) == 2 and len(first[0][0]) == 3  # steps_per_epoch caps the batches; one patch per teacher
-    outputs, hr = first[0]
-    assert hr.shape == (6, 3, 64, 64) and all(o.shape == hr.shape for o in outputs)
-    # the same epoch-0 batch, rebuilt: every teacher patch is its whole-image output cut with the patch's box
+    return sources
+
+
+def test_aggregation_batches_cut_every_teacher_with_the_patch_box_and_draw_fresh_views(data, teachers, tmp_path):
+    cfg = _stage1(data, steps_per_epoch=2)
+    task = build_task(cfg.data, cfg.seed)
+    stage = AggregationTask(task, _sources(_tables(task, teachers, tmp_path), teachers), [])
+    assert stage.model_kwargs() == {"num_teachers": 3, "scale": 4} and stage.model_input == "teachers"
     order = shard_order(len(task), seed=cfg.seed, epoch=0, rank=0, world_size=1)[:6]
-    batch = task.batch(order, 0, CPU, ("lr",))
+    first, second = stage.batch(order, 0, CPU, ("teachers",)), stage.batch(order, 1, CPU, ("teachers",))
+    hr = first["hr"]
+    assert hr.shape == (6, 3, 64, 64) and first["teachers"].shape == (6, 9, 64, 64)  # 3 channels per teacher
+    batch = task.batch(order, 0, CPU, ("lr",))  # the task's own epoch-0 patches
     torch.testing.assert_close(batch["hr"], hr)
-    for spec, patch in zip(teachers, outputs):
+    # every teacher patch is its whole-image output cut with the patch's box, in teacher-name order
+    for t, spec in enumerate(teachers):
         net = spec.build(CPU)
         for b in (0, 5):
             lr = torch.from_numpy(np.array(task.train_arrays.lr[int(batch["index"][b])])).permute(2, 0, 1)[None]
@@ -141,8 +126,30 @@ def test_aligned_patches_cut_every_teacher_with_the_patch_box_and_draw_fresh_vie
                 whole = net(lr.float() / 255)[0].numpy()
             crop = PatchViews.crop([whole], batch["box"][b:b + 1], 4, channels_last=False)
             expected = PatchViews.orient(torch.from_numpy(crop), batch["box"][b:b + 1])[0]
-            torch.testing.assert_close(patch[b], expected, atol=1e-2, rtol=0)  # float16 rows
-    assert not torch.equal(second[0][1], first[0][1])  # the next pass is the next epoch: new views
+            torch.testing.assert_close(first["teachers"][b, 3 * t:3 * t + 3], expected, atol=1e-2, rtol=0)
+    assert not torch.equal(second["hr"], hr)  # the next epoch: new views
+
+
+def test_stage1_trains_with_adam_and_the_released_halving_through_the_loop(data, teachers, tmp_path, monkeypatch):
+    made = {}
+    adam = torch.optim.Adam
+
+    def spy(groups, **kwargs):
+        made.update(kwargs, weight_decay=[g["weight_decay"] for g in groups])
+        return adam(groups, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    cfg = _stage1(data, epochs=5, patches_per_image=8)
+    task = build_task(cfg.data, cfg.seed)
+    reports = []
+    train_stage1(teachers, cfg, task, _tables(task, teachers, tmp_path), name="agg",
+                 report=lambda metrics, checkpoint: reports.append((metrics, checkpoint)))
+    assert made["betas"] == (0.9, 0.999) and set(made["weight_decay"]) == {0.0} and made["lr"] == 2e-3
+    assert [m["epoch"] for m, _ in reports] == [1, 2, 3, 4, 5] and all(c is not None for _, c in reports)
+    # the rate the next epoch trains at: halved after epochs 2 and 4 (40% and 80% of 5)
+    assert [m["lr"] for m, _ in reports] == pytest.approx([2e-3, 1e-3, 1e-3, 5e-4, 5e-4])
+    assert reports[-1][0]["train_l1"] < reports[0][0]["train_l1"]
+    assert all(math.isfinite(m["val_psnr"]) for m, _ in reports)
 
 
 def test_train_stage1_writes_the_composite_teacher_and_its_heldout_table(data, teachers, tmp_path):
@@ -152,7 +159,9 @@ def test_train_stage1_writes_the_composite_teacher_and_its_heldout_table(data, t
     assert {"model.safetensors", "meta.json"} <= set(files)
     assert meta["teachers"] == ["edsr", "rcan", "srresnet"]  # name order, whatever order they came in
     assert set(meta["heldout"]) == {"edsr", "rcan", "srresnet", "agg"}
-    assert len(meta["stage1"]["epoch_losses"]) == 3 and meta["stage1"]["lrs"] == pytest.approx([2e-3, 1e-3, 5e-4])
+    for spec in teachers:  # each teacher's own held-out score, as the sweep measures any SR model
+        assert meta["heldout"][spec.name] == pytest.approx(task.evaluate(spec.build(CPU), CPU))
+    assert meta["stage1"]["epochs"] == 3 and math.isfinite(meta["stage1"]["loss"])
     out = tmp_path / "agg"
     out.mkdir()
     for name, content in files.items():
@@ -166,10 +175,47 @@ def test_train_stage1_writes_the_composite_teacher_and_its_heldout_table(data, t
     assert isinstance(composite, MTKDTeacher) and len(composite.teachers) == 3
     again = task.evaluate(composite, CPU)
     assert again["val_psnr"] == pytest.approx(meta["heldout"]["agg"]["val_psnr"], abs=1e-6)
+    # the loop validated the aggregator on the teachers' stored val images: the composite's score, untiled
+    assert meta["stage1"]["val_psnr"] == pytest.approx(again["val_psnr"], abs=0.05)
     with pytest.raises(ValueError, match="also a teacher's name"):
         train_stage1(teachers, cfg, task, {}, name="edsr")
     with pytest.raises(KeyError, match="no whole-image table"):
         train_stage1(teachers, cfg, task, {}, name="agg")
+
+
+class Killed(Exception):
+    """The driver dies after an epoch's checkpoint is written."""
+
+
+def test_a_killed_stage1_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(data, teachers, tmp_path):
+    cfg = _stage1(data, epochs=4)
+    task = build_task(cfg.data, cfg.seed)
+    tables = _tables(task, teachers, tmp_path)
+    straight, _ = train_stage1(teachers, cfg, task, tables, checkpoint_dir=tmp_path / "a")
+
+    def kill_after_epoch_2(metrics, checkpoint):
+        if metrics["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_stage1(teachers, cfg, task, tables, checkpoint_dir=tmp_path / "b", report=kill_after_epoch_2)
+    assert read_meta(tmp_path / "b")["epoch"] == 2
+    epochs = []
+    resumed, meta = train_stage1(teachers, cfg, task, tables, checkpoint_dir=tmp_path / "b",
+                                 report=lambda metrics, _: epochs.append(metrics["epoch"]))
+    assert epochs == [3, 4]  # the rerun starts at epoch 3, not at epoch 1
+    a = {k: v for k, v in load(straight[MODEL_FILE]).items() if k.startswith("aggregator.")}
+    b = load(resumed[MODEL_FILE])
+    assert a and all(torch.equal(a[k], b[k]) for k in a)  # the same aggregator as the uninterrupted run's
+    assert meta["heldout"] == json.loads(straight["meta.json"])["heldout"]
+
+
+def test_a_non_finite_stage1_loss_stops_it_before_saving(data, teachers, tmp_path):
+    cfg = _stage1(data, lr=1e30)  # Adam's first steps throw the weights to 1e30: the L1 overflows
+    task = build_task(cfg.data, cfg.seed)
+    with pytest.raises(NonFiniteLoss, match="training loss is (nan|inf) at epoch 1"):
+        train_stage1(teachers, cfg, task, _tables(task, teachers, tmp_path), checkpoint_dir=tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
 
 
 def test_the_store_key_follows_teachers_aggregator_data_and_config_but_not_the_runtime(data, teachers):

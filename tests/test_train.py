@@ -178,7 +178,7 @@ def test_resume_refuses_another_method_or_parameters(tmp_path: Path, teacher: Pa
     assert train(override(cfg, {"optim.epochs": 2}), task=task, resume_from=tmp_path / "kd")["epoch"] == 2
     meta["config"]["model"]["gone_field"] = 1  # one this raykd does not know: said, not a traceback
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"its model config no longer reads \(unknown ModelConfig keys \['model.gone"):
+    with pytest.raises(ValueError, match=r"its config no longer reads \(unknown ModelConfig keys \['config.model.gone"):
         train(override(cfg, {"optim.epochs": 3}), task=task, resume_from=tmp_path / "kd")
 
 

@@ -26,8 +26,8 @@ import torch.nn as nn
 from raykd.models.weights import MODEL_FILE, load_weights
 from raykd.registry import MODELS, UntrustedPlugin, is_import_path, trusted
 
-__all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "CheckpointError", "read_meta", "verify", "model_entry",
-           "manifest", "load_model", "recorded_score"]
+__all__ = ["MODEL_FILE", "STATE_FILE", "META_FILE", "META_SCHEMA", "CheckpointError", "read_meta", "meta_schema",
+           "verify", "model_entry", "manifest", "load_model", "recorded_score"]
 
 # constructor arguments that would make a model read another file than the checkpoint's own weights (timm's)
 _LOADING_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
@@ -35,6 +35,10 @@ _LOADING_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_ove
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+# the layout version of meta.json (its "schema" entry, written by raykd.train.checkpoint.save_checkpoint). 1: the
+# first one recorded. A meta.json without one (0) was written before versions were recorded, in the same layout;
+# its config lacks the fields added since, which read back at their defaults (raykd.config.from_json)
+META_SCHEMA = 1
 
 
 class CheckpointError(ValueError):
@@ -72,6 +76,12 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{path} does not describe a model (no 'model' entry)")
     return meta
+
+
+def meta_schema(meta: dict[str, Any]) -> int:
+    """The layout version of a checkpoint's metadata: its ``schema``, 0 where it was written before raykd recorded
+    one."""
+    return int(meta.get("schema", 0))
 
 
 def model_entry(meta: dict[str, Any], source: str | os.PathLike) -> tuple[str, dict[str, Any]]:

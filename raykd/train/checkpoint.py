@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from raykd.models.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, CheckpointError, load_model, manifest, verify
+from raykd.models.checkpoint import (META_FILE, META_SCHEMA, MODEL_FILE, STATE_FILE, CheckpointError, load_model,
+                                     manifest, verify)
 from raykd.models.features import unwrap_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "capture_rng", "restore_rng"]
@@ -52,7 +53,8 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, meta: dic
                     state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint to ``directory`` (replacing an older one there without ever leaving none) and return its
     path. ``state``: state dicts to restore on resume (``optimizer``, ``scheduler``, ``scaler``, ``method``); RNG
-    states are added. ``meta`` gets the manifest of the files."""
+    states are added. ``meta`` gets the manifest of the files and the layout version (``schema``,
+    :data:`~raykd.models.checkpoint.META_SCHEMA`)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -62,8 +64,8 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, meta: dic
         save_file(weights, str(tmp / MODEL_FILE))
         if state is not None:
             torch.save({**state, "rng": capture_rng()}, tmp / STATE_FILE)
-        (tmp / META_FILE).write_text(json.dumps({**meta, "files": manifest(tmp)}, indent=2, sort_keys=True,
-                                                default=str))
+        (tmp / META_FILE).write_text(json.dumps({**meta, "schema": META_SCHEMA, "files": manifest(tmp)}, indent=2,
+                                                sort_keys=True, default=str))
         if directory.exists():
             if old.exists():  # left by a crash after the last swap: the current one is complete
                 shutil.rmtree(old)

@@ -8,6 +8,7 @@ checkpoint and calls ``report(metrics, checkpoint_dir)``. Ray Tune and Ray Train
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import random
@@ -22,13 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from raykd.config import ConfigError, MethodConfig, ModelConfig, OptimConfig, TrainConfig, from_json, to_json
+from raykd.config import ConfigError, OptimConfig, TrainConfig, from_json, to_json
 from raykd.methods import Method, create_method
-from raykd.models import create_model
-from raykd.models.checkpoint import read_meta
+from raykd.models.build import build_model
+from raykd.models.checkpoint import META_SCHEMA, meta_schema, read_meta
 from raykd.models.features import capture, output_shapes
-from raykd.models.weights import load_weights, read_state_dict
-from raykd.registry import KEYMAPS
 from raykd.teachers.sources import InProcessTeacher, TeacherSource
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.checkpoint import load_checkpoint, save_checkpoint
@@ -123,26 +122,8 @@ def build_student(cfg: TrainConfig, task: Task) -> nn.Module:
     """The model ``cfg.model`` names, with the task's fixed kwargs (classes, scale), started from
     ``model.init_from`` when given. A classifier head stored for another number of classes (an ImageNet checkpoint
     started on CUB) is left out: the model keeps its own, freshly initialised head."""
-    student = create_model(cfg.model.name, **{**task.model_kwargs(), **cfg.model.kwargs})
-    if cfg.model.init_from is not None:
-        state = read_state_dict(cfg.model.init_from)
-        load_weights(student, state, keymap=cfg.model.init_keymap,
-                     exclude=_other_head(student, state, cfg.model.init_keymap))
-    return student
-
-
-def _other_head(model: nn.Module, state: dict[str, torch.Tensor], keymap: str | None) -> tuple[str, ...]:
-    """``(prefix,)`` of ``model``'s classifier head (``get_classifier()``) when ``state``, mapped by ``keymap``,
-    holds that head with other shapes; else ``()``."""
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else None
-    prefix = next((name for name, module in model.named_modules() if module is head and name), None)
-    if prefix is None:
-        return ()
-    mapped = KEYMAPS.get(keymap).fn(state) if keymap is not None else state
-    own = {k: v.shape for k, v in model.state_dict().items() if k.startswith(prefix + ".")}
-    stored = {k: v.shape for k, v in mapped.items() if k.startswith(prefix + ".")}
-    return (prefix,) if any(k in stored and stored[k] != shape for k, shape in own.items()) else ()
+    return build_model(cfg.model.name, {**task.model_kwargs(), **cfg.model.kwargs}, cfg.model.init_from,
+                       keymap=cfg.model.init_keymap, adapt_head=True)
 
 
 def param_groups(model: nn.Module, extra: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -199,7 +180,7 @@ def setup(cfg: TrainConfig, task: Task, runtime: Runtime, source: TeacherSource 
     the output shapes (one forward of each side) so the method can build its learned parts."""
     device = runtime.device
     method = create_method(cfg.method.name, cfg.data.task, cfg.method.params)
-    input_key = cfg.method.student_input or method.student_input
+    input_key = task.model_input or cfg.method.student_input or method.student_input
     student = build_student(cfg, task)
     if method.teacher_outputs() and source is None:
         if cfg.teacher is None:
@@ -328,25 +309,53 @@ def _check_finite(sums: dict[str, torch.Tensor], run: Run, epoch: int, first: in
                             "rate or the loss weights")
 
 
+# what a resumed run may differ in without becoming another run: how long it trains (``--resume --epochs N``
+# trains on), where its data lies (a moved dataset directory is the same data), what only epoch 0 reads (the
+# initial weights: a resumed run starts from its checkpoint's) and how it computes (device, AMP, progress bars: a
+# trial restored on another node may get another device)
+RESUME_MAY_CHANGE = ("optim.epochs", "data.root", "data.val_root", "model.init_from", "model.init_keymap", "runtime")
+
+
+def _leaves(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted field path: JSON value}`` of a config's fields, nested configs flattened (``"optim.lr"``)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value, path = getattr(config, f.name), prefix + f.name
+        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        out.update(_leaves(value, path + ".") if nested else {path: to_json(value)})
+    return out
+
+
+def _shown(leaves: dict[str, Any], key: str) -> str:
+    return repr(leaves[key]) if key in leaves else "absent"
+
+
 def check_resume(meta: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
-    """Refuse to continue a checkpoint as a different run: the model, method and hyperparameters must match. The
-    saved groups are read back as configs first, so a field added since (with its default) is no difference."""
-    saved = meta.get("config", {})
-    current = to_json(cfg)
-    changed = []
-    for group, kind in (("model", ModelConfig), ("method", MethodConfig)):
-        if saved.get(group) is None:
-            continue
-        try:
-            then = to_json(from_json(kind, saved[group], group))
-        except (ConfigError, TypeError) as err:
-            raise ValueError(f"cannot resume {where}: its {group} config no longer reads ({err}); write to a new "
-                             "directory") from None
-        if then != current[group]:
-            changed.append(f"{group}: {saved[group]} -> {current[group]}")
+    """Refuse to continue a checkpoint as a different run: every config field that changes the result must
+    match (all but :data:`RESUME_MAY_CHANGE`). The saved config is read back as a :class:`TrainConfig` first, so
+    a field added since it was written (an older ``schema``, :data:`~raykd.models.checkpoint.META_SCHEMA`) takes
+    its default and is no difference."""
+    if meta_schema(meta) > META_SCHEMA:
+        raise ValueError(f"cannot resume {where}: it was written by a newer raykd (meta.json schema "
+                         f"{meta_schema(meta)}; this one reads up to {META_SCHEMA}); upgrade raykd or write to a new "
+                         "directory")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"cannot resume {where}: its meta.json records no training config (not a checkpoint of "
+                         "raykd's training loop)")
+    saved = {k: v for k, v in meta["config"].items() if k not in RESUME_MAY_CHANGE}
+    try:
+        then = _leaves(from_json(TrainConfig, {**saved, "runtime": to_json(cfg.runtime)}, "config"))
+    except (ConfigError, TypeError) as err:
+        raise ValueError(f"cannot resume {where}: its config no longer reads ({err}); write to a new directory"
+                         ) from None
+    now = _leaves(cfg)
+    keys = sorted(k for k in set(then) | set(now)
+                  if not any(k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE))
+    changed = [f"{k}: {_shown(then, k)} in the checkpoint, {_shown(now, k)} now" for k in keys
+               if (k in then, then.get(k)) != (k in now, now.get(k))]
     if changed:
         raise ValueError(f"cannot resume {where} as a different run: " + "; ".join(changed) +
-                         ". Resume with the same model and method, or write to a new directory")
+                         ". Resume with the same settings, or write to a new directory")
 
 
 def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource | None = None,
@@ -378,7 +387,7 @@ def train(cfg: TrainConfig, *, task: Task | None = None, teacher: TeacherSource 
                                                                   "scaler": run.scaler, "method": run.method})
         best = meta.get(f"best_{metric}", -math.inf)
         offsets = {k: int(meta.get(k, 0)) for k in COUNTERS}
-        metrics = {k: v for k, v in meta.items() if k not in ("config", "files", "model", "model_kwargs")}
+        metrics = {k: v for k, v in meta.items() if k not in ("config", "files", "model", "model_kwargs", "schema")}
     startup: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         metrics = train_epoch(run, epoch, lambda: startup.setdefault("startup_s", time.time() - started))

@@ -18,29 +18,33 @@ learning rate computes no teacher output at all. (Computing them in-process with
 ``SRBatches.whole`` would be simpler, but would run three large teachers on the driver's device, one after the
 other, and recompute them for every stage-1 configuration and again in stage 2.)
 
-:func:`train_stage1` trains the aggregator on aligned (teacher patches, HR patch) batches: every epoch draws fresh
-patch views (:class:`~raykd.data.views.PatchViews`, the student's own replayable views), and each teacher's patch
-is cut from its whole-image row with the same box and orientation (:class:`StoredTeacher`). It then measures each
-teacher and the aggregated teacher on the held-out images with :meth:`SRTask.evaluate` (the sweep's val set and
-PSNR convention) and returns the composite checkpoint. :func:`prepare_mtkd_teacher` does all of it once per set
-of inputs and keeps the result in the trained-teacher store (:class:`TrainedTeachers`), keyed by the teachers'
-identities (weights' sha256 and configs), the aggregator's kwargs, the decoded data and the stage-1 config; a
-second run reuses it.
+:func:`train_stage1` trains the aggregator through raykd's one training loop (:func:`raykd.train.loop.train`, as
+every teacher and student): an :class:`AggregationTask` makes the aligned (teacher patches, HR patch) batches (every
+epoch draws fresh patch views, the student's own replayable views, and each teacher's patch is cut from its
+whole-image row with the same box and orientation, :class:`StoredTeacher`), the SR ``none`` method is the L1 to the
+ground truth, and the loop writes a checkpoint after every epoch (under ``<stored teacher>.partial`` in
+:func:`prepare_mtkd_teacher`), so a killed driver reruns stage 1 from its last finished epoch; a NaN or infinite
+loss stops it with :class:`~raykd.train.loop.NonFiniteLoss`. It then measures each teacher and the aggregated
+teacher on the held-out images with :meth:`SRTask.evaluate` (the sweep's val set and PSNR convention) and returns the
+composite checkpoint. :func:`prepare_mtkd_teacher` does all of it once per set of inputs and keeps the result in the
+trained-teacher store (:class:`TrainedTeachers`), keyed by the teachers' identities (weights' sha256 and configs),
+the aggregator's kwargs, the decoded data and the stage-1 config; a second run reuses it.
 
-Optimisation (:func:`train_aggregator`): Adam with betas (0.9, 0.999), no weight decay, L1 to the ground truth, as
+Optimisation (:func:`stage1_config`): Adam with betas (0.9, 0.999), no weight decay, L1 to the ground truth, as
 the paper. The learning rate defaults to the paper's 1e-4 (:data:`PAPER_LR`); the authors' released training
 config uses 2e-4 (:data:`OFFICIAL_LR`) with the rate halved at 200k and 400k of its 500k iterations, which raykd
-scales to epochs: ``schedule="step"`` halves the rate after 40% and 80% of the epochs (:func:`stage1_milestones`).
-The paper's number is the default because it is the one the paper reports its results with; the official one is a
-flag away (``sweeps/mtkd_div2k.py --stage1-lr 2e-4``).
+scales to epochs: ``schedule="step"`` halves the rate after 40% and 80% of the epochs (:func:`stage1_milestones`,
+the loop's ``multistep`` schedule with gamma 0.5). The paper's number is the default because it is the one the
+paper reports its results with; the official one is a flag away (``sweeps/mtkd_div2k.py --stage1-lr 2e-4``).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,26 +52,25 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch import Tensor
 
 from raykd.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherServiceConfig, TrainConfig,
                           to_json)
 from raykd.data.store import store_root
-from raykd.models import create_model
 from raykd.models.aggregator import MTKDTeacher
 from raykd.models.checkpoint import META_FILE, read_meta
+from raykd.models.features import unwrap_model
+from raykd.models.tiling import super_resolve
 from raykd.teachers.precision import DEFAULT_PRECISION
 from raykd.teachers.sources import StoredTeacher
 from raykd.teachers.spec import TeacherSpec, sorted_specs
 from raykd.teachers.store import TeacherTable
 from raykd.teachers.trained import TrainedTeachers
-from raykd.train.checkpoint import save_checkpoint
-from raykd.train.loop import resolve_device, seed_everything, shard_order
-from raykd.train.tasks import SRTask, build_task
+from raykd.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from raykd.train.loop import Report, build_student, resolve_device, train
+from raykd.train.tasks import SRTask, Task, build_task
 
-__all__ = ["COMPOSITE_MODEL", "PAPER_LR", "OFFICIAL_LR", "Stage1Result", "AlignedPatches", "stage1_config",
-           "stage1_milestones", "train_aggregator", "train_stage1", "prepare_mtkd_teacher"]
+__all__ = ["COMPOSITE_MODEL", "PAPER_LR", "OFFICIAL_LR", "Stage1Result", "AggregationTask", "stage1_config",
+           "stage1_milestones", "train_stage1", "prepare_mtkd_teacher"]
 
 COMPOSITE_MODEL = "mtkd_teacher"
 PAPER_LR = 1e-4  # MTKD's paper (Sec. 4.1)
@@ -75,22 +78,25 @@ OFFICIAL_LR = 2e-4  # the authors' released stage-1 training config
 # the released config halves the rate at 200k and 400k of 500k iterations: at 40% and 80% of the training
 MILESTONE_FRACTIONS = (0.4, 0.8)
 GAMMA = 0.5
+SCHEDULES = ("step", "cosine", "constant")
 
 
 def stage1_milestones(epochs: int) -> list[int]:
     """The epochs after which ``schedule="step"`` halves the stage-1 learning rate: 40% and 80% of ``epochs``
-    (the released config's 200k and 400k of 500k iterations), at least 1 and distinct."""
-    return sorted({max(1, round(f * epochs)) for f in MILESTONE_FRACTIONS})
+    (the released config's 200k and 400k of 500k iterations), at least 1, distinct, and before the last epoch ends
+    (a halving after it would change nothing)."""
+    return sorted(m for m in {max(1, round(f * epochs)) for f in MILESTONE_FRACTIONS} if m < epochs)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int) -> Any:
-    if schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=stage1_milestones(epochs), gamma=GAMMA)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"stage-1 schedule {schedule!r}: expected 'step' (MTKD's halving), 'cosine' or 'constant'")
+def _schedule(schedule: str, epochs: int) -> dict[str, Any]:
+    """The :class:`OptimConfig` schedule fields of a stage-1 ``schedule``: ``"step"`` is the loop's ``multistep``
+    at :func:`stage1_milestones` with gamma 0.5 (constant for a run too short to reach a milestone)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"stage-1 schedule {schedule!r}: expected 'step' (MTKD's halving), 'cosine' or 'constant'")
+    milestones = tuple(stage1_milestones(epochs)) if schedule == "step" else ()
+    if milestones:
+        return {"schedule": "multistep", "milestones": milestones, "gamma": GAMMA}
+    return {"schedule": "constant" if schedule == "step" else schedule}
 
 
 def stage1_config(data: DataConfig, *, epochs: int, lr: float = PAPER_LR, batch_size: int = 16,
@@ -100,99 +106,53 @@ def stage1_config(data: DataConfig, *, epochs: int, lr: float = PAPER_LR, batch_
     """Stage 1 as a :class:`TrainConfig`: the aggregator (``mtkd_aggregator`` with ``aggregator_kwargs`` over its
     paper configuration) on ``data``'s images with LR patches of ``patch_size`` (the paper: 64, i.e. 256-pixel
     HR patches at x4), Adam (0.9, 0.999) without weight decay at ``lr`` (default the paper's 1e-4), batch
-    ``batch_size`` (the released config: 16), ``schedule`` "step" (halved at 40% and 80% of the epochs)."""
+    ``batch_size`` (the released config: 16), ``schedule`` "step" (halved at 40% and 80% of the epochs),
+    "cosine" or "constant"; the SR ``none`` method: L1 to the ground truth (Sec. 3.1)."""
     data = dataclasses.replace(data, patch_size=patch_size,
                                patches_per_image=patches_per_image or data.patches_per_image)
     return TrainConfig(model=ModelConfig("mtkd_aggregator", dict(aggregator_kwargs or {})), data=data,
-                       optim=OptimConfig(name="adam", lr=lr, betas=(0.9, 0.999), weight_decay=0.0, schedule=schedule,
-                                         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch),
+                       optim=OptimConfig(name="adam", lr=lr, betas=(0.9, 0.999), weight_decay=0.0, epochs=epochs,
+                                         batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                                         **_schedule(schedule, epochs)),
                        runtime=runtime or RuntimeConfig(), seed=seed)
 
 
-def train_aggregator(
-    model: nn.Module,
-    batches: Any,
-    *,
-    epochs: int,
-    lr: float,
-    device: str | torch.device,
-    betas: tuple[float, float] = (0.9, 0.999),
-    weight_decay: float = 0.0,
-    schedule: str = "step",
-    progress: Callable[[int, float, float], None] | None = None,
-) -> dict[str, Any]:
-    """MTKD stage 1's optimisation (Sec. 3.1): fit the aggregator to the ground truth with ``L1(agg(T), HR)``.
+class AggregationTask(Task):
+    """MTKD stage 1 as a task of the training loop (Sec. 3.1): the model trained is the aggregator, its input
+    (``"teachers"``) the N teachers' outputs for the batch's patches concatenated in teacher-name order,
+    ``(B, 3N, sH, sW)``, and its target the HR patch, so the SR ``none`` method fits ``L1(agg(T), HR)``.
 
-    ``batches`` is re-iterated once per epoch (each pass may draw new views) and yields ``(teacher_outputs, hr)``:
-    the N ``(B, 3, sH, sW)`` teacher outputs in teacher-name order and the ``(B, 3, sH, sW)`` ground truth. Adam
-    with ``betas`` (the paper's 0.9, 0.999) and ``weight_decay`` (none in the paper) at ``lr``; ``schedule``:
-    ``"step"`` halves the rate after 40% and 80% of the epochs (the released config's 200k/400k of 500k
-    iterations, :func:`stage1_milestones`), ``"cosine"`` anneals it, ``"constant"`` keeps it. ``progress(epoch,
-    mean_l1, lr)`` is called after every epoch (1-based; ``lr`` the rate that epoch trained with). The model is
-    left on ``device`` in eval mode, ready to serve as a frozen teacher.
-
-    Returns ``{"loss": last epoch's mean L1, "epoch_losses": [...], "lrs": [...], "steps", "samples"}``.
-    """
-    if epochs < 1:
-        raise ValueError(f"train_aggregator: epochs={epochs} must be >= 1")
-    device = torch.device(device)
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    scheduler = _scheduler(optimizer, schedule, epochs)
-    epoch_losses: list[float] = []
-    lrs: list[float] = []
-    steps = samples = 0
-    for epoch in range(1, epochs + 1):
-        rate = optimizer.param_groups[0]["lr"]
-        total, seen = 0.0, 0
-        for outputs, hr in batches:
-            x = torch.cat([t.to(device, torch.float32, non_blocking=True) for t in outputs], dim=1)
-            hr = hr.to(device, torch.float32, non_blocking=True)
-            loss = F.l1_loss(model(x), hr)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_aggregator: the L1 loss is {loss.item()} at epoch {epoch}, step "
-                                         f"{steps + 1} (lr {rate:g}); lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * hr.shape[0]
-            seen += hr.shape[0]
-            steps += 1
-        if seen == 0:
-            raise ValueError("train_aggregator: `batches` yielded no batch; it must be re-iterable (a list or an "
-                             "object whose __iter__ starts a new epoch, not a generator exhausted after one pass)")
-        scheduler.step()
-        samples += seen
-        epoch_losses.append(total / seen)
-        lrs.append(rate)
-        if progress is not None:
-            progress(epoch, epoch_losses[-1], rate)
-    model.eval()
-    return {"loss": epoch_losses[-1], "epoch_losses": epoch_losses, "lrs": lrs, "steps": steps, "samples": samples}
-
-
-class AlignedPatches:
-    """Stage-1 batches ``([teacher patch of each teacher], HR patch)``, re-iterable: pass ``e`` is epoch ``e``.
-
-    Each pass shuffles the training items as the trainer does (:func:`shard_order`, capped at
-    ``optim.steps_per_epoch`` batches) and draws that epoch's patch views (:meth:`SRTask.batch`: fresh views every
-    epoch unless ``data.reuse_views``); each teacher's patch is cut from its whole-image row with the patch's box and
-    oriented like it (:class:`StoredTeacher`), so LR, HR and teacher patches stay aligned pixel for pixel.
+    The patches are ``task``'s own (:meth:`SRTask.batch`: shuffled as every run's, fresh views every epoch unless
+    ``data.reuse_views``); each teacher's patch is cut from its whole-image row with the patch's box and oriented
+    like it (:class:`StoredTeacher`), so LR, HR and teacher patches stay aligned pixel for pixel. Validation runs
+    the aggregator on the teachers' SR images of the val split (``val_outputs``: one ``(3N, sH, sW)`` array per
+    image), tiled at HR resolution where the teachers were tiled (``data.tile`` > 0).
     """
 
-    def __init__(self, task: SRTask, sources: Sequence[StoredTeacher], cfg: TrainConfig, device: torch.device):
-        self.task, self.sources, self.cfg, self.device = task, list(sources), cfg, device
-        self.epoch = 0
+    metric, output, target_key, teacher_input = SRTask.metric, SRTask.output, SRTask.target_key, "lr"
+    model_input = "teachers"
 
-    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        optim = self.cfg.optim
-        order = shard_order(len(self.task), seed=self.cfg.seed, epoch=epoch, rank=0, world_size=1)
-        if optim.steps_per_epoch is not None:
-            order = order[: optim.steps_per_epoch * optim.batch_size]
-        for start in range(0, len(order), optim.batch_size):
-            batch = self.task.batch(order[start:start + optim.batch_size], epoch, self.device, ("lr",))
-            yield [source.request(batch, count=False)()["image"] for source in self.sources], batch["hr"]
+    def __init__(self, task: SRTask, sources: Sequence[StoredTeacher], val_outputs: Sequence[np.ndarray]) -> None:
+        super().__init__(task.data, task.train_arrays, task.val_arrays, task.seed)
+        self.sr, self.train, self.sources, self.val_outputs = task, task.train, list(sources), list(val_outputs)
+
+    def batch(self, indices: np.ndarray, epoch: int, device: torch.device, inputs: tuple[str, ...]
+              ) -> dict[str, Any]:
+        batch = self.sr.batch(indices, epoch, device, ("lr",))
+        batch["teachers"] = torch.cat([s.request(batch, count=False)()["image"] for s in self.sources], dim=1)
+        return batch
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"num_teachers": len(self.sources), "scale": self.data.scale}
+
+    def evaluate(self, model: nn.Module, device: torch.device, input_key: str = "teachers") -> dict[str, float]:
+        net, s = unwrap_model(model), self.data.scale
+
+        def image(i: int) -> torch.Tensor:
+            x = torch.from_numpy(self.val_outputs[i])[None].to(device, torch.float32)
+            return super_resolve(net, x, 1, self.data.tile * s, self.data.tile_overlap * s)[0]
+
+        return self.sr.score(net, image)
 
 
 @dataclass
@@ -201,7 +161,8 @@ class Stage1Result:
 
     ``heldout`` maps every teacher name and ``spec.name`` (the aggregated teacher) to ``{"val_psnr", "val_ssim"}``
     (:meth:`SRTask.evaluate` on the data's val images); ``teachers`` are the names in aggregator order;
-    ``training`` the aggregator's losses and learning rates per epoch; ``reused``: read back from the store."""
+    ``training`` the record of the aggregator's training (its epochs, last loss, held-out scores in the loop,
+    config); ``reused``: read back from the store."""
 
     spec: TeacherSpec
     teachers: list[str]
@@ -270,64 +231,99 @@ def stage1_document(specs: Sequence[TeacherSpec], cfg: TrainConfig, train_key: s
             "teacher_precision": precision, "config": to_json(dataclasses.replace(cfg, runtime=RuntimeConfig()))}
 
 
+def _heldout(task: SRTask, specs: Sequence[TeacherSpec], device: torch.device
+             ) -> tuple[list[nn.Module], dict[str, dict[str, float]], list[np.ndarray]]:
+    """The teachers' networks, their held-out scores (:meth:`SRTask.evaluate`'s) and their SR images of the val
+    split, concatenated per image in teacher-name order as float16 (what the aggregator is validated on: about
+    17 MB per teacher for a 2K image, 1.7 GB per teacher for DIV2K's 100 valid images; a benchmark set such as
+    Set5 a few MB)."""
+    nets, heldout, images = [], {}, [[] for _ in range(len(task.val_arrays))]
+    for spec in specs:
+        net = spec.build(device)
+
+        def image(i: int, net: nn.Module = net) -> torch.Tensor:
+            out = task.val_image(net, i, device)
+            images[i].append(out.half().numpy())
+            return out
+
+        nets.append(net)
+        heldout[spec.name] = task.score(net, image)
+    return nets, heldout, [np.concatenate(parts) for parts in images]
+
+
+def _train_aggregator(cfg: TrainConfig, stage: AggregationTask, directory: Path, report: Report | None
+                      ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train (or go on training) the aggregator with :func:`train`, checkpointing every epoch to ``directory``;
+    return it, trained, and the record of its training."""
+    resume = find_checkpoint(directory)
+    if resume is not None:
+        print(f"MTKD stage 1: resuming the aggregator from {resume} (epoch {read_meta(resume)['epoch']} of "
+              f"{cfg.optim.epochs} done)", flush=True)
+    started = time.perf_counter()
+    final = train(cfg, task=stage, checkpoint_dir=directory, resume_from=resume, report=report)
+    aggregator = build_student(cfg, stage)
+    load_checkpoint(find_checkpoint(directory), model=aggregator, rng=False)
+    record = {"epochs": final["epoch"], "loss": final["train_loss"], "train_s": time.perf_counter() - started,
+              **{k: final[k] for k in ("val_psnr", "val_ssim", "best_val_psnr")}, "config": to_json(cfg)}
+    return aggregator, record
+
+
 def train_stage1(teachers: Sequence[TeacherSpec], cfg: TrainConfig, task: SRTask,
                  tables: Mapping[str, TeacherTable], *, name: str = "mtkd",
-                 progress: Callable[[int, float, float], None] | None = None) -> tuple[dict[str, bytes], dict]:
+                 checkpoint_dir: str | os.PathLike | None = None, report: Report | None = None
+                 ) -> tuple[dict[str, bytes], dict]:
     """Train the aggregator ``cfg`` describes on the teachers' whole-image ``tables`` (``{teacher name: table
-    holding "image"}``), measure every teacher and the aggregated teacher on ``task``'s held-out images, and return
-    the composite checkpoint's files and its metadata (``heldout``, ``stage1``)."""
+    holding "image"}``) through the training loop, measure every teacher and the aggregated teacher on ``task``'s
+    held-out images, and return the composite checkpoint's files and its metadata (``heldout``; ``stage1``: the
+    last epoch's loss and held-out scores, and the config).
+
+    ``checkpoint_dir`` receives the aggregator's checkpoint after every epoch, and a run that finds one there goes
+    on from its epoch (a killed driver resumes stage 1); ``report(metrics, checkpoint)`` is called after every
+    epoch, as by :func:`~raykd.train.loop.train`."""
     specs = sorted_specs(list(teachers))
     _check(specs, cfg, name)
     missing = [s.name for s in specs if s.name not in tables]
     if missing:
         raise KeyError(f"MTKD stage 1: no whole-image table for teachers {missing}")
     device = resolve_device(cfg.runtime.device)
-    seed_everything(cfg.seed)
-    aggregator = create_model(cfg.model.name, num_teachers=len(specs), scale=cfg.data.scale, **cfg.model.kwargs)
     sources = []
     for spec in specs:
-        table = tables[spec.name]
-        source = StoredTeacher(lambda epoch, table=table: table, ("image",), scale=cfg.data.scale)
+        source = StoredTeacher(lambda epoch, table=tables[spec.name]: table, ("image",), scale=cfg.data.scale)
         source.begin_epoch(0)  # one whole-image table serves every epoch
         sources.append(source)
-    started = time.perf_counter()
-    training = train_aggregator(aggregator, AlignedPatches(task, sources, cfg, device), epochs=cfg.optim.epochs,
-                                lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-                                schedule=cfg.optim.schedule, device=device, progress=progress)
-    training["train_s"] = time.perf_counter() - started
-
-    nets, heldout = [], {}
-    for spec in specs:
-        nets.append(spec.build(device))
-        heldout[spec.name] = task.evaluate(nets[-1], device)
-    composite = MTKDTeacher(nets, aggregator).eval()
-    heldout[name] = task.evaluate(composite, device)
-
-    model_kwargs = {"teachers": [{"name": s.name, "model": s.model, "model_kwargs": s.model_kwargs} for s in specs],
-                    "aggregator_kwargs": dict(cfg.model.kwargs), "scale": cfg.data.scale}
-    meta = {"model": COMPOSITE_MODEL, "model_kwargs": model_kwargs, "name": name,
-            "teachers": [s.name for s in specs],
-            "teacher_weights_sha256": {s.name: s.weights_sha256 for s in specs},
-            "data": {"train": task.train_arrays.key, "val": task.val_arrays.key}, "heldout": heldout,
-            "stage1": {**training, "config": to_json(cfg)}}
+    nets, heldout, val_outputs = _heldout(task, specs, device)
     with tempfile.TemporaryDirectory(prefix="raykd-mtkd-stage1-") as tmp:
+        directory = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp) / "aggregator"
+        aggregator, training = _train_aggregator(cfg, AggregationTask(task, sources, val_outputs), directory, report)
+        composite = MTKDTeacher(nets, aggregator.to(device)).eval()
+        heldout[name] = task.evaluate(composite, device)
+        model_kwargs = {"teachers": [{"name": s.name, "model": s.model, "model_kwargs": s.model_kwargs}
+                                     for s in specs],
+                        "aggregator_kwargs": dict(cfg.model.kwargs), "scale": cfg.data.scale}
+        meta = {"model": COMPOSITE_MODEL, "model_kwargs": model_kwargs, "name": name,
+                "teachers": [s.name for s in specs],
+                "teacher_weights_sha256": {s.name: s.weights_sha256 for s in specs},
+                "data": {"train": task.train_arrays.key, "val": task.val_arrays.key}, "heldout": heldout,
+                "stage1": training}
         saved = save_checkpoint(Path(tmp) / "checkpoint", model=composite, meta=meta)
         files = {p.name: p.read_bytes() for p in saved.iterdir() if p.is_file()}
     return files, meta
 
 
-def _print_progress(epoch: int, loss: float, lr: float) -> None:
-    print(f"MTKD stage 1: aggregator epoch {epoch}: L1 {loss:.4f} (lr {lr:.3g})", flush=True)
+def _print_epoch(epochs: int, metrics: dict[str, Any], _checkpoint: Path | None) -> None:
+    print(f"MTKD stage 1: aggregator epoch {metrics['epoch']}/{epochs}: L1 {metrics['train_loss']:.4f}, held-out "
+          f"PSNR {metrics['val_psnr']:.2f} dB", flush=True)
 
 
 def _stage1_task(specs: list[TeacherSpec], cfg: TrainConfig, splits: dict[str, Any], tables: dict[str, Any],
-                 name: str) -> tuple[dict[str, bytes], dict]:
-    """:func:`train_stage1` in a Ray task: the splits and tables are object-store references."""
+                 name: str, checkpoint_dir: str) -> tuple[dict[str, bytes], dict]:
+    """:func:`train_stage1` with one line printed per epoch, in this process or in a Ray task: the splits and
+    tables are object-store references."""
     import ray
 
     task = build_task(cfg.data, cfg.seed, {split: ray.get(ref) for split, ref in splits.items()})
     return train_stage1(specs, cfg, task, {n: ray.get(ref) for n, ref in tables.items()}, name=name,
-                        progress=_print_progress)
+                        checkpoint_dir=checkpoint_dir, report=functools.partial(_print_epoch, cfg.optim.epochs))
 
 
 def prepare_mtkd_teacher(
@@ -349,7 +345,9 @@ def prepare_mtkd_teacher(
     resources; default one replica per teacher sharing the cluster's CPUs, ``mode="stored"``) over the persistent
     store ``<cache_dir>/store`` the sweep's service uses too. The aggregator trains in this process (``resources``
     ``None``) or in one Ray task with ``resources`` (``{"num_cpus": ..., "num_gpus": ...}``), while the service
-    holds the tables in the object store."""
+    holds the tables in the object store; its checkpoints go to the stored teacher's ``.partial`` directory, so a
+    rerun after a killed driver goes on from the last finished epoch (the teachers' tables are read back from the
+    store)."""
     import ray
 
     from raykd.teachers.service import TeacherRequest, start_service, stop_service
@@ -378,13 +376,12 @@ def prepare_mtkd_teacher(
         stats = ray.get(actor.statistics.remote())
         print("MTKD stage 1: teacher tables " + ", ".join(
             f"{n}: {'computed' if st['tables_built'] else 'from the store'}" for n, st in stats.items()), flush=True)
+        # the aggregator's checkpoints go to <target>.partial: a killed driver resumes from them
+        args = (specs, cfg, dict(splits), tables, name, str(store.partial(target)))
         if resources is None:
-            task = build_task(cfg.data, cfg.seed, {"train": train_arrays, "val": val_arrays})
-            files, _ = train_stage1(specs, cfg, task, {n: ray.get(ref) for n, ref in tables.items()}, name=name,
-                                    progress=_print_progress)
+            files, _ = _stage1_task(*args)
         else:
-            files, _ = ray.get(ray.remote(**dict(resources))(_stage1_task).remote(specs, cfg, dict(splits), tables,
-                                                                                   name))
+            files, _ = ray.get(ray.remote(**dict(resources))(_stage1_task).remote(*args))
     finally:
         stop_service(actor)  # (releases the teachers' weights the driver pinned for restarts, too)
     store.commit(files, target, name)

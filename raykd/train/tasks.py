@@ -8,7 +8,7 @@ per process and reuses it, so a process running many trials (Tune reuses trial a
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,6 +35,9 @@ class Task:
     output: ClassVar[str]  # what the model's own output is called ("logits", "image")
     target_key: ClassVar[str]  # the batch entry the loss compares with
     teacher_input: ClassVar[str]  # the batch entry an in-process or live teacher runs on
+    # the batch entry the trained model runs on where the task fixes it (MTKD's stage 1: the teachers' outputs);
+    # None: the method's ``student_input``
+    model_input: ClassVar[str | None] = None
     train: ClassificationBatches | SRBatches
 
     def __init__(self, data: DataConfig, train: Any, val: Any, seed: int) -> None:
@@ -120,9 +123,21 @@ class SRTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device, input_key: str = "lr") -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM over the val images. A greyscale image is measured on one channel: the HR's,
-        against the mean of the output's three channels."""
+        """Mean PSNR (dB) and SSIM of ``model``'s whole (or tiled) SR images of the val split."""
         net = unwrap_model(model)  # no DDP collectives: every worker evaluates the same images
+        return self.score(net, lambda i: self.val_image(net, i, device))
+
+    def val_image(self, net: nn.Module, index: int, device: torch.device) -> torch.Tensor:
+        """``net``'s ``(3, sH, sW)`` SR image (on the CPU) of val image ``index``: whole, or tiled when
+        ``data.tile`` > 0."""
+        lr = torch.from_numpy(np.array(self.val_arrays.lr[index])).permute(2, 0, 1)[None].float().div_(255.0)
+        return super_resolve(net, lr.to(device), self.data.scale, self.data.tile, self.data.tile_overlap)[0]
+
+    @torch.no_grad()
+    def score(self, net: nn.Module, image: Callable[[int], torch.Tensor]) -> dict[str, float]:
+        """Mean PSNR (dB) and SSIM over the val images of ``image(i)``, the ``(3, sH, sW)`` SR image of val image
+        ``i`` that ``net`` makes (run in eval mode). A greyscale image is measured on one channel: the HR's,
+        against the mean of the output's three channels."""
         was_training = net.training
         net.eval()
         s, rounding = self.data.scale, self.data.y_channel == "matlab"
@@ -130,9 +145,7 @@ class SRTask(Task):
         psnrs, ssims = [], []
         try:
             for i in range(len(val)):
-                lr = torch.from_numpy(np.array(val.lr[i])).permute(2, 0, 1)[None].float().div_(255.0)
-                out = super_resolve(net, lr.to(device), s, self.data.tile, self.data.tile_overlap)[0]
-                out, ref = out.permute(1, 2, 0).numpy(), val.hr[i]
+                out, ref = image(i).float().permute(1, 2, 0).cpu().numpy(), val.hr[i]
                 if val.grey[i]:
                     out, ref = out.mean(axis=2), ref[:, :, 0]
                 psnrs.append(psnr(out, ref, s, y_rounding=rounding))
