@@ -41,19 +41,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raykd", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub.add_parser("train", help="train a model on its own (e.g. a teacher)"))
-    d = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
-    _add_run(d)
-    d.add_argument("--teacher", required=True, help="teacher: a raykd checkpoint directory, or a weights file with "
-                   "--teacher-model")
-    d.add_argument("--teacher-model", default=None, help="the model a --teacher weights file holds")
-    d.add_argument("--teacher-keymap", default=None, help="official layout of a --teacher weights file")
-    d.add_argument("--method", default="kd", help="none, kd, dkd, figkd, dfd, fitnet, at, vimd (or pkg.mod:Class)")
-    d.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
-    e = sub.add_parser("eval-sr", help="PSNR/SSIM of an SR model on benchmark sets (Y channel, border = scale)")
+def _add_eval_sr(e: argparse.ArgumentParser) -> None:
+    """``raykd eval-sr``'s flags."""
     e.add_argument("--model", default=None, help="raykd checkpoint directory, or a registry name with --weights")
     e.add_argument("--model-kwargs", default="{}", help="JSON kwargs for a registry name, e.g. '{\"img_size\": 48}'")
     e.add_argument("--weights", type=Path, default=None,
@@ -71,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile-overlap", type=int, default=16)
     e.add_argument("--device", default="auto")
     add_common_flags(e)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raykd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub.add_parser("train", help="train a model on its own (e.g. a teacher)"))
+    d = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
+    _add_run(d)
+    d.add_argument("--teacher", required=True, help="teacher: a raykd checkpoint directory, or a weights file with "
+                   "--teacher-model")
+    d.add_argument("--teacher-model", default=None, help="the model a --teacher weights file holds")
+    d.add_argument("--teacher-keymap", default=None, help="official layout of a --teacher weights file")
+    d.add_argument("--method", default="kd", help="none, kd, dkd, figkd, dfd, fitnet, at, vimd (or pkg.mod:Class)")
+    d.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
+    _add_eval_sr(sub.add_parser("eval-sr", help="PSNR/SSIM of an SR model on benchmark sets (Y channel, border = "
+                                "scale)"))
     x = sub.add_parser("export", help="write a finished sweep's best student (weights, meta.json, model card) to a "
                        "directory of its own")
     x.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's results, <storage>/<name>")
@@ -112,9 +117,7 @@ def eval_sr(args: argparse.Namespace) -> int:
     """``raykd eval-sr``: one row per model (and the bicubic baseline), one PSNR/SSIM column per set, measured by
     :meth:`raykd.train.tasks.SRTask.evaluate` (BT.601 Y, greyscale images on their grey channel, ``scale`` pixels
     of border cropped)."""
-    from raykd.models import create_model
-    from raykd.models.weights import load_weights
-    from raykd.teachers.spec import TeacherSpec
+    from raykd.models.build import build_model, checkpoint_entry
     from raykd.train.loop import resolve_device
     from raykd.train.tasks import build_task
 
@@ -123,19 +126,19 @@ def eval_sr(args: argparse.Namespace) -> int:
     if args.weights is not None and (args.model is None or Path(args.model).is_dir()):
         raise UserError("eval-sr: --weights goes with --model REGISTRY_NAME (a checkpoint directory has its own)")
     device = resolve_device(args.device)
-    rows: list[tuple[str, Any]] = [("Bicubic", create_model("bicubic", scale=args.scale))] if args.bicubic else []
+    rows: list[tuple[str, Any]] = [("Bicubic", build_model("bicubic", {"scale": args.scale}))] if args.bicubic else []
     if args.model is not None and Path(args.model).is_dir():
-        spec = TeacherSpec.from_checkpoint(args.model)
-        if spec.model_kwargs.get("scale", args.scale) != args.scale:
-            raise UserError(f"eval-sr: {args.model} holds an x{spec.model_kwargs['scale']} model, not x{args.scale}")
-        rows.append((Path(args.model).name, spec.build(device)))
+        name, kwargs = checkpoint_entry(args.model)
+        if kwargs.get("scale", args.scale) != args.scale:
+            raise UserError(f"eval-sr: {args.model} holds an x{kwargs['scale']} model, not x{args.scale}")
+        rows.append((Path(args.model).name, build_model(name, kwargs, args.model, frozen=True, device=device)))
     elif args.model is not None:
         if args.weights is None:
             raise UserError(f"eval-sr: --model {args.model} is a registry name; give its --weights FILE (or pass a "
                              "raykd checkpoint directory)")
-        model = create_model(args.model, scale=args.scale, **json_object('--model-kwargs', args.model_kwargs))
-        load_weights(model, args.weights, keymap=args.keymap)
-        rows.append((args.model, model.eval().requires_grad_(False).to(device)))
+        kwargs = {**json_object('--model-kwargs', args.model_kwargs), "scale": args.scale}
+        rows.append((args.model, build_model(args.model, kwargs, args.weights, keymap=args.keymap, frozen=True,
+                                             device=device)))
     # a benchmark folder is its own "train" split here too: the task needs one, evaluation reads only the val set
     tasks = [(folder.name, build_task(DataConfig(task="sr", dataset="paired", root=str(folder), val_root=str(folder),
                                                  scale=args.scale, patch_size=1, tile=args.tile,

@@ -40,9 +40,10 @@ def _refresh_auth() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-@pytest.fixture
-def cluster(monkeypatch):
-    """A head with no CPUs and two 1-CPU workers, token authentication on, this process connected as driver."""
+def start_cluster(monkeypatch, request):
+    """A head with no CPUs and two 1-CPU workers, token authentication on, this process connected as driver;
+    stopped when the test ends. (Started by the test, not by a fixture: conftest.py lets only the fixtures it
+    names start Ray.)"""
     from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
@@ -58,18 +59,20 @@ def cluster(monkeypatch):
     address_file = Path(get_ray_address_file(None))
     before = address_file.read_text() if address_file.exists() else None
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    _restore(address_file, before)
-    workers = [nodes.add_node(num_cpus=1) for _ in range(2)]
-    nodes.wait_for_nodes()
-    ray.init(address=nodes.address, log_to_driver=False)
-    try:
-        yield nodes, workers
-    finally:
+
+    def stop() -> None:
         ray.shutdown()
         nodes.shutdown()  # removes the address file
         _restore(address_file, before)
         monkeypatch.undo()
         _refresh_auth()
+
+    request.addfinalizer(stop)
+    _restore(address_file, before)
+    workers = [nodes.add_node(num_cpus=1) for _ in range(2)]
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, log_to_driver=False)
+    return nodes, workers
 
 
 def _restore(path: Path, content: str | None) -> None:
@@ -126,11 +129,11 @@ class NodeRemover(threading.Thread):
                 f"trials reported from {self.trial_nodes}")
 
 
-def test_a_sweep_uses_both_workers_and_survives_losing_one(cluster, tmp_path) -> None:
+def test_a_sweep_uses_both_workers_and_survives_losing_one(tmp_path, monkeypatch, request) -> None:
     from ray.train import ScalingConfig
     from ray.tune import FailureConfig
 
-    nodes, workers = cluster
+    nodes, workers = start_cluster(monkeypatch, request)
     worker_ids = {w.node_id for w in workers}
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     sweep = SweepConfig(name="cluster", methods=("kd",), num_samples=4, grace_period=EPOCHS, seeds=0, verbose=0,

@@ -90,3 +90,21 @@ def test_dashboard_on_loopback_metrics_exported_and_token_auth_on(raw, config):
     assert "0.0.0.0" not in text
     assert not re.search(r"RAY_AUTH_MODE\s*=\s*disabled", "\n".join(
         line for line in text.splitlines() if not line.lstrip().startswith("#")))
+
+
+def test_every_node_installs_the_one_ray_version_the_driver_runs(config):
+    # a node with another Ray than the driver's fails to join (or, across a token-auth change, to authenticate)
+    import tomllib
+
+    import ray
+
+    pyproject = tomllib.loads((CLUSTER_YAML.parent / "pyproject.toml").read_text())
+    (pin,) = [req for req in pyproject["project"]["dependencies"] if re.match(r"ray(\[|\b)", req)]
+    assert pin.endswith(f"=={ray.__version__}"), pin
+    installs = [c for c in config["setup_commands"] if "pip install" in c]
+    remote = next(r for r, local in config["file_mounts"].items() if local == ".").replace("~", "$HOME", 1)
+    assert any(remote in shlex.split(c) for c in installs), installs  # the project, and so its pin
+    every = [*config["setup_commands"], *config["head_setup_commands"], *config["worker_setup_commands"]]
+    own = [token for c in every if "pip install" in c for token in shlex.split(c)
+           if re.fullmatch(r"ray(\[[^\]]*\])?([<>=!~].*)?", token)]
+    assert all(token.endswith(f"=={ray.__version__}") for token in own), own  # none installs another Ray

@@ -556,7 +556,7 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     for sweep in (big_trial, gpu_trial, big_teacher):
         resources.check_sweep_resources(sweep)
     assert fit_to_a_node(1) == {"num_gpus": 1, "num_cpus": 1}
-    assert fit_to_a_node(0) == {"num_cpus": 48, "num_gpus": 0}  # the largest node type, added for it
+    assert fit_to_a_node(0) == {"num_gpus": 1, "num_cpus": 4}  # the smallest GPU node type, not the largest
     huge = _sweep(tmp_path, scaling=ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 8}))
     with pytest.raises(InsufficientResources, match=r"autoscaler can add: 48 CPU/4 GPU, 4 CPU/1 GPU"):
         resources.check_sweep_resources(huge)

@@ -32,7 +32,7 @@ from ray import tune
 from raykd import telemetry
 from raykd.config import SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
-from raykd.data.arrays import StreamedImages, load_split
+from raykd.data.arrays import load_split
 from raykd.data.store import cache_store, store_root
 from raykd.methods import create_method
 from raykd.models import check_model_name
@@ -46,7 +46,7 @@ from raykd.train.tasks import build_task
 from raykd.train.worker import TrialSpec, train_worker
 from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
-from raykd.tune.resources import check_sweep_resources
+from raykd.tune.resources import check_sweep_resources, share_gpus
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 from raykd.tune.tracking import MLflowTracking, log_best_student
 
@@ -97,17 +97,9 @@ def run_trial(config: dict[str, Any], payload: SweepPayload) -> None:
 
 
 def decoded_splits(base: TrainConfig, cache_dir: str) -> dict[str, Any]:
-    """The data's train and val splits, decoded once (or read back from the store) and put in the object store; a
-    split held whole is checked first against the room the object store has left (:func:`load_split`)."""
+    """The data's train and val splits, decoded once (or read back from the store) and put in the object store."""
     store = cache_store(cache_dir)
-    room = int(ray.available_resources().get("object_store_memory", 0)) or None
-    refs = {}
-    for split in ("train", "val"):
-        arrays = load_split(base.data, split, store, object_store=room)
-        refs[split] = ray.put(arrays)
-        if room is not None:
-            room -= arrays.labels.nbytes if isinstance(arrays, StreamedImages) else arrays.nbytes
-    return refs
+    return {split: ray.put(load_split(base.data, split, store)) for split in ("train", "val")}
 
 
 def check_teacher(spec: TeacherSpec, base: TrainConfig, splits: Mapping[str, Any]) -> None:
@@ -264,6 +256,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     per_method = {m: spec for m, spec in per_method.items() if needs.get(m)}
     splits = dict(splits) if splits is not None else decoded_splits(base, sweep.cache_dir)
     specs = {spec.name: spec for spec in per_method.values()}
+    sweep = share_gpus(sweep, len(specs) * sweep.teachers.replicas)  # teachers and a trial on one GPU node
     outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name for o in needs[m]}))
                for name in specs}
     for spec in specs.values():

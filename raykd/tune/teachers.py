@@ -18,7 +18,7 @@ from raykd.teachers.trained import TrainedTeachers
 from raykd.train.checkpoint import find_checkpoint
 from raykd.train.loop import train
 from raykd.train.tasks import build_task
-from raykd.tune.resources import check_fits, node_shapes
+from raykd.tune.resources import training_resources
 
 __all__ = ["prepare_teacher", "node_resources", "fit_to_a_node", "is_running"]
 
@@ -29,18 +29,8 @@ def node_resources() -> list[dict[str, float]]:
 
 
 def fit_to_a_node(gpus: float) -> dict[str, float]:
-    """What a teacher-training task asks for: one GPU share and one CPU on GPU nodes; else as many CPUs as the
-    largest node has or the autoscaler can add (never more than one node holds: a task cannot span nodes)."""
-    if gpus:
-        check_fits({"CPU": 1, "GPU": gpus}, "teacher training", "--gpus-per-worker")
-        return {"num_gpus": gpus, "num_cpus": 1}
-    alive, launchable = node_shapes()  # a node type the autoscaler can add counts as a node
-    nodes = alive + (launchable or [])
-    largest = max((n.get("CPU", 0.0) for n in nodes), default=1.0)
-    if largest < 1:
-        raise RuntimeError(f"no node of this cluster has a CPU to train the teacher on (nodes: {nodes}); add a CPU "
-                           "node, or give a trained teacher with --teacher")
-    return {"num_cpus": int(largest), "num_gpus": 0}
+    """What a teacher-training task asks for (:func:`raykd.tune.resources.training_resources`)."""
+    return training_resources(gpus)
 
 
 def _train_teacher(cfg: TrainConfig, splits: Mapping[str, Any], partial: str) -> dict[str, bytes]:
