@@ -16,7 +16,7 @@ from raykd.data import sr as sr_mod
 from raykd.data.batches import ClassificationBatches
 from raykd.data.arrays import ImageArrays, PairArrays, decode_split, load_split
 from raykd.data.degrade import imresize, modcrop
-from raykd.data.store import Store, StoreCorruptionWarning
+from raykd.data.store import Ragged, Store, StoreCorruptionWarning
 
 WNIDS = ("n02", "n01", "n03")
 
@@ -213,6 +213,37 @@ def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
     _assert_same(load_split(data, "train", Store(tmp_path / "store")), first)
     with pytest.raises(AssertionError, match="made again"):
         decode_split(data, "train")  # the guard works: only the store spared the resize
+
+
+def test_sr_pairs_are_decoded_into_their_final_buffers_as_the_list_path_made_them(tmp_path):
+    root = _sr_folder(tmp_path / "hr", {"a": (13, 10), "b": (8, 12), "g": (9, 9)}, grey=("g",))
+    data = DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+    got = decode_split(data, "train")
+    dataset = sr_mod.open_sr_dataset("hr_folder", root, 3)
+    pairs = [dataset.pair(i) for i in range(len(dataset))]  # the path before: a list of images, concatenated
+    for got_rows, rows in ((got.lr, [p[0] for p in pairs]), (got.hr, [p[1] for p in pairs])):
+        want = Ragged.from_rows(rows)
+        assert got_rows.data.tobytes() == want.data.tobytes() and got_rows.nbytes == want.nbytes
+        assert np.array_equal(got_rows.offsets, want.offsets) and np.array_equal(got_rows.shapes, want.shapes)
+        assert got_rows.dtype == want.dtype == np.uint8
+
+
+@pytest.mark.parametrize("through_store", [False, True])
+def test_an_sr_split_too_big_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch, through_store):
+    root = _sr_folder(tmp_path / "hr", {"a": (13, 10), "b": (8, 12)})
+    data = DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+    decoded = []
+    read = sr_mod._read
+    monkeypatch.setattr(sr_mod, "_read", lambda path: decoded.append(path) or read(path))
+    # modcropped HR 12x9 and 6x12, LR 4x3 and 2x4, 3 channels; per Ragged 3 int64 offsets and 2 x 3 int64 shapes
+    nbytes = (12 * 9 + 6 * 12 + 4 * 3 + 2 * 4) * 3 + 2 * (3 * 8 + 2 * 3 * 8)
+    monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", nbytes - 1)
+    with pytest.raises(arrays_mod.DataMemoryError, match=rf"hr_folder train at x3 takes .*above the 0\.00 GiB"):
+        load_split(data, "train", Store(tmp_path / "store") if through_store else None)
+    assert decoded == []
+    monkeypatch.setattr(arrays_mod, "MEMORY_BUDGET_BYTES", nbytes)  # exactly what it takes: decoded
+    assert load_split(data, "train", Store(tmp_path / "store") if through_store else None).nbytes == nbytes
+    assert len(decoded) == 2
 
 
 def test_a_split_over_the_memory_budget_is_streamed_from_the_store(tmp_path, monkeypatch):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import os
+import re
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -462,7 +465,8 @@ def test_racing_writers_and_readers_only_ever_see_valid_tables(tmp_path):
         t.join()
     assert not errors, errors[0]
     assert len(seen) >= 2  # the readers did read while the writers wrote
-    assert [p.name for p in tmp_path.iterdir()] == [Path(Store(tmp_path).path(key)).name]  # no temporaries left
+    # no temporaries left: the table and, where a reader hashed it in full, its stamp
+    assert {p.name for p in tmp_path.iterdir()} - {f"{key}.verified"} == {Path(Store(tmp_path).path(key)).name}
     _assert_columns_equal(Store(tmp_path).load(key), cols)
 
 
@@ -491,7 +495,8 @@ def test_an_in_memory_filesystem():
     assert table.meta == {"m": "mock"}
     _assert_columns_equal(store.open(key).group(2), {n: v[8:] for n, v in cols.items()})
     listing = {info.path for info in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))}
-    assert listing == {"bucket/prefix", f"bucket/prefix/{key}.parquet"}  # no temporaries left
+    # no temporaries left: the table and the stamp of its full check on the first load
+    assert listing == {"bucket/prefix", f"bucket/prefix/{key}.parquet", f"bucket/prefix/{key}.verified"}
 
     # corruption is handled there too: reported, moved aside, rebuilt
     path = store.path(key)
@@ -676,6 +681,135 @@ def test_a_raw_writer_refuses_interleaved_or_short_columns_and_leaves_nothing(tm
         writer.append_raw("a", np.arange(6, 12, dtype=np.uint8).reshape(2, 3))
     assert store.open(key).raw_rows("a") == [2, 2]
     assert store.load(key)["a"].tolist() == np.arange(12).reshape(4, 3).tolist()
+
+
+# ------------------------------------------------------------------ the cheap check after the first read, verify
+
+
+class _CountingHashlib:
+    """Stands in for the store module's ``hashlib``: counts every sha256 it makes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sha256(self, *args):
+        self.calls += 1
+        return hashlib.sha256(*args)
+
+
+def _read_everything(store: Store, key: str) -> None:
+    reader = store.open(key)
+    for i in range(len(reader.group_rows)):
+        reader.group(i)
+    for name in reader.header["raw"]:
+        for b in range(len(reader.raw_rows(name))):
+            reader.raw_block(name, b)
+
+
+@pytest.mark.parametrize("first", ["load", "open"])
+def test_a_table_is_hashed_on_its_first_read_only(tmp_path, monkeypatch, first):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    counter = _CountingHashlib()
+    monkeypatch.setattr(store_mod, "hashlib", counter)
+    if first == "load":
+        _assert_columns_equal(Store(tmp_path).load(key), cols)
+    else:  # a lazy reader that has read every raw block, as a streamed split does, hashes the labels and stamps
+        reader = Store(tmp_path).open(key)
+        for name in reader.header["raw"]:
+            for b in range(len(reader.raw_rows(name))):
+                assert not Path(store.stamp_path(key)).exists()
+                reader.raw_block(name, b)
+    assert counter.calls >= 4 + 1  # every raw block and row group
+    assert Path(store.stamp_path(key)).exists()
+    counter.calls = 0
+    _assert_columns_equal(Store(tmp_path).load(key), cols)  # a later run: size, mtime, ctime, inode, manifest
+    _read_everything(Store(tmp_path), key)
+    assert counter.calls == 0
+    Path(store.stamp_path(key)).unlink()  # no stamp: hashed in full again
+    _assert_columns_equal(Store(tmp_path).load(key), cols)
+    assert counter.calls >= 4
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def _replace(path: Path) -> None:
+    """Another file of the same size renamed over it (a restore from a bad copy, say)."""
+    tampered = bytearray(path.read_bytes())
+    tampered[5 * 48 + 7] ^= 1  # a bit of row 5: block 1 of "pixels"
+    other = path.with_name("other")
+    other.write_bytes(bytes(tampered))
+    other.replace(path)
+
+
+def _rewrite_keeping_mtime(path: Path) -> None:
+    """A bit flipped by a write in place, the mtime put back afterwards: the ctime still moves."""
+    before = path.stat()
+    time.sleep(0.05)  # past a coarse (per-tick) filesystem clock
+    with open(path, "r+b") as fh:
+        fh.seek(5 * 48 + 7)
+        byte = fh.read(1)[0]
+        fh.seek(5 * 48 + 7)
+        fh.write(bytes([byte ^ 1]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+@pytest.mark.parametrize("damage, reason", [
+    (_truncate, r"raw file .*\.raw has \d+ bytes, its header says \d+"),
+    (_replace, r"sha256 mismatch in raw column 'pixels', block 1"),
+    (_rewrite_keeping_mtime, r"sha256 mismatch in raw column 'pixels', block 1"),
+], ids=["truncated", "replaced", "rewritten-mtime-kept"])
+def test_a_raw_file_changed_after_its_full_check_is_refused_by_the_cheap_check(tmp_path, monkeypatch, reader,
+                                                                                damage, reason):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    _assert_columns_equal(store.load(key), cols)  # hashed in full and stamped
+    damage(Path(store.raw_path(key)))
+    if reader and damage is not _truncate:  # the size is right: the stamp no longer matches, so blocks are hashed
+        opened = store.open(key)
+        assert opened.raw_block("pixels", 0).tobytes() == cols["pixels"][:4].tobytes()
+        with pytest.warns(StoreCorruptionWarning, match=reason), pytest.raises(ValueError, match="block 1"):
+            opened.raw_block("pixels", 1)
+    else:
+        _assert_discarded(store, key, Path(store.path(key)), reason, reader)
+    assert not Path(store.stamp_path(key)).exists()
+    store.save(key, cols, raw=("pixels", "half"))
+    _assert_columns_equal(store.load(key), cols)
+
+
+def _rot(store: Store, key: str) -> None:
+    """A bit flipped under the filesystem (the medium decays): the files' stat, hence the stamp, still match."""
+    raw_path = Path(store.raw_path(key))
+    tampered = bytearray(raw_path.read_bytes())
+    tampered[5 * 48 + 7] ^= 1
+    raw_path.write_bytes(bytes(tampered))
+    stamp = json.loads(Path(store.stamp_path(key)).read_text())
+    stamp["raw"] = store.stat(str(raw_path))
+    Path(store.stamp_path(key)).write_text(json.dumps(stamp))
+
+
+def test_verify_rehashes_everything_and_names_each_damaged_table(tmp_path, monkeypatch):
+    store, key, cols = _saved_raw(tmp_path, monkeypatch)
+    other = _key(view=7)
+    store.save(other, {"x": np.arange(30, dtype=np.int32)}, rows_per_group=10)
+    assert store.load(key) is not None and store.load(other) is not None  # both stamped
+    _rot(store, key)
+    assert store.load(key) is not None  # what the cheap check cannot see...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the report says it, no warning besides
+        checks = list(store_mod.verify_store(Store(tmp_path)))
+    assert [c.key for c in checks] == sorted([key, other])
+    damaged = {c.key: c for c in checks}[key]
+    assert damaged.path == store.path(key)
+    assert re.fullmatch(rf"sha256 mismatch in raw column 'pixels', block 1 of {re.escape(store.raw_path(key))}",
+                        damaged.problem)
+    sound = {c.key: c for c in checks}[other]
+    assert sound.problem is None and sound.nbytes == 30 * 4
+    # ...is moved aside by verify, so the run that needs it rebuilds it
+    assert store.load(key) is None and Path(store.path(key) + ".corrupt").exists()
+    assert not Path(store.stamp_path(key)).exists() and Path(store.stamp_path(other)).exists()
+    assert [c.problem for c in store_mod.verify_store(store, [key])] == ["no such table"]
 
 
 # ------------------------------------------------------------------------------------------ teacher tables

@@ -23,7 +23,10 @@ raise. Before issue 17 a list of decoded images and the array stacked from it, t
 MiB one (172 MiB above it) and 1.15x reading it back, above the interpreter's own RSS. A classification split above
 the budget is decoded into the store the same way and streamed back by block (:class:`StreamedImages`): each
 process reads the blocks itself, and training visits them in a shuffled order, shuffling within each.
-Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB).
+Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB): their sizes are known
+from the file headers read when the dataset is opened, so they are checked before any decoding too and decoded
+straight into their final LR and HR buffers (each thread copies its pair where it belongs: no list of images, no
+concatenated copy).
 
 The dataset behind a split is opened once per run (one scan, one stat of each file) and its fingerprint, the
 part of the split's key that names the data, is kept in a local store's ``fingerprints/`` under the files'
@@ -243,11 +246,22 @@ def decode_split(data: DataConfig, split: str) -> Arrays:
 
 def _decode_pairs(data: DataConfig, split: str, dataset: SRDataset, key: str, object_store: int | None = None
                   ) -> PairArrays:
+    """Every pair of ``dataset`` decoded into its final LR and HR buffers: their sizes come from the file headers
+    (:meth:`SRDataset.shapes`), so the memory check runs before any image is decoded, and each decode thread
+    copies its pair where it belongs (no list of images, no concatenated copy)."""
+    shapes = dataset.shapes()
+    offsets = [Ragged.byte_offsets(s, np.uint8) for s in shapes]
+    check_memory(sum(int(o[-1]) + o.nbytes + s.nbytes for o, s in zip(offsets, shapes)),
+                 f"{data.dataset} {split} at x{data.scale}", streamable=False, object_store=object_store)
+    buffers = [np.empty(int(o[-1]), dtype=np.uint8) for o in offsets]
+
+    def decode(i: int) -> None:
+        for image, buffer, o in zip(dataset.pair(i), buffers, offsets):
+            buffer[o[i]:o[i + 1]] = image.reshape(-1)
+
     with _Decoder(f"{data.dataset} {split}", len(dataset)) as decoder:
-        pairs = decoder.map(dataset.pair, range(len(dataset)))
-    lr, hr = Ragged.from_rows([p[0] for p in pairs], "LR images"), Ragged.from_rows([p[1] for p in pairs], "HR images")
-    check_memory(lr.nbytes + hr.nbytes, f"{data.dataset} {split} at x{data.scale}", streamable=False,
-                 object_store=object_store)
+        decoder.map(decode, range(len(dataset)))
+    lr, hr = (Ragged(b, o, s, np.uint8) for b, o, s in zip(buffers, offsets, shapes))
     return PairArrays(lr, hr, np.asarray(dataset.grey, dtype=bool), tuple(dataset.name(i) for i in range(len(dataset))),
                       data.scale, key)
 

@@ -145,6 +145,13 @@ class SRDataset:
         h, w = self.hr_sizes[i]
         return h // self.scale, w // self.scale
 
+    def shapes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 3)`` int64 shapes of every LR and HR array :meth:`pair` gives, from the file headers read when the
+        dataset was opened (no decoding): what a decoder allocates and checks memory with first."""
+        hr = np.array([(h, w, 3) for h, w in self.hr_sizes], dtype=np.int64).reshape(len(self), 3)
+        lr = np.array([(*self.lr_size(i), 3) for i in range(len(self))], dtype=np.int64).reshape(len(self), 3)
+        return lr, hr
+
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(LR, modcropped HR), uint8 HxWx3 each (greyscale replicated)."""
         lr, hr = self._load(i)

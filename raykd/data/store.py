@@ -24,19 +24,25 @@ process of the node), any other filesystem reads it in one sequential read (or b
 ``bench/store_speed.py`` measures both layouts side by side: for 20,000 images at 64 px (234 MiB) on a loaded
 2-core machine, Parquet rows saved at 41 MiB/s and loaded at 40 MiB/s (cold), 1.83x the array's size, peaking at
 4.5x (save) and 6.1x (load) the array in RSS; the raw file saved at 518 MiB/s and loaded at 786 MiB/s cold,
-966 MiB/s warm (the sha256 of every block is all a load costs), 1.000x the size, peaking at 1.23x (the array and
-a fixed ~54 MiB). Tables without raw columns are unchanged on disk, so their format version and keys stay.
+966 MiB/s warm when every block is hashed, 1.000x the size, peaking at 1.23x (the array and a fixed ~54 MiB).
+Tables without raw columns are unchanged on disk, so their format version and keys stay.
 
 Rows are written in row groups of about 64 MiB (:class:`TableWriter` appends them one by one, so a table need not
 fit in memory), and the file's key-value metadata (``raykd.store``) records the format version, the key, the row
 count, each column's dtype and shape, a sha256 of every column in every row group, and the caller's ``meta`` (and,
-for raw columns, their offsets, block rows and block checksums). :meth:`Store.load` verifies all of it (a raw file's
-size, then its blocks' sha256, hashed on threads: the one read of the file, which also brings it into the page cache
-for training); :meth:`Store.open` gives a lazy reader that verifies
-each row group (and raw block) as it is read, for tables larger than memory. A table that fails verification is
-reported (:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to
-``<key>.parquet.corrupt`` (its raw file to ``<key>.raw.corrupt``) and treated as absent, so the caller rebuilds
-it: nothing unverified is ever used.
+for raw columns, their offsets, block rows and block checksums). The first :meth:`Store.load` after a write
+verifies all of it (a raw file's size, then its blocks' sha256, hashed on threads: the one read of the file, which
+also brings it into the page cache for training); :meth:`Store.open` gives a lazy reader that verifies each row
+group (and raw block) as it is read, for tables larger than memory. Once every part has matched, the table is
+stamped (``<key>.verified``: each file's size, mtime and, on a local disk, ctime and inode, as they were when
+opened), and a later read whose files still match the stamp hashes nothing: it checks the header (the manifest:
+checksums cover every column, raw columns tile the raw file, whose size it says) and the stamp, and maps the raw
+file (``bench/store_speed.py``: 2.9 ms instead of 210 ms to read back 234 MiB warm). A truncated, extended,
+replaced or rewritten file (a write moves the ctime even where the mtime is put back) fails the stamp and is hashed
+again; what only a full hash finds, bits changed under the filesystem, :func:`verify_store` (``raykd verify``)
+finds, naming each damaged table, column and block. A table that fails verification is reported
+(:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to ``<key>.parquet.corrupt`` (its
+raw file to ``<key>.raw.corrupt``, its stamp deleted) and treated as absent, so the caller rebuilds it.
 
 Writers write to a unique temporary name in the same directory (fsynced on local disks) and then rename it onto
 the final name, so readers see either no table or a complete one, and racing writers of one key both leave a
@@ -52,8 +58,9 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +72,8 @@ import pyarrow.parquet as pq
 from raykd.config import CacheLayout, is_uri
 
 __all__ = ["RAW_ALIGNMENT", "STORE_FORMAT_VERSION", "Ragged", "Store", "StoreCorruptionWarning", "Table",
-           "TableReader", "TableWriter", "content_key", "file_sha256", "store_root", "cache_store"]
+           "TableCheck", "TableReader", "TableWriter", "content_key", "file_sha256", "store_root", "cache_store",
+           "verify_store"]
 
 # Bump whenever the on-disk layout or the meaning of a stored column changes: old tables then get new keys.
 STORE_FORMAT_VERSION = 2
@@ -157,10 +165,16 @@ class Ragged:
                                 f"with ndim {ndim} >= 1")
         native = np.dtype(dtype.name)
         data = np.concatenate([np.ascontiguousarray(r, dtype=native).reshape(-1) for r in arrays]).view(np.uint8)
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum([r.size * native.itemsize for r in arrays], out=offsets[1:])
         shapes = np.array([r.shape for r in arrays], dtype=np.int64).reshape(len(arrays), ndim)
-        return cls(data, offsets, shapes, native)
+        return cls(data, cls.byte_offsets(shapes, native), shapes, native)
+
+    @staticmethod
+    def byte_offsets(shapes: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``(N + 1,)`` int64 byte offsets of rows of ``shapes`` (``(N, ndim)``) and ``dtype`` laid back to back:
+        where each row starts in a Ragged's buffer (the last: the buffer's size)."""
+        offsets = np.zeros(len(shapes) + 1, dtype=np.int64)
+        np.cumsum(np.prod(shapes, axis=1, dtype=np.int64) * np.dtype(dtype).itemsize, out=offsets[1:])
+        return offsets
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -277,8 +291,9 @@ def _spec(col: Column) -> dict[str, Any]:
     return {"dtype": col.dtype.name, "shape": list(col.shape[1:])}
 
 
-def _decode_group(batch: pa.Table, header: dict[str, Any], group: int) -> dict[str, Column]:
-    """One row group's columns, verified against the header; raises _Corrupt with the reason."""
+def _decode_group(batch: pa.Table, header: dict[str, Any], group: int, check: bool = True) -> dict[str, Column]:
+    """One row group's columns, checked against the header (their sha256 too when ``check``); raises _Corrupt with
+    the reason."""
     rows = header["group_rows"][group]
     if batch.num_rows != rows:
         raise _Corrupt(f"row group {group} has {batch.num_rows} rows, its header says {rows}")
@@ -301,7 +316,7 @@ def _decode_group(batch: pa.Table, header: dict[str, Any], group: int) -> dict[s
         else:
             shape = tuple(int(s) for s in spec["shape"])
             col = _fixed(chunk, name, int(np.prod(shape)), dtype).reshape((rows, *shape))
-        if _column_checksum(col, 0, rows) != header["checksums"][name][group]:
+        if check and _column_checksum(col, 0, rows) != header["checksums"][name][group]:
             raise _Corrupt(f"sha256 mismatch in column {name!r}, row group {group}")
         out[name] = col
     return out
@@ -391,21 +406,26 @@ def _concat(parts: list[dict[str, Column]]) -> dict[str, Column]:
 class _RawFile:
     """A table's ``<key>.raw``, its size checked against the header when opened. Local: memory-mapped, so a column
     or block is a read-only view of the page cache (no copy). Elsewhere: read whole in one sequential read
-    (``whole``), or each block by one ranged read."""
+    (``whole``), or each block by one ranged read. ``stat`` is what the cheap check compares (:meth:`Store.stat`,
+    of the very file mapped or read); blocks are hashed unless ``trusted`` (set by the reader when the table's
+    stamp matches)."""
 
     def __init__(self, store: "Store", key: str, header: dict[str, Any], whole: bool) -> None:
         self.fs, self.path, self.columns = store.fs, store.raw_path(key), header["raw"]
         self.buffer: Any = None
+        self.trusted = False
         try:
             if store.local:
                 with open(self.path, "rb") as fh:
-                    self._check_size(os.fstat(fh.fileno()).st_size, header)
+                    self.stat = store.stat(self.path, fh.fileno())
+                    self._check_size(self.stat[0], header)
                     self.buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # the map outlives the file
                 if whole:
-                    self.buffer.madvise(mmap.MADV_WILLNEED)  # read ahead of the verification's page faults
+                    self.buffer.madvise(mmap.MADV_WILLNEED)  # read ahead of the verification's (or training's) faults
             else:
                 with self.fs.open_input_file(self.path) as fh:
                     self._check_size(fh.size(), header)
+                    self.stat = store.stat(self.path)
                     if whole:
                         self.buffer = fh.read_buffer()
         except FileNotFoundError:
@@ -416,7 +436,7 @@ class _RawFile:
             raise _Corrupt(f"its raw file {self.path} has {size} bytes, its header says {header['raw_bytes']}")
 
     def block(self, name: str, b: int) -> np.ndarray:
-        """Rows of block ``b`` of raw column ``name``, verified against the block's sha256."""
+        """Rows of block ``b`` of raw column ``name``, verified against the block's sha256 (unless trusted)."""
         spec = self.columns[name]
         rows, row_bytes = spec["block_rows"][b], _row_bytes(spec)
         offset, nbytes = spec["offset"] + sum(spec["block_rows"][:b]) * row_bytes, rows * row_bytes
@@ -425,17 +445,18 @@ class _RawFile:
         else:
             with self.fs.open_input_file(self.path) as fh:
                 data = np.frombuffer(fh.read_at(nbytes, offset), np.uint8)
-        if len(data) != nbytes or hashlib.sha256(data).hexdigest() != spec["checksums"][b]:
+        if len(data) != nbytes or not self.trusted and _sha256(data) != spec["checksums"][b]:
             raise _Corrupt(f"sha256 mismatch in raw column {name!r}, block {b} of {self.path}")
         return data.view(spec["dtype"]).reshape((rows, *spec["shape"]))
 
     def column(self, name: str) -> np.ndarray:
-        """All of raw column ``name``: one view of the mapped (or read) buffer, every block verified first, on
-        threads (hashlib releases the GIL: about 800 MiB/s per core here)."""
+        """All of raw column ``name``: one view of the mapped (or read) buffer, every block verified first unless
+        trusted, on threads (hashlib releases the GIL: about 800 MiB/s per core here)."""
         spec = self.columns[name]
         blocks = range(len(spec["block_rows"]))
-        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda b: self.block(name, b), blocks))
+        if not self.trusted:
+            with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+                list(pool.map(lambda b: self.block(name, b), blocks))
         rows = sum(spec["block_rows"])
         count = rows * int(np.prod(spec["shape"], dtype=np.int64))
         return np.frombuffer(self.buffer, spec["dtype"], count, spec["offset"]).reshape((rows, *spec["shape"]))
@@ -444,19 +465,24 @@ class _RawFile:
 class TableReader:
     """A stored table opened lazily: row group ``i`` is read and verified by :meth:`group`, block ``b`` of a raw
     column by :meth:`raw_block` (streaming tables larger than memory). ``group_rows`` lists each group's row count,
-    ``raw_rows(name)`` each block's."""
+    ``raw_rows(name)`` each block's. Nothing is hashed when the table's stamp matched (``trusted``); otherwise
+    each part is hashed as read, and once every part has been (with raw columns: every raw block, then the row
+    groups not read yet), the stamp is written (``stamp``)."""
 
-    def __init__(self, store: "Store", key: str, header: dict[str, Any], raw: _RawFile | None) -> None:
-        self.store, self.key, self.header, self.raw = store, key, header, raw
+    def __init__(self, store: "Store", key: str, header: dict[str, Any], raw: _RawFile | None,
+                 stamp: dict[str, Any] | None = None, trusted: bool = False) -> None:
+        self.store, self.key, self.header, self.raw, self.trusted = store, key, header, raw, trusted
         self.meta: dict[str, Any] = dict(header["meta"])
         self.group_rows: list[int] = list(header["group_rows"])
         self.num_rows: int = int(header["num_rows"])
+        self._stamp = None if trusted else stamp
+        self._unhashed = {("", i) for i in range(len(self.group_rows))} | {
+            (name, b) for name, spec in header["raw"].items() for b in range(len(spec["block_rows"]))}
 
     def group(self, i: int) -> dict[str, Column]:
         """Row group ``i`` of the Parquet columns (raw columns are read by :meth:`raw_block`)."""
         try:
-            with self.store.fs.open_input_file(self.store.path(self.key)) as fh:
-                return _decode_group(pq.ParquetFile(fh).read_row_group(i), self.header, i)
+            return self._group(i)
         except _Corrupt as exc:
             self._failed(exc)
 
@@ -466,9 +492,30 @@ class TableReader:
     def raw_block(self, name: str, b: int) -> np.ndarray:
         """Block ``b`` of raw column ``name`` (read-only; a view of the mapped file on a local store)."""
         try:
-            return self.raw.block(name, b)
+            return self._raw_block(name, b)
         except _Corrupt as exc:
             self._failed(exc)
+
+    def _group(self, i: int) -> dict[str, Column]:
+        with self.store.fs.open_input_file(self.store.path(self.key)) as fh:
+            group = _decode_group(pq.ParquetFile(fh).read_row_group(i), self.header, i, check=not self.trusted)
+        self._hashed(("", i))
+        return group
+
+    def _raw_block(self, name: str, b: int) -> np.ndarray:
+        block = self.raw.block(name, b)
+        self._hashed((name, b))
+        return block
+
+    def _hashed(self, part: tuple[str, int]) -> None:
+        self._unhashed.discard(part)
+        raw_left = any(name for name, _ in self._unhashed)
+        if self._stamp is None or raw_left or (self._unhashed and not self.header["raw"]):
+            return
+        stamp, self._stamp = self._stamp, None
+        for _, i in sorted(self._unhashed):  # every raw block matched: the Parquet groups left (a split's labels,
+            self._group(i)  # which a streamed split never reads) are hashed now, so the table can be stamped
+        self.store.write_stamp(self.key, stamp)
 
     def _failed(self, exc: _Corrupt) -> None:
         path = self.store.path(self.key)
@@ -669,6 +716,17 @@ class Store:
         """A :class:`TableWriter` for ``key``: row groups appended one by one (tables larger than memory)."""
         return TableWriter(self, key, meta)
 
+    def stamp_path(self, key: str) -> str:
+        """Where the stamp of ``key``'s last full verification is kept (beside its Parquet file)."""
+        _check_key(key)
+        return f"{self.root}/{key}.verified"
+
+    def keys(self) -> list[str]:
+        """The keys of the tables in the store, sorted."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        names = [info.base_name for info in infos if info.type == pafs.FileType.File]
+        return sorted(n[:-8] for n in names if n.endswith(".parquet") and _KEY_RE.fullmatch(n[:-8]))
+
     def load(self, key: str) -> Table | None:
         """The verified table for ``key``, or ``None`` if absent or if it failed verification (then reported)."""
         return self._read(key, whole=True)
@@ -679,35 +737,88 @@ class Store:
         return self._read(key, whole=False)
 
     def _read(self, key: str, whole: bool) -> Table | TableReader | None:
+        try:
+            return self._verified(key, whole, full=False)
+        except _Corrupt as exc:
+            reason = str(exc)
+        except _UNREADABLE as exc:
+            reason = _unreadable(exc)
+        self.discard(key, reason)
+        return None
+
+    def _verified(self, key: str, whole: bool, full: bool) -> Table | TableReader | None:
+        """``key``'s table (``whole``) or lazy reader, or None if absent; raises _Corrupt (or what a damaged file
+        raises). Hashes everything unless its stamp matches and not ``full``; a whole table hashed is stamped."""
         path = self.path(key)
+        before = self.stat(path)
         try:
             fh = self.fs.open_input_file(path)
         except FileNotFoundError:
             return None
+        with fh:
+            parquet = pq.ParquetFile(fh)
+            header = _read_header(parquet.metadata.metadata, key)
+            if parquet.num_row_groups != len(header["group_rows"]):
+                raise _Corrupt(f"it has {parquet.num_row_groups} row groups, its header says "
+                               f"{len(header['group_rows'])}")
+            raw = _RawFile(self, key, header, whole) if header["raw"] else None
+            stamp = _stamp(key, before if self.stat(path) == before else None, raw)
+            trusted = not full and stamp is not None and self._read_stamp(key) == stamp
+            if raw is not None:
+                raw.trusted = trusted
+            if not whole:
+                return TableReader(self, key, header, raw, stamp, trusted)
+            parts = [_decode_group(parquet.read_row_group(i), header, i, check=not trusted)
+                     for i in range(parquet.num_row_groups)]
+        columns = _concat(parts)
+        columns.update({name: raw.column(name) for name in header["raw"]})
+        if not trusted and stamp is not None:
+            self.write_stamp(key, stamp)
+        return Table(key, columns, header["meta"])
+
+    def stat(self, path: str, fd: int | None = None) -> list[int | None] | None:
+        """What the cheap check compares of a file (of ``fd`` when given): its size and mtime (ns) and, on a local
+        disk, its ctime (ns: changed by any write, even one that puts the mtime back) and inode; None where the file
+        is missing or the filesystem keeps no mtime (that table is then hashed on every read)."""
         try:
-            with fh:
-                parquet = pq.ParquetFile(fh)
-                header = _read_header(parquet.metadata.metadata, key)
-                if parquet.num_row_groups != len(header["group_rows"]):
-                    raise _Corrupt(f"it has {parquet.num_row_groups} row groups, its header says "
-                                   f"{len(header['group_rows'])}")
-                raw = _RawFile(self, key, header, whole) if header["raw"] else None
-                if not whole:
-                    return TableReader(self, key, header, raw)
-                parts = [_decode_group(parquet.read_row_group(i), header, i) for i in range(parquet.num_row_groups)]
-            columns = _concat(parts)
-            columns.update({name: raw.column(name) for name in header["raw"]})
-            return Table(key, columns, header["meta"])
-        except _Corrupt as exc:
-            reason = str(exc)
-        except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
-            reason = f"unreadable Parquet ({type(exc).__name__}: {exc})"
-        self.discard(key, reason)
-        return None
+            if self.local:
+                st = os.stat(path) if fd is None else os.fstat(fd)
+                return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            info = self.fs.get_file_info(path)
+        except OSError:
+            return None
+        if info.type != pafs.FileType.File or info.mtime_ns is None:
+            return None
+        return [info.size, info.mtime_ns, None, None]
+
+    def _read_stamp(self, key: str) -> Any:
+        try:
+            with self.fs.open_input_file(self.stamp_path(key)) as fh:
+                return json.loads(fh.read())
+        except (OSError, ValueError):  # absent, unreadable or half-written by hand: the table is hashed
+            return None
+
+    def write_stamp(self, key: str, stamp: Mapping[str, Any]) -> None:
+        """Record that ``key``'s files, as ``stamp`` describes them, were hashed in full and matched (atomically:
+        written aside, then renamed; a read-only store just hashes again next time)."""
+        tmp = f"{self.root}/.{key}.{os.getpid()}.{uuid.uuid4().hex}.verified.tmp"
+        try:
+            with self.fs.open_output_stream(tmp) as fh:
+                fh.write(canonical_json(stamp).encode())
+            self.fs.move(tmp, self.stamp_path(key))
+        except OSError:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
 
     def discard(self, key: str, reason: str) -> None:
-        """Move a table that failed verification aside (``.corrupt``, its raw file too) and warn, naming the file
-        and the reason."""
+        """Move a table that failed verification aside (``.corrupt``, its raw file too), drop its stamp and warn,
+        naming the file and the reason."""
+        try:
+            self.fs.delete_file(self.stamp_path(key))
+        except OSError:  # FileNotFoundError included: never verified
+            pass
         path = self.path(key)
         aside = path + ".corrupt"
         try:
@@ -721,6 +832,63 @@ class Store:
             pass  # a table without raw columns, or a raw file already moved
         warnings.warn(f"stored table {path} failed verification: {reason}; {outcome}; it will be rebuilt",
                       StoreCorruptionWarning, stacklevel=3)
+
+
+_UNREADABLE = (pa.ArrowException, OSError, ValueError, KeyError, TypeError)  # what damaged Parquet raises
+
+
+def _unreadable(exc: BaseException) -> str:
+    return f"unreadable Parquet ({type(exc).__name__}: {exc})"
+
+
+def _stamp(key: str, parquet: list[int | None] | None, raw: _RawFile | None) -> dict[str, Any] | None:
+    """What a table's stamp says when it was hashed in full as it is now: its files' :meth:`Store.stat` (the
+    Parquet file's covers its header, the manifest of checksums and offsets, which every read checks for
+    consistency and against the raw file's size); None when a stat is unknown or changed while it was opened."""
+    raw_stat = None if raw is None else raw.stat
+    if parquet is None or (raw is not None and raw_stat is None):
+        return None
+    return {"key": key, "parquet": parquet, "raw": raw_stat}
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """One table's full check (:func:`verify_store`): ``problem`` is None when every sha256 matched, else what
+    failed (the table was then moved aside, to be rebuilt by the run that needs it); ``nbytes`` were hashed."""
+
+    key: str
+    path: str
+    nbytes: int
+    problem: str | None
+
+
+def verify_store(store: Store, keys: Sequence[str] | None = None) -> Iterator[TableCheck]:
+    """Hash every table of ``store`` (or ``keys``) in full, whatever their stamps say, one :class:`TableCheck` per
+    table as it is done (``raykd verify``): what the cheap check on load cannot see, bits flipped in place, is found
+    here. A table read by row group and raw block, so memory stays at one block; sound tables are stamped anew."""
+    for key in store.keys() if keys is None else keys:
+        yield _verify_table(store, key)
+
+
+def _verify_table(store: Store, key: str) -> TableCheck:
+    nbytes = 0
+    try:
+        reader = store._verified(key, whole=False, full=True)
+        if reader is None:
+            return TableCheck(key, store.path(key), 0, "no such table")
+        for i in range(len(reader.group_rows)):
+            nbytes += sum(col.nbytes for col in reader._group(i).values())
+        for name in reader.header["raw"]:
+            nbytes += sum(reader._raw_block(name, b).nbytes for b in range(len(reader.raw_rows(name))))
+        return TableCheck(key, store.path(key), nbytes, None)
+    except _Corrupt as exc:
+        problem = str(exc)
+    except _UNREADABLE as exc:
+        problem = _unreadable(exc)
+    with warnings.catch_warnings():  # the check itself reports it
+        warnings.simplefilter("ignore", StoreCorruptionWarning)
+        store.discard(key, problem)
+    return TableCheck(key, store.path(key), nbytes, problem)
 
 
 def store_root(cache_dir: str | os.PathLike) -> str:
