@@ -3,7 +3,7 @@
 (a paper sweep, as ``python sweeps/NAME.py``), ``raykd export RUN_DIR`` (a sweep's best student to a directory of
 its own), ``raykd evaluate DIR`` (a classifier's accuracy on the val split it was trained with) and ``raykd compare
 RUN_A RUN_B`` (two sweeps side by side); ``raykd monitor`` (a Prometheus scraping the Ray nodes, and raykd's
-Grafana dashboard)."""
+Grafana dashboard); ``raykd verify`` (the cache's store hashed in full)."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from raykd.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig,
-                          TrainConfig, default_cache_dir)
+from raykd.config import (CacheLayout, DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig,
+                          TeacherConfig, TrainConfig, default_cache_dir)
 from raykd.console import UserError, add_common_flags, json_object, key_values, run_command
 
 __all__ = ["main"]
@@ -62,6 +62,42 @@ def _add_eval_sr(e: argparse.ArgumentParser) -> None:
     add_common_flags(e)
 
 
+def _add_store_tools(sub: Any) -> None:
+    """``raykd monitor`` and ``raykd verify``: the tools that look after a sweep's machines and cache."""
+    m = sub.add_parser("monitor", help="run Prometheus on the Ray nodes' metrics (raykd's series live) and put "
+                       "raykd's Grafana dashboard beside Ray's; until Ctrl-C")
+    m.add_argument("--ray-temp-dir", type=Path, default=Path("/tmp/ray"), help="Ray's temp dir (ray start "
+                   "--temp-dir; default /tmp/ray), where Ray lists its nodes' metrics ports")
+    m.add_argument("--port", type=int, default=9090, help="Prometheus's port on 127.0.0.1 (default 9090, where "
+                   "Ray's dashboard and Grafana look unless RAY_PROMETHEUS_HOST says otherwise)")
+    m.add_argument("--scrape-interval", default="10s", help="how often Prometheus reads the nodes (default 10s, "
+                   "Ray's export interval)")
+    m.add_argument("--data-dir", type=Path, default=CacheLayout.of(default_cache_dir(), "$RAYKD_CACHE").prometheus,
+                   help="Prometheus's config, data and log (default <cache>/prometheus)")
+    add_common_flags(m)
+    y = sub.add_parser("verify", help="hash every table of the cache's store in full (decoded splits, teacher "
+                       "tables), naming each damaged one: it is moved aside and the next run that needs it rebuilds it")
+    y.add_argument("--cache-dir", default=default_cache_dir(), help="the cache to check (default $RAYKD_CACHE or "
+                   "~/.cache/raykd)")
+    add_common_flags(y)
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``raykd verify``: every table of the cache's store hashed in full; exit 1 when any was damaged."""
+    from raykd.data.store import cache_store, verify_store
+
+    damaged = 0
+    for check in verify_store(cache_store(args.cache_dir)):
+        if check.problem is None:
+            print(f"ok      {check.path} ({check.nbytes / 2**20:.1f} MiB hashed)", flush=True)
+        else:
+            damaged += 1
+            print(f"DAMAGED {check.path}: {check.problem}; moved aside, the next run that needs it rebuilds it",
+                  flush=True)
+    print(f"{damaged} damaged table(s)" if damaged else "every table matched its sha256")
+    return 1 if damaged else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raykd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,17 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="two finished sweeps side by side: each method's result, the winners, "
                                        "the teachers, and every config field that differs")
     c.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="results directories, <storage>/<name>")
-    m = sub.add_parser("monitor", help="run Prometheus on the Ray nodes' metrics (raykd's series live) and put "
-                       "raykd's Grafana dashboard beside Ray's; until Ctrl-C")
-    m.add_argument("--ray-temp-dir", type=Path, default=Path("/tmp/ray"), help="Ray's temp dir (ray start "
-                   "--temp-dir; default /tmp/ray), where Ray lists its nodes' metrics ports")
-    m.add_argument("--port", type=int, default=9090, help="Prometheus's port on 127.0.0.1 (default 9090, where "
-                   "Ray's dashboard and Grafana look unless RAY_PROMETHEUS_HOST says otherwise)")
-    m.add_argument("--scrape-interval", default="10s", help="how often Prometheus reads the nodes (default 10s, "
-                   "Ray's export interval)")
-    m.add_argument("--data-dir", type=Path, default=Path(default_cache_dir()) / "prometheus",
-                   help="Prometheus's config, data and log (default <cache>/prometheus)")
-    add_common_flags(m)
+    _add_store_tools(sub)
     s = sub.add_parser("sweep", help="run a paper sweep (as python sweeps/NAME.py); NAME --help lists its flags",
                        add_help=False)
     s.add_argument("name")
@@ -214,7 +240,7 @@ def _data_root(args: argparse.Namespace) -> str | None:
     """``--data-root``; the built-in digits are written under ``--cache-dir`` (as the sweeps do), never to the
     default cache when another is given."""
     if args.data_root is None and args.data == "demo":
-        return str(Path(args.cache_dir).expanduser().resolve() / "datasets" / "digits-32")
+        return str(CacheLayout.of(args.cache_dir).dataset("digits-32"))
     return args.data_root
 
 
@@ -257,6 +283,8 @@ def _run(args: argparse.Namespace) -> int:
         from raykd.monitoring import monitor
 
         return monitor(args.ray_temp_dir, args.data_dir.expanduser(), args.port, args.scrape_interval)
+    if args.command == "verify":
+        return verify(args)
     if args.command == "sweep":
         from raykd.sweeps import run
 

@@ -812,6 +812,19 @@ def test_verify_rehashes_everything_and_names_each_damaged_table(tmp_path, monke
     assert [c.problem for c in store_mod.verify_store(store, [key])] == ["no such table"]
 
 
+def test_raykd_verify_names_the_damaged_table_and_exits_1(tmp_path, monkeypatch, capsys):
+    from raykd.cli import main
+
+    store, key, _ = _saved_raw(tmp_path / "cache" / "store", monkeypatch)
+    assert store.load(key) is not None
+    assert main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "every table matched its sha256" in capsys.readouterr().out
+    _rot(store, key)
+    assert main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED {store.path(key)}: sha256 mismatch in raw column 'pixels'" in out and "1 damaged" in out
+
+
 # ------------------------------------------------------------------------------------------ teacher tables
 
 
