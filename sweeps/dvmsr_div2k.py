@@ -2,6 +2,7 @@
 
     python sweeps/dvmsr_div2k.py --smoke                                  # the whole pipeline on built-in data
     python sweeps/dvmsr_div2k.py --download --val-root benchmark/Set5      # DIV2K into the cache dir, then the sweep
+    python sweeps/dvmsr_div2k.py --val-root benchmark/Set5 --recipe paper  # 500k iterations of 128, the paper's
 """
 import sys
 

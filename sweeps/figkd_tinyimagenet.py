@@ -2,6 +2,7 @@
 
     python sweeps/figkd_tinyimagenet.py --smoke              # the whole pipeline on the built-in demo data
     python sweeps/figkd_tinyimagenet.py --download           # TinyImageNet into the cache dir, then the sweep
+    python sweeps/figkd_tinyimagenet.py --recipe paper       # the KD protocol's 240 epochs
 """
 import sys
 

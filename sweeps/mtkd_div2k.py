@@ -2,6 +2,7 @@
 
     python sweeps/mtkd_div2k.py --smoke                                    # the whole pipeline on built-in data
     python sweeps/mtkd_div2k.py --download --val-root benchmark/Set5 --set14-root benchmark/Set14
+    python sweeps/mtkd_div2k.py --val-root benchmark/Set5 --recipe paper --teacher-checkpoints swinir=F rcan=F edsr=F
 """
 import sys
 

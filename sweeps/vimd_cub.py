@@ -2,6 +2,7 @@
 
     python sweeps/vimd_cub.py --smoke                          # the whole pipeline on the built-in demo data
     python sweeps/vimd_cub.py --data-root /data/CUB_200_2011   # 224 HR, 56 LR
+    python sweeps/vimd_cub.py --data-root ... --recipe paper --teacher-init vim_t.pth --sr-checkpoint srgan.pth
 """
 import sys
 

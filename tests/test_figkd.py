@@ -177,3 +177,20 @@ def test_level_is_checked_for_type_and_range_before_any_tensor_work(monkeypatch)
         FiGKDLoss(level=50, num_classes=200)
     with pytest.raises(ValueError, match=r"level=5 is too deep for 100 classes"):
         logits_to_matrix(z, level=5)
+
+
+def test_per_sample_reduction_sums_each_samples_coefficients_by_hand() -> None:
+    """16 logits: a 4 x 4 matrix, one Haar level, four 2 x 2 blocks. A teacher logit of 1 at (0, 0) puts +-1/2 in
+    each detail band of block (0, 0); a logit of 2 at (1, 1) puts +-1 there. Per sample: the sum over the three
+    bands' coefficients, then the batch mean; the default mean divides each band by its 4 coefficients."""
+    s = torch.zeros(2, 16, dtype=torch.float64)
+    t = torch.zeros(2, 16, dtype=torch.float64)
+    t[0, 0], t[1, 5] = 1.0, 2.0
+    assert figkd_hf_loss(s, t, reduction="sample").item() == pytest.approx((3 * 0.25 + 3 * 1.0) / 2)
+    assert figkd_hf_loss(s, t, distance="l1", reduction="sample").item() == pytest.approx((3 * 0.5 + 3 * 1.0) / 2)
+    assert figkd_hf_loss(s, t).item() == pytest.approx((0.25 / 4 + 1.0 / 4) / 2)  # mean over 2 x 4 x 3 terms
+    assert FiGKDLoss(reduction="sample")(s, t).item() == pytest.approx(1.875)
+    shifted = figkd_hf_loss(s + 3.0, t, reduction="sample")  # the detail bands ignore a constant shift
+    assert shifted.item() == pytest.approx(1.875)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        figkd_hf_loss(s, t, reduction="sum")

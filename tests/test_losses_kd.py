@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from raykd.losses.kd import dkd_loss, dkd_terms, kd_loss
+from raykd.losses.kd import MLKD_TEMPERATURES, dkd_loss, dkd_terms, kd_loss, mlkd_terms
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -95,3 +95,35 @@ def test_mismatched_shapes_and_bad_temperature_are_rejected() -> None:
         kd_loss(s, t, T=0.0)
     with pytest.raises(ValueError, match="target"):
         dkd_loss(s, t, y[:2])
+
+
+def _mlkd_ref(s: np.ndarray, t: np.ndarray, temperatures: tuple[float, ...]) -> tuple[float, float, float]:
+    """MLKD's eq. 4-8 element by element: instance KL, batch Gram (B x B) and class correlation (C x C)."""
+    b, c = s.shape
+    instance = batch = klass = 0.0
+    for T in temperatures:
+        ps = np.array([_softmax(s[i] / T) for i in range(b)])
+        pt = np.array([_softmax(t[i] / T) for i in range(b)])
+        instance += T**2 * sum(_kl(pt[i], ps[i]) for i in range(b)) / b
+        for i in range(b):
+            for j in range(b):
+                batch += (sum(pt[i, k] * pt[j, k] for k in range(c)) - sum(ps[i, k] * ps[j, k] for k in range(c))
+                          ) ** 2 / b
+        for k in range(c):
+            for m in range(c):
+                klass += (sum(pt[i, k] * pt[i, m] for i in range(b)) - sum(ps[i, k] * ps[i, m] for i in range(b))
+                          ) ** 2 / c
+    return instance, batch, klass
+
+
+@pytest.mark.parametrize("b, c", [(5, 7), (3, 10)])
+def test_mlkd_terms_match_the_papers_equations(b: int, c: int) -> None:
+    s, t, _ = _logits(b, c, seed=b * c)
+    got = mlkd_terms(s, t)
+    want = _mlkd_ref(s.numpy(), t.numpy(), MLKD_TEMPERATURES)
+    for g, w in zip(got, want):
+        assert g.item() == pytest.approx(w, rel=1e-10)
+    assert MLKD_TEMPERATURES == (2.0, 3.0, 4.0, 5.0, 6.0)  # the released code's temperatures
+    assert all(v.item() == pytest.approx(0.0, abs=1e-12) for v in mlkd_terms(t, t))
+    with pytest.raises(ValueError, match="temperature"):
+        mlkd_terms(s, t, ())

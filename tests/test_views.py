@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from raykd.config import DataConfig
 from raykd.data.arrays import ImageArrays, PairArrays
 from raykd.data.batches import ClassificationBatches, SRBatches
 from raykd.data.store import Ragged
-from raykd.data.views import CropFlip, LowResolution, PatchViews, normalise, uniforms
+from raykd.data.views import CropFlip, LowResolution, PatchViews, ResizedCrop, normalise, uniforms
 
 CPU = torch.device("cpu")
 
@@ -353,3 +354,54 @@ def test_sr_epochs_draw_fresh_patches_and_reuse_replays_them():
     # the whole LR image a teacher is run on
     whole = SRBatches(arrays, DataConfig(task="sr", dataset="paired", scale=2, patch_size=5), 0).whole(2, CPU)
     assert torch.equal(whole[0], torch.from_numpy(np.array(arrays.lr[2])).permute(2, 0, 1).float() / 255.0)
+
+
+# ------------------------------------------------------------------------------------------------ resized crops
+
+
+def _resized_reference(image: torch.Tensor, top: int, left: int, h: int, w: int, mirrored: bool, size: int):
+    """One sample by hand: crop the box, F.interpolate it (bilinear, align_corners=False), mirror, round."""
+    box = image[top:top + h, left:left + w].permute(2, 0, 1)[None].float()
+    out = F.interpolate(box, size=(size, size), mode="bilinear", align_corners=False)[0]
+    return (out.flip(-1) if mirrored else out).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_resized_crops_replay_from_seed_sample_and_view_alone():
+    views, index = ResizedCrop(seed=5, size=24), np.arange(300) * 3
+    first = views.draw(index, 7, 48, 40)
+    again = ResizedCrop(seed=5, size=24).draw(index.copy(), 7, 48, 40)  # another process: same draws
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    alone = views.draw(index[41:42], 7, 48, 40)  # a sample's view does not depend on its batch
+    assert all(np.array_equal(a[41:42], b) for a, b in zip(first, alone))
+    other = views.draw(index, 8, 48, 40)
+    assert (first[2] != other[2]).mean() > 0.9  # the next view (epoch) draws new boxes
+    top, left, h, w, _ = first
+    assert ((top >= 0) & (left >= 0) & (top + h <= 48) & (left + w <= 40)).all()
+    area = h * w / (48 * 40)
+    assert area.min() >= 0.07 and area.max() <= 1.0 and ((w / h >= 0.7) & (w / h <= 1.4)).all()
+
+
+def test_resized_crops_of_a_batch_equal_each_samples_crop_and_interpolate():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 32, 28, 3), generator=g, dtype=torch.uint8)
+    views, index = ResizedCrop(seed=1, size=16, scale=(0.2, 1.0)), np.arange(64) + 100
+    out = views.apply(images, index, 3)
+    assert out.shape == (64, 3, 16, 16) and out.dtype == torch.uint8
+    draws = views.draw(index, 3, 32, 28)
+    assert draws[4].any() and not draws[4].all()  # both mirrored and plain samples are checked
+    for i in range(64):
+        ref = _resized_reference(images[i], *(int(d[i]) for d in draws[:4]), bool(draws[4][i]), 16)
+        assert (out[i].int() - ref.int()).abs().max() <= 1  # float rounding at .5 levels at most
+    assert torch.equal(out, views.apply(images.clone(), index, 3))  # replayed exactly
+    assert ResizedCrop(seed=1, size=16).describe() != ResizedCrop(seed=1, size=16, scale=(0.5, 1.0)).describe()
+
+
+def test_resized_crops_fall_back_to_the_centred_box_and_refuse_bad_ranges():
+    # no drawn box fits a ratio far outside the image's: torchvision's fallback, the whole clamped image, centred
+    top, left, h, w, _ = ResizedCrop(seed=0, size=8, ratio=(4.0, 5.0), attempts=1).draw(np.arange(50), 0, 40, 40)
+    fell = (w > 0) & (h == 10)
+    assert fell.any() and (left[fell] == 0).all() and (top[fell] == 15).all() and (w[fell] == 40).all()
+    with pytest.raises(ValueError, match="scale"):
+        ResizedCrop(seed=0, size=8, scale=(0.5, 1.5))
+    with pytest.raises(ValueError, match="ratio"):
+        ResizedCrop(seed=0, size=8, ratio=(2.0, 1.0))

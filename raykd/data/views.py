@@ -8,7 +8,9 @@ in one vectorised numpy call. Epoch ``e`` trains on view ``e`` (``DataConfig.vie
 * Classification (:class:`CropFlip`): the image, resized to ``size`` when decoded, zero-padded by ``padding``, a
   ``size`` crop at a drawn offset, mirrored with probability 1/2 when ``flip`` (the CIFAR / TinyImageNet KD recipe).
   The crop of a whole uint8 batch is one gather, its flips one more; :func:`normalise` and :class:`LowResolution`
-  (the LR student input of DFD and ViMD) follow on the same device.
+  (the LR student input of DFD and ViMD) follow on the same device. :class:`ResizedCrop` is the ImageNet /
+  fine-grained recipe instead (torchvision's ``RandomResizedCrop``: a box of a drawn area fraction and aspect
+  ratio, resized to ``size``, then the mirror), its resampling a few gathers for the whole batch.
 * Super-resolution (:class:`PatchViews`): an LR box of ``patch`` pixels at a drawn position of each image, a
   horizontal flip and a number of quarter turns (BasicSR's paired random crop and ``augment``); the same box times
   the scale is cut from the HR image and from any whole-image teacher output, so LR patch, HR patch and teacher
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VIEW_FORMAT", "uniforms", "CropFlip", "LowResolution", "PatchViews", "normalise", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+__all__ = ["VIEW_FORMAT", "uniforms", "CropFlip", "ResizedCrop", "LowResolution", "PatchViews", "normalise",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # Bumped whenever the way views are drawn or applied changes: stored teacher outputs of old views get new keys.
 VIEW_FORMAT = 2
@@ -114,6 +116,93 @@ class CropFlip:
         """What determines the views, for content keys."""
         return {"views": "crop_flip", "format": VIEW_FORMAT, "seed": self.seed, "size": self.size,
                 "padding": self.padding, "flip": self.flip}
+
+
+@dataclass(frozen=True)
+class ResizedCrop:
+    """Random-resized-crop views (torchvision's ``RandomResizedCrop``, Szegedy et al. 2015's augmentation, the
+    fine-grained recipe of FiGKD's and ViMD's CUB runs): a box covering a fraction in ``scale`` of the image with
+    aspect ratio (width / height) log-uniform in ``ratio``, resized to ``size`` x ``size`` (bilinear, no
+    antialiasing: ``F.interpolate(mode="bilinear", align_corners=False)`` of the box), mirrored with probability
+    1/2 when ``flip``. As torchvision does, ``attempts`` boxes are drawn and the first that fits is taken, else a
+    centred box of the image clamped to the ratio range. Every draw comes from (seed, sample, view) alone."""
+
+    seed: int
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    attempts: int = 10
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"ResizedCrop scale={self.scale}: expected 0 < low <= high <= 1 (e.g. (0.08, 1.0))")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ResizedCrop ratio={self.ratio}: expected 0 < low <= high (e.g. (0.75, 1.333))")
+
+    def draw(self, index: np.ndarray, view: np.ndarray | int, height: int, width: int) -> tuple[np.ndarray, ...]:
+        """``(top, left, box_height, box_width, mirrored)`` per sample of ``height`` x ``width`` images."""
+        n = self.attempts
+        u = uniforms(self.seed, index, view, 2 * n + 3)
+        area = u[:, :n] * (self.scale[1] - self.scale[0]) + self.scale[0]
+        log_low, log_high = np.log(self.ratio[0]), np.log(self.ratio[1])
+        aspect = np.exp(u[:, n:2 * n] * (log_high - log_low) + log_low)
+        w = np.rint(np.sqrt(area * height * width * aspect)).astype(np.int64)
+        h = np.rint(np.sqrt(area * height * width / aspect)).astype(np.int64)
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first, found = fits.argmax(axis=1), fits.any(axis=1)
+        rows = np.arange(len(u))
+        h, w = np.where(found, h[rows, first], 0), np.where(found, w[rows, first], 0)
+        # torchvision's fallback: the whole image, clamped to the ratio range, centred
+        if width / height < self.ratio[0]:
+            fh, fw = int(round(width / self.ratio[0])), width
+        elif width / height > self.ratio[1]:
+            fh, fw = height, int(round(height * self.ratio[1]))
+        else:
+            fh, fw = height, width
+        h, w = np.where(found, h, fh), np.where(found, w, fw)
+        top = np.where(found, _integers(u[:, 2 * n], height - h + 1), (height - h) // 2)
+        left = np.where(found, _integers(u[:, 2 * n + 1], width - w + 1), (width - w) // 2)
+        return top, left, h, w, (u[:, 2 * n + 2] < 0.5) & self.flip
+
+    def apply(self, images: Tensor, index: np.ndarray, view: np.ndarray | int) -> Tensor:
+        """The views of a batch: ``images`` uint8 ``(B, H, W, 3)`` (any device) -> uint8 ``(B, 3, size, size)`` on
+        the same device: each box's bilinear samples gathered for the whole batch at once (rows, then columns)."""
+        b, height, width, _ = images.shape
+        top, left, h, w, mirrored = self.draw(index, view, height, width)
+        device = images.device
+        y0, y1, fy = self._axis(top, h, device)
+        x0, x1, fx = self._axis(left, w, device)
+        flip = torch.as_tensor(mirrored, device=device)
+        x0, x1, fx = (torch.where(flip[:, None], t.flip(1), t) for t in (x0, x1, fx))
+        batch = torch.arange(b, device=device)[:, None, None]
+        img = images.float()
+
+        def rows(y: Tensor) -> Tensor:  # (B, size, size, 3) at the row y and both column taps, mixed by fx
+            left_tap, right_tap = img[batch, y[:, :, None], x0[:, None, :]], img[batch, y[:, :, None], x1[:, None, :]]
+            return torch.lerp(left_tap, right_tap, fx[:, None, :, None])
+
+        out = torch.lerp(rows(y0), rows(y1), fy[:, :, None, None])
+        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
+
+    def _axis(self, start: np.ndarray, length: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The two taps and the weight of the second along one axis, for ``size`` outputs over each box
+        ``[start, start + length)``: PyTorch's ``upsample_bilinear2d`` (align_corners=False) arithmetic."""
+        length_t = torch.as_tensor(length, device=device, dtype=torch.float32)[:, None]
+        src = ((torch.arange(self.size, device=device, dtype=torch.float32) + 0.5) * (length_t / self.size) - 0.5)
+        src = src.clamp_min_(0)
+        lo = src.long()
+        last = torch.as_tensor(length, device=device)[:, None] - 1
+        lo = torch.minimum(lo, last)
+        hi = torch.minimum(lo + 1, last)
+        offset = torch.as_tensor(start, device=device)[:, None]
+        return offset + lo, offset + hi, src - lo
+
+    def describe(self) -> dict[str, Any]:
+        """What determines the views, for content keys."""
+        return {"views": "resized_crop", "format": VIEW_FORMAT, "seed": self.seed, "size": self.size,
+                "scale": list(self.scale), "ratio": list(self.ratio), "flip": self.flip, "attempts": self.attempts}
 
 
 def normalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:

@@ -23,11 +23,15 @@ from torch import Tensor, nn
 
 from raykd.losses.wavelet import wavedec2
 
-__all__ = ["FIGKD_BANDS", "FIGKD_DISTANCES", "FIGKD_MODES", "FiGKDLoss", "figkd_hf_loss", "logits_to_matrix",
+__all__ = ["FIGKD_BANDS", "FIGKD_DISTANCES", "FIGKD_MODES", "FIGKD_REDUCTIONS", "FiGKDLoss", "figkd_hf_loss",
+           "logits_to_matrix",
            "max_level"]
 
 FIGKD_DISTANCES = ("mse", "l1")
 FIGKD_BANDS = ("high", "low", "all")
+# "mean": over each band's coefficients, then over the bands (raykd's default); "sample": each sample's sum over
+# every matched coefficient, averaged over the batch (the per-sample squared norm of the paper's loss)
+FIGKD_REDUCTIONS = ("mean", "sample")
 # Signal extensions under which a constant matrix has no detail; "zero" extension would add a step at the border.
 FIGKD_MODES = ("periodization", "symmetric")
 
@@ -93,7 +97,8 @@ def logits_to_matrix(z: Tensor, level: int = 1, wavelet: str = "haar") -> Tensor
     return F.pad(grid, (0, side(w) - w, 0, side(h) - h), mode="replicate").squeeze(1)
 
 
-def _check_options(T: object, wavelet: object, level: object, distance: object, mode: object, bands: object) -> None:
+def _check_options(T: object, wavelet: object, level: object, distance: object, mode: object, bands: object,
+                   reduction: object = "mean") -> None:
     if not isinstance(T, numbers.Real) or isinstance(T, bool) or not math.isfinite(T) or T <= 0:
         raise ValueError(f"temperature T must be a finite number > 0, got {T!r}")
     if wavelet not in pywt.wavelist(kind="discrete"):
@@ -108,6 +113,9 @@ def _check_options(T: object, wavelet: object, level: object, distance: object, 
         raise ValueError(f"mode must be one of {FIGKD_MODES} (extensions that add no detail), got {mode!r}")
     if bands not in FIGKD_BANDS:
         raise ValueError(f"bands must be one of {FIGKD_BANDS} (Table VI: detail, approximation, both), got {bands!r}")
+    if reduction not in FIGKD_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {FIGKD_REDUCTIONS} (mean over coefficients, or each sample's "
+                         f"sum), got {reduction!r}")
 
 
 def figkd_hf_loss(
@@ -119,6 +127,7 @@ def figkd_hf_loss(
     distance: str = "mse",
     mode: str = "periodization",
     bands: str = "high",
+    reduction: str = "mean",
 ) -> Tensor:
     """FiGKD frequency distillation term ``D(HF(DWT(z_s / T)), HF(DWT(z_t / T)))``.
 
@@ -135,12 +144,22 @@ def figkd_hf_loss(
         bands: ``"high"`` (the paper's method: LH, HL, HH of every level), ``"low"`` (the coarsest approximation
             LL alone) or ``"all"`` (both), the three rows of Table VI.
 
-    The distance is the mean over the coefficients of each matched subband, then averaged over the subbands
-    (``3 * level`` for "high", 1 for "low", ``3 * level + 1`` for "all") so that coarse levels, which have fewer
-    coefficients, count as much as fine ones. With ``bands="high"`` the loss is unchanged when a constant is
-    added to every logit. The teacher's logits are detached. Every option is checked before any tensor work.
+        reduction: ``"mean"`` (the default): the distance is the mean over the coefficients of each matched
+            subband, then averaged over the subbands (``3 * level`` for "high", 1 for "low", ``3 * level + 1`` for
+            "all"), so that coarse levels, which have fewer coefficients, count as much as fine ones and the
+            loss's scale does not grow with the class count. ``"sample"``: the per-sample form a squared norm
+            ``||HF_s - HF_t||^2`` of each sample's coefficients implies, i.e. each sample's *sum* of squared (or,
+            with "l1", absolute) differences over every matched coefficient, averaged over the batch; at one level
+            it is the "mean" form times the number of matched coefficients (3 bands x 25 = 75 at 100 classes,
+            3 x 56 = 168 at 200, Haar), so ``w_hf`` means a different weight under each. The default stays "mean":
+            neither form is confirmed by a published value of the weight (the paper's text and code were not
+            available to raykd), and only the mean keeps one ``w_hf`` range meaningful across class counts and
+            levels; "sample" is there to match a reading of the equation as a per-sample norm.
+
+    With ``bands="high"`` the loss is unchanged when a constant is added to every logit. The teacher's logits are
+    detached. Every option is checked before any tensor work.
     """
-    _check_options(T, wavelet, level, distance, mode, bands)
+    _check_options(T, wavelet, level, distance, mode, bands, reduction)
     if logits_s.shape != logits_t.shape or logits_s.dim() != 2:
         raise ValueError(
             f"student and teacher logits must both be (batch, classes) of one shape, got {tuple(logits_s.shape)} "
@@ -156,6 +175,12 @@ def figkd_hf_loss(
     if bands in ("high", "all"):
         for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:]):
             pairs += zip(details_s, details_t)
+    if reduction == "sample":
+        def per_sample(a: Tensor, b: Tensor) -> Tensor:
+            diff = a - b
+            return (diff.square() if distance == "mse" else diff.abs()).flatten(1).sum(dim=1)
+
+        return torch.stack([per_sample(band_s, band_t) for band_s, band_t in pairs]).sum(dim=0).mean()
     dist = F.mse_loss if distance == "mse" else F.l1_loss
     return torch.stack([dist(band_s, band_t) for band_s, band_t in pairs]).mean()
 
@@ -173,20 +198,22 @@ class FiGKDLoss(nn.Module):
         mode: str = "periodization",
         bands: str = "high",
         num_classes: int | None = None,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
-        _check_options(T, wavelet, level, distance, mode, bands)
+        _check_options(T, wavelet, level, distance, mode, bands, reduction)
         _check_level(level, num_classes, wavelet)
         self.T, self.wavelet, self.level = T, wavelet, level
-        self.distance, self.mode, self.bands = distance, mode, bands
+        self.distance, self.mode, self.bands, self.reduction = distance, mode, bands, reduction
 
     def forward(self, logits_s: Tensor, logits_t: Tensor) -> Tensor:
         return figkd_hf_loss(
-            logits_s, logits_t, self.T, self.wavelet, self.level, self.distance, self.mode, self.bands
+            logits_s, logits_t, self.T, self.wavelet, self.level, self.distance, self.mode, self.bands,
+            self.reduction,
         )
 
     def extra_repr(self) -> str:
         return (
             f"T={self.T}, wavelet={self.wavelet!r}, level={self.level}, distance={self.distance!r}, "
-            f"mode={self.mode!r}, bands={self.bands!r}"
+            f"mode={self.mode!r}, bands={self.bands!r}, reduction={self.reduction!r}"
         )

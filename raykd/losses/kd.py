@@ -1,4 +1,4 @@
-"""Logit distillation losses: Hinton KD and Decoupled KD (DKD).
+"""Logit distillation losses: Hinton KD, Decoupled KD (DKD) and Multi-level Logit Distillation (MLKD).
 
 Both take raw logits ``(B, C)``; the teacher's logits are detached, so gradients reach the student only.
 """
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["kd_loss", "dkd_terms", "dkd_loss"]
+__all__ = ["kd_loss", "dkd_terms", "dkd_loss", "mlkd_terms", "MLKD_TEMPERATURES"]
 
 
 def _check_logits(logits_s: Tensor, logits_t: Tensor, T: float) -> None:
@@ -95,3 +95,41 @@ def dkd_loss(
     """
     tckd, nckd = dkd_terms(logits_s, logits_t, target, T)
     return alpha * tckd + beta * nckd
+
+
+MLKD_TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
+"""MLKD's temperatures: the released code (Jin-Ying/Multi-Level-Logit-Distillation, ``mdistiller/distillers/
+MLKD.py``) applies every term at its config's temperature 4 and at 3, 5, 2 and 6 (the paper's "prediction
+augmentation", sec. 3.2, names no values)."""
+
+
+def mlkd_terms(logits_s: Tensor, logits_t: Tensor, temperatures: tuple[float, ...] = MLKD_TEMPERATURES
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """The three alignments of MLKD (Jin, Wang & Lin, "Multi-level Logit Distillation", CVPR 2023, Sec. 3:
+    "multi-level alignment" of the predictions that "prediction augmentation" makes at several temperatures),
+    each summed over ``temperatures`` (the predictions ``p = softmax(z / T)``, ``(B, C)``):
+
+    - instance level: ``T^2 * KL(p_t || p_s)`` per sample, averaged over the batch (Hinton's KD);
+    - batch level: the ``B x B`` Gram matrices ``G = p p^T`` of the batch's predictions (sample-to-sample
+      similarity), ``||G_t - G_s||_F^2 / B``;
+    - class level: the ``C x C`` class-correlation matrices ``M = p^T p``, ``||M_t - M_s||_F^2 / C``.
+
+    The normalisations (``/ B``, ``/ C``) and the ``T^2`` are the released code's (its ``bc_loss``, ``cc_loss`` and
+    ``kd_loss``). The class-level term is not divided by the batch: it grows as ``B^2 / C``, about 40 times larger
+    at 10 classes and batch 128 than at CIFAR-100's 100 classes and batch 64.
+
+    Returns ``(instance, batch, class)``. The released code also masks samples by the teacher's confidence and
+    adds a strongly augmented second view; raykd trains on one view, so neither is here.
+    """
+    if not temperatures:
+        raise ValueError("MLKD needs at least one temperature, e.g. (2, 3, 4, 5, 6)")
+    _check_logits(logits_s, logits_t, min(temperatures))
+    batch, classes = logits_s.shape
+    instance = batch_level = class_level = logits_s.new_zeros(())
+    for T in temperatures:
+        instance = instance + kd_loss(logits_s, logits_t, T)
+        p_s = F.softmax(logits_s / T, dim=1)
+        p_t = F.softmax(logits_t.detach() / T, dim=1)
+        batch_level = batch_level + (p_t @ p_t.T - p_s @ p_s.T).pow(2).sum() / batch
+        class_level = class_level + (p_t.T @ p_t - p_s.T @ p_s).pow(2).sum() / classes
+    return instance, batch_level, class_level

@@ -1,4 +1,4 @@
-"""Classification distillation methods: none, kd, dkd, figkd, dfd, fitnet, at.
+"""Classification distillation methods: none, kd, dkd, mlkd, figkd, dfd, fitnet, at.
 
 Defaults follow the papers, or mdistiller's CIFAR-100 configs (megvii-research/mdistiller,
 ``mdistiller/engine/cfg.py``) where a paper leaves them to the implementation; each class says which.
@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raykd.losses.features import HintRegressor, at_loss, dfd_loss, hint_loss
-from raykd.losses.figkd import FIGKD_BANDS, FIGKD_DISTANCES, FiGKDLoss
-from raykd.losses.kd import dkd_terms, kd_loss
+from raykd.losses.figkd import FIGKD_BANDS, FIGKD_DISTANCES, FIGKD_REDUCTIONS, FiGKDLoss
+from raykd.losses.kd import MLKD_TEMPERATURES, dkd_terms, kd_loss, mlkd_terms
 from raykd.methods.base import (Choice, Float, Int, Method, Outputs, Param, Shapes, require_outputs,
                                 require_same_shape)
 from raykd.registry import METHODS
 
-__all__ = ["NoDistill", "KD", "DKD", "FiGKD", "DFD", "FitNet", "AT"]
+__all__ = ["NoDistill", "KD", "DKD", "MLKD", "FiGKD", "DFD", "FitNet", "AT"]
 
 # the temperature of softmax-based losses: > 0, searched over the range the KD literature uses
 TEMPERATURE = Float(4.0, low=0.0, low_open=True, search=(1.0, 8.0))
@@ -90,12 +90,38 @@ class DKD(_LogitMethod):
 
 
 @METHODS.register()
+class MLKD(_LogitMethod):
+    """Multi-level logit distillation (Jin, Wang & Lin, CVPR 2023): ``w_ce * CE + w_kd * (L_ins + L_batch +
+    L_class)``, each term summed over MLKD's temperatures (:func:`raykd.losses.kd.mlkd_terms`).
+
+    Defaults: the released code's temperatures 2-6 (:data:`raykd.losses.kd.MLKD_TEMPERATURES`) and its loss
+    weights, which it reads from the KD config (``cfg.KD.LOSS.CE_WEIGHT``/``KD_WEIGHT``: mdistiller's 0.1 and 0.9;
+    one weight for all three terms). Its confidence masks multiply batch-reduced losses, so they only scale each
+    term by the kept fraction (about 1/2); its second, strongly augmented view is not in raykd's one-view
+    pipeline. The sweep searches ``w_kd`` over a factor of about 4 either side (log-uniform). Returns the three
+    terms separately so each can be logged.
+    """
+
+    name = "mlkd"
+    hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(0.1),
+                                           "w_kd": Float(0.9, search=(0.2, 4.0), log=True)}
+
+    def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
+        p = self.params
+        instance, batch, cls = mlkd_terms(student["logits"], teacher["logits"], MLKD_TEMPERATURES)
+        return {"ce": p["w_ce"] * _ce(student, target), "mlkd_instance": p["w_kd"] * instance,
+                "mlkd_batch": p["w_kd"] * batch, "mlkd_class": p["w_kd"] * cls}
+
+
+@METHODS.register()
 class FiGKD(_LogitMethod):
     """FiGKD (Kim 2025, arXiv:2505.11897): ``w_ce * CE + w_hf * D(HF(DWT(M(z_s / T))), HF(DWT(M(z_t / T))))``.
 
     See :mod:`raykd.losses.figkd` for every knob. ``T`` and ``w_hf`` are confounded (no softmax: the term scales as
     ``1 / T^2``), so the sweep searches ``w_hf`` and leaves ``T`` at 1. ``bands`` reaches the paper's Table VI
-    ablation: ``"high"`` (LH, HL, HH: the method), ``"low"`` (the approximation only) or ``"all"``. The paper's
+    ablation: ``"high"`` (LH, HL, HH: the method), ``"low"`` (the approximation only) or ``"all"``; ``reduction``
+    ``"mean"`` (default) or ``"sample"`` (each sample's sum: :func:`raykd.losses.figkd.figkd_hf_loss` says why the
+    default is the mean), fixed for a sweep since it rescales ``w_hf``. The paper's
     weights could not be retrieved when this was written; the defaults (``w_ce`` 1, ``w_hf`` 1, ``T`` 1, one Haar
     level, MSE) are neutral starting points for a sweep, not published values.
     """
@@ -106,19 +132,21 @@ class FiGKD(_LogitMethod):
         "T": Float(1.0, low_open=True), "level": Int(1, low=1, grid=(1, 2)),
         "wavelet": Choice("haar", WAVELETS, search=("haar", "db2")),
         "distance": Choice("mse", FIGKD_DISTANCES, search=FIGKD_DISTANCES),
-        "bands": Choice("high", FIGKD_BANDS)}
+        "bands": Choice("high", FIGKD_BANDS), "reduction": Choice("mean", FIGKD_REDUCTIONS)}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self.hf = self._loss()
+
+    def _loss(self, num_classes: int | None = None) -> FiGKDLoss:
         p = self.params
-        self.hf = FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"], bands=p["bands"])
+        return FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"], bands=p["bands"],
+                         reduction=p["reduction"], num_classes=num_classes)
 
     def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
         """The logits' shapes must match, and ``level`` must fit their near-square matrix."""
         super().bind(student_shapes, teacher_shapes)
-        p = self.params
-        FiGKDLoss(T=p["T"], wavelet=p["wavelet"], level=p["level"], distance=p["distance"], bands=p["bands"],
-                  num_classes=student_shapes["logits"][0])
+        self._loss(student_shapes["logits"][0])
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params

@@ -2,22 +2,35 @@
 does ``raykd sweep pkg.mod:MySweep`` for a user's own :class:`~raykd.tune.spec.SweepSpec` subclass."""
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from raykd.console import UserError, run_command
 from raykd.registry import import_object, is_import_path
-from raykd.sweeps.dfd_cifar import DFDCifar
-from raykd.sweeps.dvmsr_div2k import DVMSRDiv2K
-from raykd.sweeps.figkd_tinyimagenet import FiGKDTinyImageNet
-from raykd.sweeps.mtkd_div2k import MTKDDiv2K
-from raykd.sweeps.vimd_cub import ViMDCub
 from raykd.tune.spec import SweepSpec, run_spec
 
 __all__ = ["SWEEPS", "run"]
 
-SWEEPS: dict[str, type[SweepSpec]] = {spec.name: spec for spec in (
-    FiGKDTinyImageNet, DFDCifar, DVMSRDiv2K, MTKDDiv2K, ViMDCub)}
+
+class _Shipped(Mapping):
+    """Sweep name -> its :class:`SweepSpec` subclass, each module imported when its sweep is asked for (a sweep's
+    ``--help`` then imports its own module only, not every model the other sweeps use)."""
+
+    _classes = {"figkd_tinyimagenet": "FiGKDTinyImageNet", "dfd_cifar": "DFDCifar", "dvmsr_div2k": "DVMSRDiv2K",
+                "mtkd_div2k": "MTKDDiv2K", "vimd_cub": "ViMDCub"}
+
+    def __getitem__(self, name: str) -> type[SweepSpec]:
+        return getattr(importlib.import_module(f"raykd.sweeps.{name}"), self._classes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
+SWEEPS: Mapping[str, type[SweepSpec]] = _Shipped()
 
 
 def run(name: str, argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,21 @@ file's sha256 and the model's kwargs. The x4 files:
 
 ``raykd eval-sr --model <stored dir> --set benchmark/Set5 --scale 4`` should then print the paper's Set5 figure
 (SwinIR 32.72, RCAN 32.63, EDSR 32.46 dB at x4).
+
+Recipes (--recipe):
+
+* ``budget`` (the default): stage 1 as above (100 epochs, halved after 40% and 80%); stage 2 Adam 2e-4, cosine,
+  100 epochs of 16 patches per image at batch 16 (about 80k iterations); teachers trained by raykd (300 epochs)
+  unless given: a scaled recipe.
+* ``paper``: MTKD's Sec. 4.1 (as quoted in issue #18): stage 2 at learning rate 1e-4 (:data:`PAPER_LR`), divided
+  by 10 every 100k iterations, 250k iterations; stage 1 at 1e-4 divided by 10 (the paper's factor) at the
+  released config's 200k and 400k of its 500k iterations (the paper names no stage-1 milestones). raykd steps
+  schedules per epoch, so an epoch is 20 patches of each of DIV2K's 800 images at batch 16, exactly 1,000
+  iterations: stage 2 runs 250 epochs (x0.1 after 100 and 200), stage 1 500 (x0.1 after 200 and 400). Batch 16
+  is the released stage-1 config's, used for stage 2 as well (not confirmed against the paper's text). The paper
+  distils from the released SwinIR, RCAN and EDSR: give them with --teacher-checkpoints; a teacher not given is
+  trained by raykd, and the run says so loudly (before it starts and in summary.md), as it says that its
+  baseline is ``l1kd`` only (the paper's tables compare KD, AT, FAKD, DUKD and CrossKD).
 """
 from __future__ import annotations
 
@@ -47,11 +62,12 @@ from typing import Any
 
 import ray
 
-from raykd.config import ModelConfig, SweepConfig, TeacherServiceConfig, TrainConfig, is_uri
+from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig, is_uri
 from raykd.console import UserError, json_object
 from raykd.data.store import file_sha256
 from raykd.models import check_model_name
 from raykd.sweeps.div2k import DIV2KSweep
+from raykd.sweeps.recipes import DIV2K_TRAIN_IMAGES, announce, iteration_epochs, iteration_optim
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.trained import TrainedTeachers
 from raykd.train.mtkd import OFFICIAL_LR, PAPER_LR, Stage1Result, prepare_mtkd_teacher, stage1_config
@@ -128,6 +144,14 @@ class MTKDDiv2K(DIV2KSweep):
     patch = (64, 12)  # the students' LR patch (stage 2); the teachers train on TEACHER_PATCH
     TEACHER_PATCH = (48, 12)  # EDSR, RCAN and SwinIR's own training patches
     STAGE1 = {"epochs": (100, 10), "patch_size": (64, 16), "patches_per_image": (16, 16), "batch_size": (16, 8)}
+    # --recipe paper (Sec. 4.1): stage 2 250k iterations, x0.1 every 100k; stage 1 x0.1 at the released config's
+    # 200k and 400k of 500k; batch 16 and 20 patches per image: 1,000 iterations an epoch
+    PAPER_PATCHES, PAPER_BATCH = 20, 16
+    PAPER_STAGE2 = (250_000, (100_000, 200_000))
+    PAPER_STAGE1 = (500_000, (200_000, 400_000))
+    paper = Profile(num_samples=24, epochs=iteration_epochs(PAPER_STAGE2[0], PAPER_BATCH, DIV2K_TRAIN_IMAGES,
+                                                            PAPER_PATCHES),
+                    teacher_epochs=300, batch_size=PAPER_BATCH, recipe="paper")  # teachers: released in the paper
 
     def __init__(self) -> None:
         self.stage1: Stage1Result | None = None
@@ -155,6 +179,31 @@ class MTKDDiv2K(DIV2KSweep):
         p.add_argument("--aggregator-kwargs", default=None, metavar="JSON",
                        help="overrides of the aggregator's paper configuration (raykd.models.aggregator)")
 
+    def recipe_notes(self, args: argparse.Namespace) -> list[str]:
+        """What a ``--recipe paper`` run lacks of the paper's setting (nothing for the budget recipe)."""
+        if args.recipe != "paper":
+            return []
+        given = {name for name, _ in (item.partition("=")[::2] for item in args.teacher_checkpoints)}
+        trained = [t for t in args.teachers if t not in given]
+        notes = [f"teachers {', '.join(trained)} are trained by raykd; the paper distils from the released ones "
+                 "(--teacher-checkpoints NAME=FILE)"] if trained else []
+        return notes + ["the only baseline is l1kd: the paper's tables also compare KD, AT, FAKD, DUKD and CrossKD",
+                        "batch 16 (the released stage-1 config's) is not confirmed against the paper's text"]
+
+    def data(self, args: argparse.Namespace) -> DataConfig | None:
+        data = super().data(args)
+        if data is None or args.recipe != "paper":
+            return data
+        return dataclasses.replace(data, patches_per_image=self.PAPER_PATCHES)
+
+    def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
+        if profile.recipe != "paper":
+            return super().optim(args, profile)
+        iterations, milestones = self.PAPER_STAGE2
+        optim = iteration_optim(_given(args.lr, PAPER_LR), iterations, milestones, 0.1, profile.batch_size,
+                                self.PAPER_PATCHES)
+        return dataclasses.replace(optim, epochs=profile.epochs)  # --epochs, where given, wins
+
     def student(self, args: argparse.Namespace) -> ModelConfig:
         return ModelConfig(args.student, SMOKE_STUDENTS[args.student] if args.smoke else {})
 
@@ -173,6 +222,7 @@ class MTKDDiv2K(DIV2KSweep):
         _aggregator_kwargs(args)
         for name in args.teachers:
             check_model_name(name)
+        announce(self.name, self.recipe_notes(args))
 
     @staticmethod
     def _teacher_flags(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
@@ -208,26 +258,40 @@ class MTKDDiv2K(DIV2KSweep):
             cfg = self._teacher_config(args, base, profile, name, kwargs.get(name, {}))
             specs.append(prepare_teacher(path, cfg, splits, cache_dir=args.cache_dir, gpus=gpus, name=name))
 
-        i = 1 if args.smoke else 0
-        stage1 = stage1_config(
-            base.data, epochs=_given(args.stage1_epochs, self.STAGE1["epochs"][i]),
-            lr=_given(args.stage1_lr, 2e-3 if args.smoke else PAPER_LR), schedule=args.stage1_schedule,
-            batch_size=_given(args.stage1_batch_size, self.STAGE1["batch_size"][i]),
-            patch_size=_given(args.stage1_patch_size, self.STAGE1["patch_size"][i]),
-            patches_per_image=self.STAGE1["patches_per_image"][i],
-            aggregator_kwargs=_aggregator_kwargs(args), seed=args.seed)
+        stage1 = self.stage1_config(args, base)
         # all N teachers' actors at once: each with a share of the cluster's CPUs (and of one GPU)
         cpus = ray.cluster_resources().get("CPU", 1.0)
         service = TeacherServiceConfig(num_cpus=min(1.0, cpus / len(specs)), num_gpus=gpus / len(specs),
                                        mode="stored")
         result = prepare_mtkd_teacher(specs, stage1, splits, cache_dir=args.cache_dir, service=service,
                                       resources=_fit_to_a_node(gpus),
-                                      sweep_name=args.name or (f"{self.name}_smoke" if args.smoke else self.name))
+                                      sweep_name=args.name or self.name + ("_smoke" if args.smoke else "_paper"
+                                                                           if args.recipe == "paper" else ""))
         self.stage1 = result
         print(f"\nMTKD stage 1, held-out ({base.data.val_root or base.data.dataset + ' val'}):\n{result.table()}\n",
               flush=True)
         per_method = {"l1kd": next(s for s in specs if s.name == result.best_teacher), "mtkd": result.spec}
         return {m: s for m, s in per_method.items() if m in args.methods}
+
+    def stage1_config(self, args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+        """Stage 1's config: the flags, else the smoke, paper or budget values (the paper's: x0.1 at the released
+        200k and 400k of 500k iterations, in epochs of :attr:`PAPER_PATCHES` patches per image)."""
+        i = 1 if args.smoke else 0
+        paper = args.recipe == "paper"
+        patches = self.PAPER_PATCHES if paper else self.STAGE1["patches_per_image"][i]
+        batch = _given(args.stage1_batch_size, self.PAPER_BATCH if paper else self.STAGE1["batch_size"][i])
+        lr = _given(args.stage1_lr, 2e-3 if args.smoke else PAPER_LR)
+        stage1 = stage1_config(
+            base.data, epochs=_given(args.stage1_epochs, self.STAGE1["epochs"][i]), lr=lr,
+            schedule=args.stage1_schedule, batch_size=batch,
+            patch_size=_given(args.stage1_patch_size, self.STAGE1["patch_size"][i]), patches_per_image=patches,
+            aggregator_kwargs=_aggregator_kwargs(args), seed=args.seed)
+        if not paper:
+            return stage1
+        iterations, milestones = self.PAPER_STAGE1
+        optim = iteration_optim(lr, iterations, milestones, 0.1, batch, patches)
+        return dataclasses.replace(stage1, optim=dataclasses.replace(
+            optim, epochs=_given(args.stage1_epochs, optim.epochs)))
 
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
         super().after(args, sweep, base)

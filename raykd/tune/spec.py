@@ -11,52 +11,85 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
-
-import ray
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raykd.config import (CacheLayout, DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig,
                           TrainConfig, default_cache_dir, is_uri, override, to_json)
 from raykd.console import (Interrupted, RayUnavailable, StageFailed, UserError, add_common_flags, key_values, log,
                            one_line)
 from raykd.registry import trust_plugins
-from raykd.teachers.spec import TeacherSpec
 from raykd.tune.lock import check_fresh_directory, sweep_lock
-from raykd.tune.resources import check_sweep_resources
-from raykd.tune.sweep import check_sweep, decoded_splits, run_sweep
-from raykd.tune.teachers import prepare_teacher
 
-__all__ = ["Profile", "SweepSpec", "run_spec", "connect"]
+if TYPE_CHECKING:
+    from raykd.teachers.spec import TeacherSpec
+
+__all__ = ["Profile", "RECIPES", "SweepSpec", "run_spec", "connect"]
+
+
+RECIPES = ("budget", "paper")
+"""``--recipe``: ``budget`` (the sweep's scaled recipe, sized for a few GPU-hours; the default) or ``paper``
+(every value as its paper published it). A spec that has a paper recipe sets a ``paper`` :class:`Profile`; it may
+offer more recipes (``recipes``, ViMD's ``released``) and say what a run lacks of its paper (``recipe_notes(args)``,
+a list of lines for ``summary.md``)."""
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A sweep's sizes for one kind of run: trials, epochs per trial and for the teacher, batch size."""
+    """A sweep's sizes for one kind of run: trials, epochs per trial and for the teacher, batch size; the recipe
+    they belong to (one of :data:`RECIPES`)."""
 
     num_samples: int
     epochs: int
     teacher_epochs: int
     batch_size: int
+    recipe: str = "budget"
 
 
 def connect(address: str | None = None) -> None:
     """Join the cluster at ``address`` ("auto" for the one this machine belongs to; ``$RAY_ADDRESS`` when not
     given) or start a local Ray. A bare ``ray.init()`` would instead join whatever cluster ``/tmp/ray``'s address
-    file names, another user's on a shared machine."""
+    file names, another user's on a shared machine.
+
+    A local Ray starts with timeouts for a loaded machine (:data:`raykd.tune.resources.LOCAL_START_CONFIG`); a
+    start that fails has what it left running stopped (its processes hold the ports a retry needs) and is tried
+    once more; a second failure, or a cluster that does not answer, is one :class:`RayUnavailable` that says what
+    failed and what to try."""
+    import time
+
+    import ray
+
+    from raykd.tune.resources import LOCAL_START_CONFIG, descendants, stop_processes
+
     if ray.is_initialized():
         return
     # Ray's and Tune's INFO lines ("Checkpoint successfully created at ...", one per trial epoch) stay in Ray's
     # session logs; raykd prints its own progress (raykd.tune.progress), and --verbose brings them back
     quiet = ray.LoggingConfig(log_level="INFO" if log.isEnabledFor(logging.DEBUG) else "WARNING")
     target = address or os.environ.get("RAY_ADDRESS") or "local"
-    try:
-        context = ray.init(address=target, logging_config=quiet)
-    except (RuntimeError, ConnectionError, TimeoutError) as err:  # Ray's own start-up and connection failures
-        ray.shutdown()  # what a half-started local Ray left (its processes hold the ports a retry needs)
-        where = "a local Ray" if target == "local" else f"Ray at {target}"
-        raise RayUnavailable(f"{where} did not start or answer: {one_line(err)} (Ray's logs: "
-                             "/tmp/ray/session_latest/logs); under load a local start can time out, and a retry "
-                             "usually works") from None
+    local = target == "local"
+    options = {"address": target, "logging_config": quiet, **({"_system_config": LOCAL_START_CONFIG} if local else {})}
+    where = "a local Ray" if local else f"Ray at {target}"
+    started, errors = time.perf_counter(), []
+    while True:
+        before = descendants()
+        try:
+            context = ray.init(**options)
+            break
+        except Exception as err:  # noqa: BLE001 -- Ray's start-up failures include bare Exceptions (a raylet timeout)
+            ray.shutdown()
+            if local:
+                stop_processes(descendants() - before)  # a failed start's GCS, raylet and agents
+            errors.append(one_line(err))
+        if not local or len(errors) == 2:
+            tried = "" if len(errors) == 1 else f" (twice; the first time: {errors[0]})"
+            hint = ("check the address and that the cluster is up (`ray status --address ...`)" if not local else
+                    "on a busy machine the raylet waits only 15 s for its dashboard agent (fixed in Ray 2.60): "
+                    "rerun when the load is lower, or start Ray yourself (`ray start --head`, again until it "
+                    "starts) and pass --address auto")
+            raise RayUnavailable(f"{where} did not start or answer: {errors[-1]} (Ray's logs: /tmp/ray/"
+                                 f"session_latest/logs){tried}; {hint}") from None
+        log.info(f"a local Ray did not start ({errors[0]}); stopped what it left running, trying once more")
+    log.info(f"Ray: {'started a local Ray' if local else f'joined {target}'} in {time.perf_counter() - started:.1f} s")
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}")
 
@@ -113,6 +146,8 @@ class SweepSpec:
 
     def teachers(self, args: argparse.Namespace, base: TrainConfig, profile: Profile, splits: Mapping[str, Any]
                  ) -> TeacherSpec | Mapping[str, TeacherSpec]:
+        from raykd.tune.teachers import prepare_teacher
+
         return prepare_teacher(args.teacher, self.teacher_config(args, base, profile), splits,
                                cache_dir=args.cache_dir, gpus=min(args.gpus_per_worker, 1))
 
@@ -123,6 +158,8 @@ class SweepSpec:
             sweep: SweepConfig, splits: Mapping[str, Any]) -> dict[str, Any]:
         """The sweep itself: one :func:`run_sweep` (a spec that runs several, one table each, overrides this and
         leaves its combined summary in ``<sweep.directory>/summary.md``)."""
+        from raykd.tune.sweep import run_sweep
+
         return run_sweep(base, teachers, sweep, splits=splits)
 
     def after(self, args: argparse.Namespace, sweep: SweepConfig, base: TrainConfig) -> None:
@@ -138,6 +175,11 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
 
     p.add_argument("--smoke", action="store_true",
                    help="the whole pipeline on built-in data with small models (minutes on a laptop CPU)")
+    recipes = tuple(getattr(spec, "recipes", RECIPES))  # a spec may offer more (ViMD: its released scripts')
+    p.add_argument("--recipe", choices=recipes, default="budget",
+                   help=f"{' | '.join(recipes)}: budget is this sweep's scaled recipe (default); paper every value "
+                        "as the paper published it, each with its source in the sweep's documentation (the flags "
+                        "below still win)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint directory (skips teacher training)")
     p.add_argument("--num-samples", type=int, default=None, help=f"trials ({sizes('num_samples')})")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per trial ({sizes('epochs')})")
@@ -182,7 +224,19 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
 
 
 def _profile(spec: SweepSpec, args: argparse.Namespace) -> Profile:
-    profile = spec.smoke if args.smoke else spec.full
+    """The sizes of the run: ``--smoke``'s, the paper's (``--recipe paper``) or the budget recipe's, with any size
+    flag given winning."""
+    if args.recipe == "paper":
+        if args.smoke:
+            raise UserError("--recipe paper --smoke: the paper's recipe is its full-size training on real data, "
+                            "and --smoke runs tiny models on built-in data; drop one of them")
+        paper = getattr(spec, "paper", None)
+        if not isinstance(paper, Profile):
+            raise UserError(f"--recipe paper: sweep {spec.name!r} has no paper recipe (its spec sets no `paper` "
+                            "Profile); use --recipe budget")
+        profile = paper
+    else:
+        profile = spec.smoke if args.smoke else spec.full
     given = {k: getattr(args, k) for k in ("num_samples", "epochs", "teacher_epochs", "batch_size")
              if getattr(args, k) is not None}
     return replace(profile, **given)
@@ -193,8 +247,9 @@ def sweep_config(spec: SweepSpec, args: argparse.Namespace, profile: Profile) ->
     from ray.train import ScalingConfig
 
     resources = {"CPU": args.cpus_per_worker, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
+    default_name = spec.name + ("_smoke" if args.smoke else "_paper" if args.recipe == "paper" else "")
     values: dict[str, Any] = dict(
-        name=args.name or (f"{spec.name}_smoke" if args.smoke else spec.name), methods=tuple(args.methods),
+        name=args.name or default_name, methods=tuple(args.methods),
         num_samples=profile.num_samples,
         scaling=ScalingConfig(num_workers=args.workers_per_trial, use_gpu=args.gpus_per_worker > 0,
                               resources_per_worker=resources),
@@ -224,6 +279,9 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     sweep = override(sweep_config(spec, args, profile),
                      {k[len("sweep."):]: v for k, v in changes.items() if k.startswith("sweep.")})
     spec.check(args)
+    from raykd.tune.resources import check_sweep_resources
+    from raykd.tune.sweep import check_sweep, decoded_splits  # not before --help: Ray, Tune and torch take seconds
+
     check_sweep(sweep, spec.task, [spec.student(args).name])  # no Ray yet, no data: an unknown name costs seconds
     data = spec.data(args)
     if data is None:
@@ -255,14 +313,27 @@ RECORD = "sweep.json"
 
 
 def write_record(spec: SweepSpec, argv: Sequence[str], base: TrainConfig, sweep: SweepConfig) -> None:
-    """``<results>/sweep.json``: the sweep's name and flags (what ``--config`` reruns) and the resolved configs
-    they gave (the trials' base and the sweep's own), for people and for ``raykd compare``."""
+    """``<results>/sweep.json``: the sweep's name, recipe and flags (what ``--config`` reruns) and the resolved
+    configs they gave (the trials' base and the sweep's own), for people and for ``raykd compare``; the recipe is
+    also named at the end of ``summary.md`` (with the spec's ``recipe_notes``, what its run departs from the
+    paper in, where it has any)."""
     if is_uri(sweep.directory):
         return
-    record = {"sweep": spec.name, "flags": _without(argv, {"--resume": 0, "--force": 0, "--config": 1}),
+    args = _parser(spec, None).parse_args(list(argv))
+    record = {"sweep": spec.name, "recipe": args.recipe,
+              "flags": _without(argv, {"--resume": 0, "--force": 0, "--config": 1}),
               "train": to_json(base), "sweep_config": to_json(sweep)}
     path = Path(sweep.directory) / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
+    summary = path.with_name("summary.md")
+    if summary.exists():
+        recipe = {"paper": "paper: the paper's published setting (each value and its source: the sweep's "
+                           "documentation)",
+                  "budget": "budget: a scaled recipe, not the paper's (--recipe paper runs the paper's)"}.get(
+            args.recipe, f"{args.recipe} (the sweep's documentation lists its values)")
+        notes = getattr(spec, "recipe_notes", lambda _: [])(args)
+        summary.write_text(summary.read_text() + f"\nRecipe: {recipe}.\n"
+                           + "".join(f"- not the paper's: {n}\n" for n in notes))
     temporary = path.with_name(f".{RECORD}.tmp")
     temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
     temporary.replace(path)
@@ -280,7 +351,11 @@ def recorded_flags(spec: SweepSpec, path: Path) -> list[str]:
     if record.get("sweep") != spec.name:
         raise UserError(f"--config {path} records the sweep {record.get('sweep')!r}, not {spec.name!r}: run "
                         f"`raykd sweep {record.get('sweep')} --config {path}`")
-    return [str(flag) for flag in record["flags"]]
+    flags = [str(flag) for flag in record["flags"]]
+    recipe = record.get("recipe")
+    if isinstance(recipe, str) and not any(f == "--recipe" or f.startswith("--recipe=") for f in flags):
+        flags = ["--recipe", recipe, *flags]  # the recipe it ran, even where that was the default of its time
+    return flags
 
 
 def _without(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
