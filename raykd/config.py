@@ -100,6 +100,16 @@ def _flag(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, value, "True or False")
 
 
+def _range(owner: str, name: str, value: Any, high_bound: float, example: str) -> tuple[float, float]:
+    """``value`` as a tuple ``(low, high)`` with ``0 < low <= high <= high_bound``, else a ConfigError."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in pair)
+    if len(pair) != 2 or not numbers or not 0 < pair[0] <= pair[1] <= high_bound:
+        bound = "" if high_bound == math.inf else f" <= {high_bound:g}"
+        _fail(owner, name, value, f"two numbers 0 < low <= high{bound}, e.g. {example}")
+    return pair
+
+
 def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
@@ -135,8 +145,11 @@ class DataConfig:
     each sample, drawn from (seed, sample, e); ``reuse_views=K`` replays views ``e mod K`` instead, a cost saver
     for teachers too slow to run every epoch (never the default: it trains on K crops of each image).
 
-    Classification: images resized to ``image_size``; a view is a crop of that size from the image zero-padded by
-    ``crop_padding``, mirrored with probability 1/2 when ``flip``. A low-resolution student input (DFD, ViMD) is
+    Classification: images resized to ``image_size``; a view (``crop="pad"``, the CIFAR / TinyImageNet KD recipe)
+    is a crop of that size from the image zero-padded by ``crop_padding``, or (``crop="resized"``, torchvision's
+    ``RandomResizedCrop``, the ImageNet / fine-grained recipe) a box of area fraction in ``crop_scale`` and aspect
+    ratio in ``crop_ratio`` of the decoded image, resized back to ``image_size`` (defaults: torchvision's); either is
+    mirrored with probability 1/2 when ``flip``. A low-resolution student input (DFD, ViMD) is
     the view downscaled by ``lr_factor`` (``lr_mode="down"``) or down and back up (``"down_up"``, DFD's).
 
     Super-resolution: ``patches_per_image`` LR patches of ``patch_size`` per image and epoch at ``scale``, with
@@ -154,6 +167,9 @@ class DataConfig:
     val_root: str | None = None
     image_size: int = 32
     crop_padding: int = 4
+    crop: str = "pad"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     lr_factor: int = 4
     lr_mode: str = "down_up"
     scale: int = 4
@@ -173,6 +189,9 @@ class DataConfig:
             _optional_str("data", key, getattr(self, key))
         _int("data", "image_size", self.image_size, 1)
         _int("data", "crop_padding", self.crop_padding, 0)
+        _choice("data", "crop", self.crop, ("pad", "resized"))
+        _set(self, "crop_scale", _range("data", "crop_scale", self.crop_scale, 1.0, "(0.08, 1.0)"))
+        _set(self, "crop_ratio", _range("data", "crop_ratio", self.crop_ratio, math.inf, "(0.75, 1.333)"))
         _int("data", "lr_factor", self.lr_factor, 1)
         _choice("data", "lr_mode", self.lr_mode, ("down", "down_up"))
         _int("data", "scale", self.scale, 1)

@@ -90,9 +90,13 @@ def test_vimd_paper_recipe_is_adamw_1e6_cosine_200_epochs_batch_16(tmp_path, cap
     assert _optim(base) == {"optimizer": "adamw", "lr": 1e-6, "momentum": 0.9, "weight_decay": 1e-8,
                             "schedule": "cosine", "milestones": (), "gamma": 0.1, "epochs": 200, "batch": 16}
     assert (base.data.dataset, base.data.image_size, base.data.lr_factor) == ("cub200", 224, 4)
+    # the paper's random crop with scaling (torchvision's RandomResizedCrop ranges), for the teacher too
+    assert (base.data.crop, base.data.crop_scale, base.data.crop_ratio) == ("resized", (0.08, 1.0), (3 / 4, 4 / 3))
+    assert spec.teacher_config(args, base, profile).data.crop == "resized"
     assert spec.teacher_config(args, base, profile).optim.epochs == 200
     err = capsys.readouterr().err
     assert "--teacher-init" in err and "--sr-checkpoint" in err  # the paper's starts, missing, said loudly
+    assert "padded" not in err
 
 
 def test_dfd_paper_recipe_is_100_epochs_of_vgg16_on_cifar10(tmp_path, capsys):
@@ -104,7 +108,21 @@ def test_dfd_paper_recipe_is_100_epochs_of_vgg16_on_cifar10(tmp_path, capsys):
     assert (base.optim.epochs, base.model.name, base.data.dataset, base.data.image_size) == \
         (100, "vgg16", "cifar10", 32)
     assert spec.teacher_config(args, base, profile).optim.epochs == 100
-    assert "SVHN" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "optimiser" in err and "none of the paper's" not in err  # only the unknown optimiser is announced
+    # the paper's other two networks, and SVHN, its second dataset
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        (svhn / name).write_bytes(b"")
+    for model in ("alexnet_cifar", "resnet18_cifar"):
+        _, _, _, other = _configs("dfd_cifar", ["--dataset", "svhn", "--data-root", str(tmp_path), "--model", model],
+                                  tmp_path)
+        assert (other.model.name, other.data.dataset, other.data.root, other.optim.epochs) == \
+            (model, "svhn", str(svhn.resolve()), 100)
+        assert "none of the paper's" not in capsys.readouterr().err
+    _configs("dfd_cifar", ["--data-root", str(folder), "--model", "resnet20"], tmp_path)
+    assert "network resnet20 is none of the paper's" in capsys.readouterr().err
 
 
 def test_the_paper_schedule_steps_at_the_iterations_the_paper_names(tmp_path, capsys):

@@ -112,3 +112,13 @@ def test_smoke_runs_end_to_end_one_table_per_lr_size(tmp_path):
     assert len([p for p in (tmp_path / "cache" / "teachers").iterdir() if p.is_dir()]) == 1
     second = json.loads((runs / "dfd_cifar_smoke_lr16" / "summary.json").read_text())["teachers"]
     assert all(stats["tables_built"] == 0 for stats in second.values())
+
+
+def test_svhn_is_found_or_its_download_offered_and_download_is_svhn_only(tmp_path, capsys):
+    spec, args, _, base = _configs(["--dataset", "svhn", "--data-root", str(tmp_path / "none")], tmp_path)
+    assert base is None
+    err = capsys.readouterr().err
+    assert "SVHN not found" in err and "--download" in err and "train_32x32.mat" in err
+    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path), "--download"])
+    with pytest.raises(UserError, match="--download fetches SVHN only"):
+        spec.check(args)

@@ -45,7 +45,7 @@ def _div2k(root: Path, scale: int = 4) -> Path:
 
 
 def test_every_sweep_is_registered_with_a_script_and_its_flags():
-    assert set(SWEEPS) >= {"figkd_tinyimagenet", "dvmsr_div2k", "mtkd_div2k", "vimd_cub", "dfd_cifar"}
+    assert set(SWEEPS) >= {"figkd_tinyimagenet", "figkd_cub", "dvmsr_div2k", "mtkd_div2k", "vimd_cub", "dfd_cifar"}
     for name in SWEEPS:
         assert (ROOT / "sweeps" / f"{name}.py").is_file(), name
         with pytest.raises(SystemExit) as stop:

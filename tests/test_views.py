@@ -405,3 +405,47 @@ def test_resized_crops_fall_back_to_the_centred_box_and_refuse_bad_ranges():
         ResizedCrop(seed=0, size=8, scale=(0.5, 1.5))
     with pytest.raises(ValueError, match="ratio"):
         ResizedCrop(seed=0, size=8, ratio=(2.0, 1.0))
+
+
+def test_classification_batches_with_resized_crops_equal_the_per_sample_reference():
+    arrays = _image_arrays(size=16)
+    data = DataConfig(image_size=16, crop="resized", crop_scale=(0.25, 1.0), crop_ratio=(0.5, 2.0))
+    batches = ClassificationBatches(arrays, data, seed=5)
+    reference = ResizedCrop(5, 16, (0.25, 1.0), (0.5, 2.0))
+    indices = np.array([3, 17, 0, 9, 9, 22, 11, 5])
+    images = torch.from_numpy(arrays.images)
+    for view in (0, 2):
+        out = batches.batch(indices, view, CPU)
+        draws = reference.draw(indices, view, 16, 16)
+        for b, i in enumerate(indices):
+            crop = _resized_reference(images[i], *(int(d[b]) for d in draws[:4]), bool(draws[4][b]), 16)
+            # the batch rounds each level like the reference, up to one level at an exact .5
+            assert (out["hr"][b] - normalise(crop[None])[0]).abs().max() <= 1.01 / (255 * 0.224), (view, b)
+    # the views differ from the padded crop's, and so do the content keys of their teacher outputs
+    padded = ClassificationBatches(arrays, DataConfig(image_size=16), seed=5)
+    assert not torch.equal(padded.batch(indices, 0, CPU)["hr"], batches.batch(indices, 0, CPU)["hr"])
+    assert batches.describe()["views"] == "resized_crop" and padded.describe()["views"] == "crop_flip"
+    assert batches.describe() != ClassificationBatches(arrays, DataConfig(image_size=16, crop="resized"), 5).describe()
+    # the padded crop's key is what it was before crop= existed (stored teacher outputs stay valid)
+    assert padded.describe() == {"data": arrays.key, "views": "crop_flip", "format": 2, "seed": 5, "size": 16,
+                                 "padding": 4, "flip": True, "normalise": "imagenet"}
+
+
+def test_data_config_checks_the_crop_fields_and_loads_old_json():
+    from raykd.config import ConfigError, from_json, to_json
+
+    with pytest.raises(ConfigError, match=r"data\.crop = 'random'"):
+        DataConfig(crop="random")
+    for bad in ((0.0, 1.0), (0.5, 0.2), (0.5, 1.5), (0.5,), "0.5", (True, 1.0)):
+        with pytest.raises(ConfigError, match=r"data\.crop_scale"):
+            DataConfig(crop_scale=bad)
+    for bad in ((0.0, 1.0), (2.0, 1.0), (1.0, float("inf"))):
+        with pytest.raises(ConfigError, match=r"data\.crop_ratio"):
+            DataConfig(crop_ratio=bad)
+    resized = DataConfig(crop="resized", crop_scale=[0.35, 1], crop_ratio=(1, 1))
+    assert resized.crop_scale == (0.35, 1) and from_json(DataConfig, to_json(resized)) == resized
+    old = to_json(DataConfig(image_size=64))
+    for key in ("crop", "crop_scale", "crop_ratio"):
+        del old[key]
+    loaded = from_json(DataConfig, old)  # a config written before these fields: today's padded crop
+    assert (loaded.crop, loaded.crop_scale, loaded.crop_ratio) == ("pad", (0.08, 1.0), (3 / 4, 4 / 3))

@@ -149,6 +149,12 @@ def test_table_ii_terms_pick_the_loss_terms_whatever_the_teacher_serves(terms, e
     assert 0.0 in method_class("vimd").hparams["beta"].grid  # beta = 0: the logit-only column inside one sweep
 
 
+def test_the_sweep_fixes_alpha_at_the_papers_1_and_grids_beta_over_its_10_20_30():
+    space = method_class("vimd").search_space()
+    assert "alpha" not in space and method_class("vimd").defaults()["alpha"] == 1.0
+    assert {0.0, 10.0, 20.0, 30.0} <= set(space["beta"].grid)
+
+
 def test_gradients_reach_the_student_only():
     teacher, student = _pair()
     teacher.requires_grad_(True)  # even a teacher left trainable must receive nothing

@@ -2,7 +2,8 @@
 
 ``ClassificationBatches.batch(indices, view, device)`` gathers the batch's uint8 images from the shared arrays
 (one numpy take), moves them to ``device`` (pinned and non-blocking on CUDA) and computes there the views
-(:class:`raykd.data.views.CropFlip`), the normalisation and, when asked, the LR input. ``SRBatches`` does the same
+(:class:`raykd.data.views.CropFlip`, or :class:`~raykd.data.views.ResizedCrop` for ``crop="resized"``), the
+normalisation and, when asked, the LR input. ``SRBatches`` does the same
 for aligned LR/HR patches (:class:`raykd.data.views.PatchViews`). The trainer, the in-process teacher and the
 teacher service all build their inputs here, so a teacher's stored output for (sample, view) is the output for
 exactly the view the student trains on.
@@ -17,9 +18,9 @@ from torch import Tensor
 
 from raykd.config import DataConfig
 from raykd.data.arrays import ImageArrays, PairArrays
-from raykd.data.views import CropFlip, LowResolution, PatchViews, normalise
+from raykd.data.views import CropFlip, LowResolution, PatchViews, ResizedCrop, normalise
 
-__all__ = ["ClassificationBatches", "SRBatches", "to_device"]
+__all__ = ["ClassificationBatches", "SRBatches", "class_views", "to_device"]
 
 
 def to_device(array: np.ndarray, device: torch.device) -> Tensor:
@@ -30,16 +31,24 @@ def to_device(array: np.ndarray, device: torch.device) -> Tensor:
     return tensor
 
 
+def class_views(data: DataConfig, seed: int) -> CropFlip | ResizedCrop:
+    """The training views ``data.crop`` names: the padded crop (``"pad"``) or the random resized crop
+    (``"resized"``). Their ``describe()`` differ, so teacher outputs of the two never share a content key."""
+    if data.crop == "resized":
+        return ResizedCrop(seed, data.image_size, data.crop_scale, data.crop_ratio, data.flip)
+    return CropFlip(seed, data.image_size, data.crop_padding, data.flip)
+
+
 class ClassificationBatches:
     """Batches of an :class:`ImageArrays` split: ``{"hr", "lr" (when asked), "label", "index", "view"}``.
 
-    Training batches are views (:class:`CropFlip`, seed ``seed``); evaluation batches (``views=False``) are the
+    Training batches are views (:func:`class_views`, seed ``seed``); evaluation batches (``views=False``) are the
     resized images themselves. ``"hr"`` and ``"lr"`` are ImageNet-normalised float32 ``(B, 3, H, W)``.
     """
 
     def __init__(self, arrays: ImageArrays, data: DataConfig, seed: int, views: bool = True) -> None:
         self.arrays = arrays
-        self.views = CropFlip(seed, data.image_size, data.crop_padding, data.flip) if views else None
+        self.views = class_views(data, seed) if views else None
         self.lowres = LowResolution(data.lr_factor, data.lr_mode)
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ class _Shipped(Mapping):
     ``--help`` then imports its own module only, not every model the other sweeps use)."""
 
     _classes = {"figkd_tinyimagenet": "FiGKDTinyImageNet", "dfd_cifar": "DFDCifar", "dvmsr_div2k": "DVMSRDiv2K",
-                "mtkd_div2k": "MTKDDiv2K", "vimd_cub": "ViMDCub"}
+                "mtkd_div2k": "MTKDDiv2K", "vimd_cub": "ViMDCub", "figkd_cub": "FiGKDCub"}
 
     def __getitem__(self, name: str) -> type[SweepSpec]:
         return getattr(importlib.import_module(f"raykd.sweeps.{name}"), self._classes[name])

@@ -1,9 +1,10 @@
-"""DFD (Zhu et al., "Low-resolution Visual Recognition via Deep Feature Distillation", ICASSP 2019) on CIFAR-10,
-swept with Ray Tune + Optuna: one sweep, and one results table, per low-resolution input size.
+"""DFD (Zhu et al., "Low-resolution Visual Recognition via Deep Feature Distillation", ICASSP 2019) on CIFAR-10 or
+SVHN, swept with Ray Tune + Optuna: one sweep, and one results table, per low-resolution input size.
 
     python sweeps/dfd_cifar.py --smoke                                   # the whole pipeline on the built-in digits
     python sweeps/dfd_cifar.py --data-root /data/cifar-10-batches-py     # LR 8x8 and 16x16 students
     python sweeps/dfd_cifar.py --data-root ... --lr-sizes 8               # one LR size only
+    python sweeps/dfd_cifar.py --dataset svhn --download                  # SVHN (DFD's second dataset)
 
 The teacher is the student's architecture (--model, default resnet20) trained on the 32 x 32 HR images, once, and
 kept in the cache directory. The students see the LR image: the HR view downscaled to 8 x 8 or 16 x 16 (bicubic,
@@ -20,14 +21,16 @@ Recipes (--recipe):
 * ``budget`` (the default): resnet20, SGD 0.05 (momentum 0.9, weight decay 5e-4), cosine, 60 student and 120
   teacher epochs, batch 128: a scaled recipe.
 * ``paper``: what DFD's paper states: 100 epochs (its experiments section, as quoted in issue #18; the HR
-  teacher trained as long), on CIFAR-10 at 32 px with LR students at 8 and 16 px, VGG-16 (``vgg16``, raykd's CIFAR
-  VGG-16 with BatchNorm: one of the paper's three networks). The paper's optimiser, learning rate, schedule and
+  teacher trained as long), on CIFAR-10 or SVHN (``--dataset``) at 32 px with LR students at 8 and 16 px, and its
+  three networks, one per run (``--model``): AlexNet (``alexnet_cifar``), VGG-16 (``vgg16``, the CIFAR VGG-16 with
+  BatchNorm; the default) and ResNet-18 (``resnet18_cifar``). The paper's optimiser, learning rate, schedule and
   batch were not available to raykd and the paper has no released code: those stay the budget recipe's, and the
-  run says so, with what raykd lacks (SVHN; the paper's AlexNet and CIFAR ResNet-18), before it starts and in
-  summary.md.
+  run says so before it starts and in summary.md (as it does for a network that is none of the paper's three).
 
 CIFAR-10 is not downloaded automatically: get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html,
-extract it and pass the cifar-10-batches-py directory (or the one holding it) with --data-root.
+extract it and pass the cifar-10-batches-py directory (or the one holding it) with --data-root. SVHN's cropped digits
+(train_32x32.mat, test_32x32.mat) are fetched and verified by --download (into <cache-dir>/datasets/svhn, or
+--data-root/svhn), or read from --data-root.
 """
 from __future__ import annotations
 
@@ -47,10 +50,12 @@ from raykd.teachers.spec import TeacherSpec
 from raykd.tune.spec import Profile, SweepSpec
 from raykd.tune.sweep import run_sweep
 
-__all__ = ["DFDCifar", "find_cifar10", "HR_SIZE"]
+__all__ = ["DFDCifar", "find_cifar10", "find_svhn", "HR_SIZE", "PAPER_MODELS"]
 
 HR_SIZE = 32
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+PAPER_MODELS = ("alexnet_cifar", "vgg16", "resnet18_cifar")  # DFD's AlexNet, VGG-16 and ResNet-18
+SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 
 
 def find_cifar10(data_root: Path | None, cache_dir: str | Path) -> Path | None:
@@ -66,6 +71,23 @@ def find_cifar10(data_root: Path | None, cache_dir: str | Path) -> Path | None:
     return None
 
 
+def find_svhn(data_root: Path | None, cache_dir: str | Path, download: bool) -> Path | None:
+    """The directory holding SVHN's two .mat files (directly or in ``svhn/``), downloaded there first with
+    ``download``; else None after saying where it looked."""
+    root = (data_root or Path(cache_dir) / "datasets").expanduser().resolve()
+    for candidate in (root, root / "svhn"):
+        if all((candidate / name).is_file() for name in SVHN_FILES):
+            return candidate
+    if download:
+        from raykd.data.svhn import download_svhn
+
+        return download_svhn(root)
+    print(f"SVHN not found at {root} (no {' and '.join(SVHN_FILES)} there, nor under {root / 'svhn'}).\n"
+          "Get it with --download (train and test, about 240 MB from the SVHN site, verified), point --data-root at "
+          "a directory holding the two files, or try the pipeline on built-in data with --smoke.", file=sys.stderr)
+    return None
+
+
 class DFDCifar(SweepSpec):
     name = "dfd_cifar"
     methods = ("none", "dfd")
@@ -73,30 +95,40 @@ class DFDCifar(SweepSpec):
     smoke = Profile(num_samples=3, epochs=2, teacher_epochs=3, batch_size=64)
     # the paper's 100 epochs; its batch was not available: the budget recipe's
     paper = Profile(num_samples=16, epochs=100, teacher_epochs=100, batch_size=128, recipe="paper")
+    smoke_ignores = ("data_root", "download", "dataset")
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-root", type=Path, default=None,
                        help="the cifar-10-batches-py directory, or one containing it (default: <cache-dir>/datasets/"
-                            "cifar-10-batches-py)")
+                            "cifar-10-batches-py); for SVHN the directory of its .mat files, or one holding svhn/")
+        p.add_argument("--dataset", choices=("cifar10", "svhn"), default="cifar10",
+                       help="the paper's two datasets (default cifar10)")
+        p.add_argument("--download", action="store_true", 
+                       help="download SVHN (about 240 MB) if it is not there (CIFAR-10: see below)")
         p.add_argument("--lr-sizes", type=int, nargs="+", default=[8, 16],
                        help="side of the students' LR images, one sweep each (default 8 16: lr_factor 4 and 2)")
         p.add_argument("--model", default=None,
                        help="teacher and student architecture, a registry/timm name (default resnet20; --recipe "
-                            "paper vgg16; smoke resnet8)")
+                            f"paper vgg16; the paper's three: {', '.join(PAPER_MODELS)}; smoke resnet8)")
         p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.05; smoke 0.1)")
 
     def check(self, args: argparse.Namespace) -> None:
+        if args.download and args.dataset != "svhn":
+            raise UserError("--download fetches SVHN only (give --dataset svhn): CIFAR-10's archive is fetched by hand "
+                            f"from {CIFAR_URL}")
         announce(self.name, self.recipe_notes(args))
 
     def recipe_notes(self, args: argparse.Namespace) -> list[str]:
         """What a ``--recipe paper`` run lacks of the paper's setting (nothing for the budget recipe)."""
         if args.recipe != "paper":
             return []
-        return ["the paper's optimiser, learning rate, schedule and batch are not known to raykd: SGD 0.05 "
-                "(momentum 0.9, weight decay 5e-4), cosine, batch 128 (the budget recipe's)",
-                "CIFAR-10 only: raykd has no SVHN, the paper's second dataset",
-                f"network {self.student(args).name}: raykd has the paper's VGG-16 (as the CIFAR VGG-16 with "
-                "BatchNorm) but not its AlexNet or CIFAR ResNet-18"]
+        notes = ["the paper's optimiser, learning rate, schedule and batch are not known to raykd: SGD 0.05 "
+                 "(momentum 0.9, weight decay 5e-4), cosine, batch 128 (the budget recipe's)"]
+        model = self.student(args).name
+        if model not in PAPER_MODELS:
+            notes.append(f"network {model} is none of the paper's AlexNet, VGG-16 and ResNet-18 (--model "
+                         f"{' / '.join(PAPER_MODELS)})")
+        return notes
 
     def _sizes(self, args: argparse.Namespace) -> list[int]:
         bad = [s for s in args.lr_sizes if s < 1 or s >= HR_SIZE or HR_SIZE % s]
@@ -110,10 +142,12 @@ class DFDCifar(SweepSpec):
             # the digits at CIFAR's 32 pixels, so that the LR sizes are CIFAR's too: minutes on two cores
             return DataConfig(dataset="demo", root=str(Path(args.cache_dir) / "datasets" / "digits-32"),
                               image_size=HR_SIZE, lr_factor=factor, lr_mode="down_up")
-        root = find_cifar10(args.data_root, args.cache_dir)
+        root = find_svhn(args.data_root, args.cache_dir, args.download) if args.dataset == "svhn" else \
+            find_cifar10(args.data_root, args.cache_dir)
         if root is None:
             return None
-        return DataConfig(dataset="cifar10", root=str(root), image_size=HR_SIZE, lr_factor=factor, lr_mode="down_up")
+        return DataConfig(dataset=args.dataset, root=str(root), image_size=HR_SIZE, lr_factor=factor,
+                          lr_mode="down_up")
 
     def student(self, args: argparse.Namespace) -> ModelConfig:
         default = "resnet8" if args.smoke else "vgg16" if args.recipe == "paper" else "resnet20"

@@ -72,7 +72,7 @@ from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.trained import TrainedTeachers
 from raykd.train.mtkd import OFFICIAL_LR, PAPER_LR, Stage1Result, prepare_mtkd_teacher, stage1_config
 from raykd.tune.spec import Profile
-from raykd.tune.teachers import node_resources, prepare_teacher
+from raykd.tune.teachers import fit_to_a_node, prepare_teacher
 
 __all__ = ["MTKDDiv2K", "released_teacher", "TEACHERS", "STUDENTS"]
 
@@ -105,11 +105,11 @@ def _named(items: list[str], what: str) -> dict[str, str]:
 
 
 def released_teacher(name: str, path: Path, kwargs: Mapping[str, Any], scale: int, cache_dir: str) -> TeacherSpec:
-    """A released weights file as a raykd checkpoint in the trained-teacher store: loaded strictly into the
-    registry model ``name`` once (:func:`raykd.models.weights.load_weights`), keyed by the file's content and the
-    model's kwargs, and reused afterwards."""
-    from raykd.models import create_model
-    from raykd.models.weights import load_weights
+    """A released weights file as a raykd checkpoint in the trained-teacher store: built and loaded strictly into
+    the registry model ``name`` once (:func:`raykd.models.build.build_model`; BasicSR/KAIR wrappers unwrapped
+    by :func:`raykd.models.weights.load_weights`), keyed by the file's content and the model's kwargs, and reused
+    afterwards."""
+    from raykd.models.build import build_model
     from raykd.train.checkpoint import save_checkpoint
 
     model_kwargs = {**kwargs, "scale": scale}
@@ -120,20 +120,13 @@ def released_teacher(name: str, path: Path, kwargs: Mapping[str, Any], scale: in
     if found is not None:
         print(f"reusing released teacher {name}: {target}")
         return found
-    model = load_weights(create_model(name, **model_kwargs), path)
+    model = build_model(name, model_kwargs, path)
     with tempfile.TemporaryDirectory(prefix="raykd-released-") as tmp:
         saved = save_checkpoint(Path(tmp) / "checkpoint", model=model,
                                 meta={"model": name, "model_kwargs": model_kwargs, "source": str(path)})
         files = {p.name: p.read_bytes() for p in saved.iterdir() if p.is_file()}
     print(f"converted released {name} weights {path} -> {target}")
     return store.commit(files, target, name)
-
-
-def _fit_to_a_node(gpus: float) -> dict[str, float]:
-    """Stage 1's training task: a GPU and a CPU on GPU nodes, else every CPU of the largest node."""
-    if gpus:
-        return {"num_gpus": min(gpus, 1.0), "num_cpus": 1}
-    return {"num_cpus": max(1, int(max((n.get("CPU", 0.0) for n in node_resources()), default=1.0))), "num_gpus": 0}
 
 
 class MTKDDiv2K(DIV2KSweep):
@@ -264,7 +257,7 @@ class MTKDDiv2K(DIV2KSweep):
         service = TeacherServiceConfig(num_cpus=min(1.0, cpus / len(specs)), num_gpus=gpus / len(specs),
                                        mode="stored")
         result = prepare_mtkd_teacher(specs, stage1, splits, cache_dir=args.cache_dir, service=service,
-                                      resources=_fit_to_a_node(gpus),
+                                      resources=fit_to_a_node(gpus),  # sized as a teacher's training
                                       sweep_name=args.name or self.name + ("_smoke" if args.smoke else "_paper"
                                                                            if args.recipe == "paper" else ""))
         self.stage1 = result

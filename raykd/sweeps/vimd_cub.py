@@ -36,7 +36,8 @@ Recipes (--recipe; flags given explicitly win over it: --optimizer, --lr, --weig
   both). The paper's starts are not raykd's defaults: HRVM-Net from ImageNet Vim-Ti (give --teacher-init) and the
   SR sub-network from a pre-trained SRGAN generator (give --sr-checkpoint); the run says loudly, before it starts
   and in summary.md, which of them it lacks, and that the student's Vim starts from scratch (SRVM-Net cannot load
-  ImageNet weights) and that its views are padded crops, not the paper's random-resized crops.
+  ImageNet weights). Views are the paper's random crops with scaling (``DataConfig(crop="resized")``, torchvision's
+  RandomResizedCrop ranges), cut from the image resized to 224 px.
 * ``released``: the authors' released training scripts (boa2004plaust/ViMD, vimd/scripts/train_student.sh and
   train_teacher.sh): AdamW, batch 16, weight decay 1e-8, 250 epochs, cosine, learning rate 1e-5 (their timm
   schedule's warm-up rate and floor; the nominal 5e-7 base rate, linearly scaled by 16/512, lies below that floor).
@@ -143,7 +144,8 @@ class ViMDCub(SweepSpec):
                          "whose weights raykd does not ship (give one with --sr-checkpoint; BasicSR's released "
                          "msrresnet_x4 loads with --sr-arch msrresnet)")
         return notes + ["SRVM-Net's Vim starts from scratch: raykd cannot load ImageNet weights into the student",
-                        "views are 4-pixel-padded crops of the resized image, not the paper's random-resized crops"]
+                        "random-resized crops are cut from the image already resized to 224 px, not from the "
+                        "original image as torchvision's RandomResizedCrop does"]
 
     def _recipe(self, args: argparse.Namespace, key: str) -> Any:
         given = getattr(args, key, None)
@@ -162,8 +164,9 @@ class ViMDCub(SweepSpec):
         root = find_cub(args.data_root, args.cache_dir)
         if root is None:
             return None
+        # the paper's random crop with scaling; the budget recipe keeps the padded crop it was tuned with
         return DataConfig(dataset="cub200", root=str(root), image_size=_image_size(args),
-                          lr_factor=args.lr_factor, lr_mode="down")
+                          lr_factor=args.lr_factor, lr_mode="down", crop="resized" if args.recipe == "paper" else "pad")
 
     def student(self, args: argparse.Namespace) -> ModelConfig:
         kwargs: dict[str, Any] = {"scale": args.lr_factor, "sr_arch": args.sr_arch,
