@@ -15,14 +15,14 @@ from raykd.console import UserError
 from raykd.sweeps import SWEEPS
 from raykd.sweeps.recipes import iteration_epochs
 from raykd.train.loop import make_scheduler
-from raykd.tune.spec import Profile, SweepSpec, _parser, _profile, recorded_flags, sweep_config, write_record
+from raykd.tune.spec import Profile, SweepSpec, sweep_parser, sweep_profile, recorded_flags, sweep_config, write_record
 
 
 def _configs(name: str, argv: list[str], tmp_path: Path):
     spec = SWEEPS[name]()
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), "--recipe", "paper", *argv])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), "--recipe", "paper", *argv])
     spec.check(args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     base = spec.base(args, spec.data(args), profile)
     return spec, args, profile, base
 
@@ -153,15 +153,15 @@ def test_iterations_that_are_not_whole_epochs_are_refused():
 def test_paper_recipe_with_smoke_or_a_spec_without_one_is_refused(tmp_path):
     spec = SWEEPS["figkd_tinyimagenet"]()
     with pytest.raises(UserError, match="--recipe paper --smoke"):
-        _profile(spec, _parser(spec, None).parse_args(["--smoke", "--recipe", "paper"]))
+        sweep_profile(spec, sweep_parser(spec, None).parse_args(["--smoke", "--recipe", "paper"]))
 
     class Mine(SweepSpec):
         name, methods = "mine", ("none",)
         full = smoke = Profile(1, 1, 1, 1)
 
     with pytest.raises(UserError, match="sweep 'mine' has no paper recipe"):
-        _profile(Mine(), _parser(Mine(), None).parse_args(["--recipe", "paper"]))
-    budget = _profile(spec, _parser(spec, None).parse_args([]))
+        sweep_profile(Mine(), sweep_parser(Mine(), None).parse_args(["--recipe", "paper"]))
+    budget = sweep_profile(spec, sweep_parser(spec, None).parse_args([]))
     assert budget == spec.full and budget.recipe == "budget"
 
 

@@ -17,16 +17,16 @@ from raykd.config import MethodConfig, SweepConfig
 from raykd.console import UserError
 from raykd.sweeps import SWEEPS, run
 from raykd.sweeps.dfd_cifar import find_cifar10, write_summary
-from raykd.tune.spec import _parser, _profile
+from raykd.tune.spec import sweep_parser, sweep_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _configs(argv: list[str], tmp_path: Path):
     spec = SWEEPS["dfd_cifar"]()
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
     data = spec.data(args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     base = None if data is None else spec.base(args, data, profile)
     return spec, args, profile, base
 
@@ -93,8 +93,8 @@ def test_smoke_runs_end_to_end_one_table_per_lr_size(tmp_path):
     # a private local Ray: never join another Ray instance on this machine (its address file is shared)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     done = subprocess.run([sys.executable, str(ROOT / "sweeps" / "dfd_cifar.py"), "--smoke", "--cache-dir",
-                           str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--seeds", "0", "--num-samples", "2",
-                           "--teacher-epochs", "1"],
+                           str(tmp_path / "cache"), "--storage", str(tmp_path / "runs"), "--seeds", "0",
+                           "--num-samples", "2", "--teacher-epochs", "1"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     runs = tmp_path / "runs"
@@ -119,6 +119,6 @@ def test_svhn_is_found_or_its_download_offered_and_download_is_svhn_only(tmp_pat
     assert base is None
     err = capsys.readouterr().err
     assert "SVHN not found" in err and "--download" in err and "train_32x32.mat" in err
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path), "--download"])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path), "--download"])
     with pytest.raises(UserError, match="--download fetches SVHN only"):
         spec.check(args)

@@ -11,16 +11,16 @@ import pytest
 
 from raykd.console import UserError
 from raykd.sweeps import SWEEPS
-from raykd.tune.spec import _check_flags, _parser, _profile, sweep_config
+from raykd.tune.spec import _check_flags, sweep_parser, sweep_profile, sweep_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _configs(argv: list[str], tmp_path: Path):
     spec = SWEEPS["figkd_cub"]()
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
     spec.check(args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     data = spec.data(args)
     return spec, args, profile, None if data is None else spec.base(args, data, profile)
 
@@ -62,7 +62,7 @@ def test_figkd_cub_smoke_runs_tiny_models_on_the_built_in_digits(tmp_path):
     assert (base.model.name, spec.teacher_model(args).name) == ("resnet8", "resnet8x4")
     assert (profile.epochs, base.optim.epochs, base.optim.lr) == (2, 2, 0.1)
     for flags in (_cub(tmp_path), ["--image-size", "64"]):  # smoke runs on built-in data at its own size
-        parser = _parser(spec, None)
+        parser = sweep_parser(spec, None)
         with pytest.raises(UserError, match=flags[0]):
             _check_flags(spec, parser, parser.parse_args(["--smoke", *flags]))
 

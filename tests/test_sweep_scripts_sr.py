@@ -20,7 +20,7 @@ from raykd.models import create_model
 from raykd.sweeps import SWEEPS, run
 from raykd.sweeps.div2k import find_div2k
 from raykd.sweeps.mtkd_div2k import released_teacher
-from raykd.tune.spec import _parser, _profile
+from raykd.tune.spec import sweep_parser, sweep_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,9 @@ def demo(tmp_path_factory) -> Path:
 
 def _configs(name: str, argv: list[str], tmp_path: Path):
     spec = SWEEPS[name]()
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
     data = spec.data(args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     return spec, args, profile, (None if data is None else spec.base(args, data, profile))
 
 
@@ -104,9 +104,9 @@ def test_mtkd_flags_student_patch_teacher_patch_and_stage1(tmp_path):
     assert teacher.data.patch_size == 48 and teacher.model.kwargs == {"img_size": 48}
     assert teacher.optim.epochs == profile.teacher_epochs and teacher.method.name == "none"
     with pytest.raises(UserError, match="not among --teachers"):
-        spec.teachers(_parser(spec, None).parse_args(["--teacher-checkpoints", "vdsr=x.pth"]), base, profile, {})
+        spec.teachers(sweep_parser(spec, None).parse_args(["--teacher-checkpoints", "vdsr=x.pth"]), base, profile, {})
     with pytest.raises(UserError, match="--teacher-checkpoints"):
-        spec.teachers(_parser(spec, None).parse_args(["--teacher", str(tmp_path)]), base, profile, {})
+        spec.teachers(sweep_parser(spec, None).parse_args(["--teacher", str(tmp_path)]), base, profile, {})
 
 
 def test_a_released_teacher_is_converted_once_into_the_trained_teacher_store(tmp_path):

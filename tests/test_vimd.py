@@ -27,7 +27,7 @@ from raykd.sweeps import SWEEPS
 from raykd.teachers.sources import run_teacher
 from raykd.train.checkpoint import save_checkpoint
 from raykd.train.loop import build_student, train
-from raykd.tune.spec import _parser, _profile, sweep_config
+from raykd.tune.spec import sweep_parser, sweep_profile, sweep_config
 from raykd.tune.spaces import teacher_needs
 from raykd.tune.sweep import SweepPayload
 
@@ -264,9 +264,9 @@ def test_an_imagenet_vim_starts_the_teacher_without_its_1000_class_head(tmp_path
 
 def _spec_config(argv: list[str], tmp_path: Path):
     spec = SWEEPS["vimd_cub"]()
-    args = _parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
+    args = sweep_parser(spec, None).parse_args(["--cache-dir", str(tmp_path / "cache"), *argv])
     data = spec.data(args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     base = spec.base(args, data, profile)
     return spec, args, base, sweep_config(spec, args, profile), profile
 

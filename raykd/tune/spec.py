@@ -23,7 +23,7 @@ from raykd.tune.lock import check_fresh_directory, sweep_lock
 if TYPE_CHECKING:
     from raykd.teachers.spec import TeacherSpec
 
-__all__ = ["Profile", "RECIPES", "SweepSpec", "run_spec", "connect"]
+__all__ = ["Profile", "RECIPES", "SweepSpec", "run_spec", "connect", "sweep_parser", "sweep_profile", "sweep_config"]
 
 
 RECIPES = ("budget", "paper")
@@ -166,7 +166,7 @@ class SweepSpec:
         pass
 
 
-def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
+def sweep_parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"sweeps/{spec.name}.py", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -223,7 +223,7 @@ def _parser(spec: SweepSpec, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def _profile(spec: SweepSpec, args: argparse.Namespace) -> Profile:
+def sweep_profile(spec: SweepSpec, args: argparse.Namespace) -> Profile:
     """The sizes of the run: ``--smoke``'s, the paper's (``--recipe paper``) or the budget recipe's, with any size
     flag given winning."""
     if args.recipe == "paper":
@@ -265,14 +265,14 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     """Parse the flags, check every name, value and path, find the data, connect to Ray, prepare the teacher(s),
     run the sweep and print its summary; 2 when the data is missing (after saying where it looked and how to get
     it). Run it behind :func:`raykd.console.run_command` (as :func:`raykd.sweeps.run` does)."""
-    parser = _parser(spec, doc)
+    parser = sweep_parser(spec, doc)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.config is not None:
         argv = recorded_flags(spec, args.config) + _without(argv, {"--config": 1})
         args = parser.parse_args(argv)
     _check_flags(spec, parser, args)
-    profile = _profile(spec, args)
+    profile = sweep_profile(spec, args)
     changes = key_values("--set", args.set)
     train_changes = {k: v for k, v in changes.items() if not k.startswith("sweep.")}
     override(TrainConfig(), train_changes)  # an unknown field is refused now, not after the data is found
@@ -319,7 +319,7 @@ def write_record(spec: SweepSpec, argv: Sequence[str], base: TrainConfig, sweep:
     paper in, where it has any)."""
     if is_uri(sweep.directory):
         return
-    args = _parser(spec, None).parse_args(list(argv))
+    args = sweep_parser(spec, None).parse_args(list(argv))
     record = {"sweep": spec.name, "recipe": args.recipe,
               "flags": _without(argv, {"--resume": 0, "--force": 0, "--config": 1}),
               "train": to_json(base), "sweep_config": to_json(sweep)}
