@@ -11,7 +11,7 @@ import pytest
 
 from raykd.console import UserError
 from raykd.sweeps import SWEEPS
-from raykd.tune.spec import _check_flags, sweep_parser, sweep_profile, sweep_config
+from raykd.tune.spec import check_flags, sweep_parser, sweep_profile, sweep_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_figkd_cub_smoke_runs_tiny_models_on_the_built_in_digits(tmp_path):
     for flags in (_cub(tmp_path), ["--image-size", "64"]):  # smoke runs on built-in data at its own size
         parser = sweep_parser(spec, None)
         with pytest.raises(UserError, match=flags[0]):
-            _check_flags(spec, parser, parser.parse_args(["--smoke", *flags]))
+            check_flags(spec, parser, parser.parse_args(["--smoke", *flags]))
 
 
 def test_figkd_cub_help_works_and_imports_nothing_heavy():

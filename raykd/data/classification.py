@@ -33,19 +33,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 _SHOWN_FOLDERS = 3  # empty class folders named in the error
 
 
-def _require_dir(path: Path, what: str) -> Path:
+def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} not found: {path} is not a directory")
     return path
 
 
-def _require_file(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path} does not exist")
     return path
 
 
-def _check_split(split: str, valid: Sequence[str], aliases: dict[str, str] | None = None) -> str:
+def check_split(split: str, valid: Sequence[str], aliases: dict[str, str] | None = None) -> str:
     split = (aliases or {}).get(split, split)
     if split not in valid:
         extra = f" (or {', '.join(repr(a) for a in aliases)})" if aliases else ""
@@ -63,7 +63,7 @@ def _refuse_empty_classes(empty: list[Path], class_count: int, fix: str) -> None
                         f"folders: {shown}{more}; {fix}")
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
     # Names starting with "." are hidden files such as macOS "._x.jpg" resource forks, which are not images.
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -203,9 +203,9 @@ class TinyImageNet(_FileDataset):
         root = Path(root).expanduser()
         if not (root / "wnids.txt").exists() and (root / "tiny-imagenet-200" / "wnids.txt").exists():
             root = root / "tiny-imagenet-200"
-        self.root = _require_dir(root, "TinyImageNet root")
-        self.split = _check_split(split, ("train", "val"))
-        wnids_file = _require_file(root / "wnids.txt", "TinyImageNet class list")
+        self.root = require_dir(root, "TinyImageNet root")
+        self.split = check_split(split, ("train", "val"))
+        wnids_file = require_file(root / "wnids.txt", "TinyImageNet class list")
         self.classes = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
         if not self.classes:
             raise ValueError(f"TinyImageNet class list {wnids_file} is empty")
@@ -226,14 +226,14 @@ class TinyImageNet(_FileDataset):
         return words
 
     def _scan_train(self, index: dict[str, int]) -> tuple[list[Path], list[int]]:
-        train = _require_dir(self.root / "train", "TinyImageNet train split")
+        train = require_dir(self.root / "train", "TinyImageNet train split")
         unknown = sorted(d.name for d in train.iterdir() if d.is_dir() and d.name not in index)
         if unknown:
             raise ValueError(f"{train} has class directories {unknown[:5]} that are not in {self.root / 'wnids.txt'}")
         files, targets, empty = [], [], []
         for wnid, c in index.items():
-            images = _require_dir(train / wnid / "images", f"images of class {wnid}")
-            found = [images / name for name in sorted(os.listdir(images)) if _is_image(name)]  # Paths' order
+            images = require_dir(train / wnid / "images", f"images of class {wnid}")
+            found = [images / name for name in sorted(os.listdir(images)) if is_image(name)]  # Paths' order
             files += found
             targets += [c] * len(found)
             if not found:
@@ -243,8 +243,8 @@ class TinyImageNet(_FileDataset):
         return files, targets
 
     def _scan_val(self, index: dict[str, int]) -> tuple[list[Path], list[int]]:
-        val = _require_dir(self.root / "val", "TinyImageNet val split")
-        annotations = _require_file(val / "val_annotations.txt", "TinyImageNet val labels")
+        val = require_dir(self.root / "val", "TinyImageNet val split")
+        annotations = require_file(val / "val_annotations.txt", "TinyImageNet val labels")
         labelled = []
         for n, line in enumerate(annotations.read_text().splitlines(), start=1):
             if not line.strip():
@@ -283,7 +283,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _load_pickle(path: Path, what: str) -> dict[str, Any]:
-    with open(_require_file(path, what), "rb") as f:
+    with open(require_file(path, what), "rb") as f:
         obj = _SafeUnpickler(f, encoding="bytes").load()
     if not isinstance(obj, dict):
         raise ValueError(f"{path} is not a CIFAR batch: it holds a {type(obj).__name__}, not a dict")
@@ -317,8 +317,8 @@ class Cifar(ClassificationDataset):
         root = Path(root).expanduser()
         if (root / folder).is_dir():
             root = root / folder
-        self.root = _require_dir(root, f"CIFAR-{num_classes} root ({folder})")
-        self.split = _check_split(split, ("train", "test"), {"val": "test"})
+        self.root = require_dir(root, f"CIFAR-{num_classes} root ({folder})")
+        self.split = check_split(split, ("train", "test"), {"val": "test"})
         meta = _load_pickle(root / meta_name, f"CIFAR-{num_classes} class names")
         if names_key not in meta:
             raise ValueError(f"{root / meta_name} has no {names_key!r} entry (keys: {sorted(meta)})")
@@ -369,9 +369,9 @@ class ImageFolder(_FileDataset):
     kind = "imagefolder"
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
-        self.root = _require_dir(Path(root).expanduser(), "ImageFolder root")
+        self.root = require_dir(Path(root).expanduser(), "ImageFolder root")
         self.split = split
-        split_dir = _require_dir(self.root / split, f"ImageFolder split {split!r}")
+        split_dir = require_dir(self.root / split, f"ImageFolder split {split!r}")
         reference = self.root / "train" if (self.root / "train").is_dir() else split_dir
         self.classes = sorted(d.name for d in reference.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.class_names = list(self.classes)
@@ -383,7 +383,7 @@ class ImageFolder(_FileDataset):
             before = len(self.files)
             for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
                 dirnames.sort()
-                found = [Path(dirpath) / n for n in sorted(filenames) if _is_image(n)]
+                found = [Path(dirpath) / n for n in sorted(filenames) if is_image(n)]
                 self.files += found
                 self.targets += [index[d.name]] * len(found)
             if len(self.files) == before:
@@ -408,8 +408,8 @@ class Cub200(_FileDataset):
         root = Path(root).expanduser()
         if not (root / "images.txt").exists() and (root / "CUB_200_2011" / "images.txt").exists():
             root = root / "CUB_200_2011"
-        self.root = _require_dir(root, "CUB-200-2011 root")
-        self.split = _check_split(split, ("train", "test"), {"val": "test"})
+        self.root = require_dir(root, "CUB-200-2011 root")
+        self.split = check_split(split, ("train", "test"), {"val": "test"})
         class_rows = self._table("classes.txt")
         ids = [int(k) for k in class_rows]
         if sorted(ids) != list(range(1, len(ids) + 1)):
@@ -440,7 +440,7 @@ class Cub200(_FileDataset):
         self._validate()
 
     def _table(self, name: str) -> dict[str, str]:
-        path = _require_file(self.root / name, f"CUB-200-2011 {name}")
+        path = require_file(self.root / name, f"CUB-200-2011 {name}")
         table = {}
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             if not line.strip():

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raykd.console import UserError
-from raykd.data.sr import _list_images, _listing, _unique_stems
+from raykd.data.sr import list_images, name_list, unique_stems
 
 __all__ = ["assemble_df2k", "MANIFEST"]
 
@@ -52,11 +52,11 @@ def _lr_files(name: str, root: Path, hr: dict[str, Path], scale: int) -> dict[st
     folder = root / _SOURCES[name][2].format(s=scale)
     if not folder.is_dir():
         return None
-    lr = _unique_stems(_list_images(folder), folder)
+    lr = unique_stems(list_images(folder), folder)
     missing = [hr[stem].name for stem in hr if f"{stem}x{scale}" not in lr]
     if missing:
         raise UserError(f"{folder} lacks the x{scale} LR partner <name>x{scale}.<ext> of {len(missing)} {name} HR "
-                        f"images ({_listing(missing)}): an incomplete extraction? Extract it again, or remove the "
+                        f"images ({name_list(missing)}): an incomplete extraction? Extract it again, or remove the "
                         f"folder to assemble DF2K without x{scale} LR images")
     return {stem: lr[f"{stem}x{scale}"] for stem in hr}
 
@@ -95,12 +95,12 @@ def assemble_df2k(div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLik
     hr: dict[str, dict[str, Path]] = {}
     for name, root in roots.items():
         folder = root / _SOURCES[name][1]
-        hr[name] = _unique_stems(_list_images(folder), folder)
+        hr[name] = unique_stems(list_images(folder), folder)
         if not hr[name]:
             raise UserError(f"{folder} holds no images: is it the {name} HR folder?")
     shared = sorted(set(hr["DIV2K"]) & set(hr["Flickr2K"]))
     if shared:
-        raise UserError(f"DIV2K and Flickr2K both have HR images named {_listing(shared)}: DF2K pairs images by name")
+        raise UserError(f"DIV2K and Flickr2K both have HR images named {name_list(shared)}: DF2K pairs images by name")
     dest = Path(dest).expanduser().absolute()
     _check_dest(dest)
     links = {Path("HR", f.name): f.resolve() for images in hr.values() for f in images.values()}

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from raykd.data.builtin import make_demo_sr
-from raykd.data.classification import IMAGE_EXTENSIONS, _is_image, _require_dir
+from raykd.data.classification import IMAGE_EXTENSIONS, is_image, require_dir
 from raykd.data.degrade import imresize, modcrop
 from raykd.data.download import download, extract_folder
 from raykd.registry import DATASETS
@@ -90,11 +90,11 @@ def _rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else np.array(img, order="C")
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p.name))
 
 
-def _unique_stems(files: Sequence[Path], folder: Path) -> dict[str, Path]:
+def unique_stems(files: Sequence[Path], folder: Path) -> dict[str, Path]:
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:
@@ -104,7 +104,7 @@ def _unique_stems(files: Sequence[Path], folder: Path) -> dict[str, Path]:
     return stems
 
 
-def _listing(names: Sequence[str], limit: int = 10) -> str:
+def name_list(names: Sequence[str], limit: int = 10) -> str:
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
@@ -193,17 +193,17 @@ class PairedSRDataset(SRDataset):
     def __init__(self, root: str | os.PathLike, scale: int, hr_dir: str = "HR",
                  lr_dir: str = "LR_bicubic/X{scale}") -> None:
         super().__init__(Path(root).expanduser(), scale)
-        _require_dir(self.root, f"{self.kind} SR root")
-        hr_folder = _require_dir(self.root / hr_dir, "HR image folder")
-        lr_folder = _require_dir(self.root / lr_dir.format(scale=self.scale), f"x{self.scale} LR image folder")
-        hr = _unique_stems(_list_images(hr_folder), hr_folder)
-        lr = _unique_stems(_list_images(lr_folder), lr_folder)
+        require_dir(self.root, f"{self.kind} SR root")
+        hr_folder = require_dir(self.root / hr_dir, "HR image folder")
+        lr_folder = require_dir(self.root / lr_dir.format(scale=self.scale), f"x{self.scale} LR image folder")
+        hr = unique_stems(list_images(hr_folder), hr_folder)
+        lr = unique_stems(list_images(lr_folder), lr_folder)
         suffix = f"x{self.scale}"
         no_lr = [hr[n].name for n in hr if n + suffix not in lr]
         no_hr = [lr[n].name for n in lr if not (n.endswith(suffix) and n[: -len(suffix)] in hr)]
         if no_lr or no_hr:
-            parts = ([f"HR images without an LR partner <name>{suffix}.<ext> in {lr_folder}: {_listing(no_lr)}"]
-                     if no_lr else []) + ([f"LR images without an HR partner in {hr_folder}: {_listing(no_hr)}"]
+            parts = ([f"HR images without an LR partner <name>{suffix}.<ext> in {lr_folder}: {name_list(no_lr)}"]
+                     if no_lr else []) + ([f"LR images without an HR partner in {hr_folder}: {name_list(no_hr)}"]
                                           if no_hr else [])
             raise FileNotFoundError("; ".join(parts))
         if not hr:
@@ -222,7 +222,7 @@ class PairedSRDataset(SRDataset):
             self.hr_sizes.append(cropped)
             self.grey.append(grey)
         if bad:
-            raise ValueError(f"x{self.scale} LR/HR size mismatch under {self.root}: {_listing(bad, 5)}")
+            raise ValueError(f"x{self.scale} LR/HR size mismatch under {self.root}: {name_list(bad, 5)}")
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return _read(self.lr_files[i]), _read(self.hr_files[i])
@@ -260,12 +260,12 @@ class HRFolderSRDataset(SRDataset):
 
     def __init__(self, root: str | os.PathLike, scale: int) -> None:
         super().__init__(Path(root).expanduser(), scale)
-        _require_dir(self.root, "HR-only SR root")
+        require_dir(self.root, "HR-only SR root")
         folder = self.root / "HR" if (self.root / "HR").is_dir() else self.root
-        files = _list_images(folder)
+        files = list_images(folder)
         if not files:
             raise ValueError(f"{folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-        self.hr_files = list(_unique_stems(files, folder).values())
+        self.hr_files = list(unique_stems(files, folder).values())
         self.hr_sizes, self.grey = [], []
         small = []
         for f in self.hr_files:
@@ -275,7 +275,7 @@ class HRFolderSRDataset(SRDataset):
             self.hr_sizes.append(self._modcropped(size))
             self.grey.append(grey)
         if small:
-            raise ValueError(f"HR images smaller than the scale {self.scale} under {folder}: {_listing(small)}")
+            raise ValueError(f"HR images smaller than the scale {self.scale} under {folder}: {name_list(small)}")
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         hr = _read(self.hr_files[i])

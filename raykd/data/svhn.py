@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from raykd.data.classification import ClassificationDataset, _check_split, _require_dir, _require_file
+from raykd.data.classification import ClassificationDataset, check_split, require_dir, require_file
 from raykd.data.download import download
 from raykd.registry import DATASETS
 
@@ -36,7 +36,7 @@ def _find_root(root: str | os.PathLike) -> Path:
     root = Path(root).expanduser()
     if not any((root / f).is_file() for f, _ in SVHN_FILES.values()) and (root / _FOLDER).is_dir():
         root = root / _FOLDER
-    return _require_dir(root, "SVHN root (holding train_32x32.mat, test_32x32.mat)")
+    return require_dir(root, "SVHN root (holding train_32x32.mat, test_32x32.mat)")
 
 
 def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +69,9 @@ class Svhn(ClassificationDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
         self.root = _find_root(root)
-        self.split = _check_split(split, tuple(SVHN_FILES), {"val": "test"})
+        self.split = check_split(split, tuple(SVHN_FILES), {"val": "test"})
         self._file = SVHN_FILES[self.split][0]
-        self.data, labels = _load_mat(_require_file(self.root / self._file, f"SVHN {self.split} split"))
+        self.data, labels = _load_mat(require_file(self.root / self._file, f"SVHN {self.split} split"))
         self.targets = labels.tolist()
         self.classes = [str(d) for d in range(10)]
         self.class_names = list(self.classes)

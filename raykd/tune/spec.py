@@ -271,7 +271,7 @@ def run_spec(spec: SweepSpec, argv: Sequence[str] | None = None, doc: str | None
     if args.config is not None:
         argv = recorded_flags(spec, args.config) + _without(argv, {"--config": 1})
         args = parser.parse_args(argv)
-    _check_flags(spec, parser, args)
+    check_flags(spec, parser, args)
     profile = sweep_profile(spec, args)
     changes = key_values("--set", args.set)
     train_changes = {k: v for k, v in changes.items() if not k.startswith("sweep.")}
@@ -373,7 +373,7 @@ def _without(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
     return out
 
 
-def _check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_flags(spec: SweepSpec, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flags refused at once: a URI cache dir (:class:`CacheLayout`), and real-data flags given with ``--smoke``
     (which runs on built-in data, so they would be silently ignored)."""
     args.cache_dir = str(CacheLayout.of(args.cache_dir).root)
