@@ -169,12 +169,20 @@ def figkd_hf_loss(
     coeffs_s = wavedec2(logits_to_matrix(logits_s / T, level, wavelet), wavelet=wavelet, level=level, mode=mode)
     coeffs_t = wavedec2(logits_to_matrix(logits_t.detach() / T, level, wavelet), wavelet=wavelet, level=level,
                         mode=mode)
-    pairs = []
-    if bands in ("low", "all"):
-        pairs.append((coeffs_s[0], coeffs_t[0]))
+    return _band_distance(_matched_bands(coeffs_s, coeffs_t, bands), distance, reduction)
+
+
+def _matched_bands(coeffs_s: list, coeffs_t: list, bands: str) -> list[tuple[Tensor, Tensor]]:
+    """The (student, teacher) subband pairs ``bands`` names, from two :func:`wavedec2` results."""
+    pairs = [(coeffs_s[0], coeffs_t[0])] if bands in ("low", "all") else []
     if bands in ("high", "all"):
         for details_s, details_t in zip(coeffs_s[1:], coeffs_t[1:]):
             pairs += zip(details_s, details_t)
+    return pairs
+
+
+def _band_distance(pairs: list[tuple[Tensor, Tensor]], distance: str, reduction: str) -> Tensor:
+    """The distance over matched subbands, reduced as :func:`figkd_hf_loss`'s ``reduction`` says."""
     if reduction == "sample":
         def per_sample(a: Tensor, b: Tensor) -> Tensor:
             diff = a - b
