@@ -1,7 +1,7 @@
 """Load test of the teacher service (stored mode): many clients ask for every epoch's table at once.
 
 Each client does what a trial does through ``ServiceClient``: ask the service for epoch ``e``'s table
-(``TeacherService.table``, which also moves the production frontier) and fetch it from the object store, for
+(``TeacherService.table``, which also plans the ``ahead`` epochs beyond it) and fetch it from the object store, for
 ``e = 0 .. epochs-1``; all clients start together (a barrier). Two rounds: the first from a cold start (the
 service has just started, as at the start of a sweep: epoch 0's requests all wait on one computation, later ones
 race the producer), the second with every table made (restarted or late trials). Printed per round: requests
@@ -29,7 +29,7 @@ import torch
 
 from raykd.config import DataConfig, TeacherServiceConfig, TrainConfig
 from raykd.models import create_model
-from raykd.teachers.service import TeacherRequest, start_service
+from raykd.teachers.service import TeacherRequest, start_service, stop_service
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.checkpoint import save_checkpoint
 from raykd.tune.sweep import decoded_splits
@@ -110,11 +110,11 @@ def main() -> None:
         config = TeacherServiceConfig(mode="stored", replicas=args.replicas, keep_epochs=args.epochs)
         service = start_service([TeacherRequest(teacher, ("logits",))], data, splits["train"], args.epochs, config,
                                 str(work / "store"), "load")
-        ray.get(service.start.remote([0]))  # as run_sweep does before trials start: epochs 0..ahead begin now
+        ray.get(service.start.remote([0]))  # as run_sweep does before trials start: the actors start now
         rounds = [run_round(service, teacher.name, args, rows) for _ in range(2)]
         stats = ray.get(service.statistics.remote())[teacher.name]
         produced = ray.get(service.produced.remote(teacher.name))
-        ray.get(service.shutdown.remote())
+        stop_service(service)
 
     ready = {view: t for (_, view), t in produced.items()}  # cls: view == epoch
     print(f"teacher service load: {args.clients} clients ({args.clients_as}) x {args.epochs} epochs, "

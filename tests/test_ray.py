@@ -153,8 +153,12 @@ def test_epochs_no_trial_reaches_are_never_computed(metrics_port, teacher, split
 
 def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port, teacher, splits, task,
                                                                     tmp_path) -> None:
-    """4 trials x 3 epochs: exactly len(train) x 3 teacher rows in all (one table per epoch, shared by every
-    trial), and 0 when the same sweep runs again on the same cache."""
+    """4 trials x 3 epochs of 3 steps: one table per epoch, shared by every trial, computed once: the whole split
+    for the epochs the service starts before any trial (0 and the ``ahead`` one; the driver does not say yet
+    which rows its trials read), the rows the trials read for the later one; none when the same sweep runs again
+    on the same cache."""
+    from raykd.train.worker import epoch_reads
+
     base = override(BASE, {"optim.epochs": 3})
     sweep = _sweep(tmp_path, methods=("kd", "figkd"), num_samples=4, max_concurrent_trials=2,
                    grace_period=3)
@@ -162,7 +166,8 @@ def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port,
     directory = tmp_path / "runs" / "sweep"
     table = pd.read_parquet(directory / "results.parquet")
     assert len(table) == 4 and (table["status"] == "ok").all() and (table["epochs"] == 3).all()
-    assert first["teacher_samples_computed"] == 3 * len(task)
+    read = len(epoch_reads(base, task, 1)(2))  # 3 steps x 64 + the shape probe's samples
+    assert first["teacher_samples_computed"] == 2 * len(task) + read < 3 * len(task)
     assert first["teachers"][teacher.name]["tables_built"] == 3
     assert (table["teacher_samples_computed"] == 0).all()
     assert (table["cache_hits"] == 3 * 3 * 64).all()  # every step's outputs read from the tables

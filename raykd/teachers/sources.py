@@ -8,7 +8,8 @@ batch's device. The trainer requests before its own forward and collects after i
 
 * :class:`InProcessTeacher`: a frozen model in the training process (``raykd train``/``distill`` without Ray);
 * :class:`StoredTeacher`: rows of the tables the teacher service produces (:mod:`raykd.teachers.service`), by
-  sample index; for super-resolution the whole-image rows are cut with each patch's box;
+  sample index, from a whole table or from one the service streams in chunks (:class:`ChunkedTable`: a step waits
+  only for the chunk holding its batch); for super-resolution the whole-image rows are cut with each patch's box;
 * :class:`raykd.teachers.service.LiveTeacher`: each batch sent to one of the teacher's actors (outputs too
   large to store).
 
@@ -34,7 +35,8 @@ from raykd.models.tiling import super_resolve
 from raykd.teachers.precision import DEFAULT_PRECISION, at_precision
 from raykd.teachers.store import TeacherTable
 
-__all__ = ["Fetch", "TeacherSource", "Counted", "InProcessTeacher", "StoredTeacher", "run_teacher", "run_sr_teacher"]
+__all__ = ["Fetch", "TeacherSource", "Counted", "InProcessTeacher", "StoredTeacher", "ChunkedTable", "run_teacher",
+           "run_sr_teacher"]
 
 Fetch = Callable[[], dict[str, Tensor]]
 
@@ -105,19 +107,85 @@ class InProcessTeacher(Counted):
         return lambda: out
 
 
+PieceOf = Callable[[int], "tuple[int, int, TeacherTable] | None"]
+
+
+class ChunkedTable:
+    """An epoch's table as the teacher service streams it: its *plan* (the sample indices in the order the service
+    computes them, the order trials read them) and its pieces, each fetched when a lookup first needs a row of it:
+    ``piece(position)`` returns ``(start, stop, table)`` of the piece holding plan position ``position``, blocking
+    until it exists, or None when the service no longer knows the plan (it was restarted: then ``replan()``
+    registers the epoch's reads again and returns the new plan). Rows beyond the plan (the trainer's shape probe,
+    say) come from ``extra(rows)``, a table the service computes for them at once."""
+
+    def __init__(self, plan: np.ndarray, piece: PieceOf, replan: Callable[[], np.ndarray],
+                 extra: Callable[[np.ndarray], TeacherTable], outputs: Sequence[str], precision: str) -> None:
+        self.outputs, self.precision = tuple(outputs), precision
+        self._piece, self._replan, self._extra = piece, replan, extra
+        self.pieces: list[tuple[int, int, TeacherTable]] = []
+        self._plan(plan)
+
+    def _plan(self, plan: np.ndarray) -> None:
+        self.position = np.full(int(plan.max()) + 1 if len(plan) else 0, -1, dtype=np.int64)
+        self.position[plan] = np.arange(len(plan))
+
+    def positions(self, index: np.ndarray) -> np.ndarray:
+        """Plan positions of samples ``index`` (-1 for samples the plan does not hold)."""
+        known = index < len(self.position)
+        return np.where(known, self.position[np.where(known, index, 0)], -1) if len(self.position) else index * 0 - 1
+
+    def _tables(self, index: np.ndarray) -> list[tuple[np.ndarray, TeacherTable]]:
+        """``(where, table)`` pairs: the pieces (fetched when missing) holding ``index[where]``, and a table of the
+        rows beyond the plan."""
+        pos = self.positions(index)
+        owner = np.full(len(index), -1, dtype=np.int64)
+        for k, (start, stop, _) in enumerate(self.pieces):
+            owner[(pos >= start) & (pos < stop)] = k
+        while ((owner < 0) & (pos >= 0)).any():
+            found = self._piece(int(pos[(owner < 0) & (pos >= 0)][0]))
+            if found is None:  # a restarted service: plan again (its positions may differ), forget the pieces
+                self.pieces = []
+                self._plan(self._replan())
+                return self._tables(index)
+            self.pieces.append(found)
+            owner[(owner < 0) & (pos >= found[0]) & (pos < found[1])] = len(self.pieces) - 1
+        parts = [(np.flatnonzero(owner == k), self.pieces[k][2]) for k in np.unique(owner[owner >= 0])]
+        if (pos < 0).any():
+            parts.append((np.flatnonzero(pos < 0), self._extra(index[pos < 0])))
+        return parts
+
+    def lookup(self, index: np.ndarray, names: Sequence[str] | None = None) -> dict[str, Any]:
+        index = np.asarray(index, dtype=np.int64)
+        parts = self._tables(index)
+        if len(parts) == 1:
+            return parts[0][1].lookup(index, names)
+        where = np.concatenate([at for at, _ in parts])
+        back = np.argsort(where, kind="stable")
+        found = [table.lookup(index[at], names) for at, table in parts]
+        out: dict[str, Any] = {}
+        for name in found[0]:
+            if isinstance(found[0][name], list):
+                rows = [row for part in found for row in part[name]]
+                out[name] = [rows[i] for i in back]
+            else:
+                out[name] = np.concatenate([part[name] for part in found])[back]
+        return out
+
+
 class StoredTeacher(Counted):
     """Serves rows of stored teacher tables. ``table(epoch)`` returns the epoch's :class:`TeacherTable` (blocking
-    until it exists) and ``prefetch(epoch)`` asks for one in the background; both come from the teacher service.
+    until it exists) or :class:`ChunkedTable` (streamed: a request blocks only until its rows' chunk exists), and
+    ``prefetch(epoch)`` asks for one in the background; both come from the teacher service.
 
     With ``scale`` (super-resolution), rows are whole images: each is cut with the batch's ``box`` at ``scale``
     (or at 1 for outputs at LR resolution, such as a DVMSR body feature) and oriented like the patches."""
 
-    def __init__(self, table: Callable[[int], TeacherTable], outputs: Sequence[str],
+    def __init__(self, table: Callable[[int], TeacherTable | ChunkedTable], outputs: Sequence[str],
                  prefetch: Callable[[int], None] = lambda epoch: None, scale: int | None = None):
         super().__init__()
         self.outputs, self.scale = tuple(outputs), scale
         self._table, self._prefetch = table, prefetch
-        self.current: TeacherTable | None = None
+        self.current: TeacherTable | ChunkedTable | None = None
 
     def begin_epoch(self, epoch: int) -> None:
         self.current = self._table(epoch)
@@ -126,7 +194,7 @@ class StoredTeacher(Counted):
             raise KeyError(f"stored teacher outputs lack {missing}; the table holds {list(self.current.outputs)}")
         self._prefetch(epoch + 1)
 
-    def _current(self) -> TeacherTable:
+    def _current(self) -> TeacherTable | ChunkedTable:
         if self.current is None:
             raise RuntimeError("StoredTeacher: begin_epoch(epoch) must be called before the epoch's first request")
         return self.current

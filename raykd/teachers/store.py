@@ -16,6 +16,7 @@ spreads the rest uniformly; ``k = C`` is exact.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,13 +31,16 @@ TABLE_FORMAT = 3
 
 
 def table_key(teacher: Mapping[str, Any], inputs: Mapping[str, Any], outputs: Sequence[str], view: int | None,
-              top_k: int | None = None, precision: str = DEFAULT_PRECISION) -> str:
+              top_k: int | None = None, precision: str = DEFAULT_PRECISION, rows: np.ndarray | None = None) -> str:
     """The content key of one teacher's table: ``teacher`` is :meth:`TeacherSpec.identity`, ``inputs`` what the
     teacher's input depends on (:meth:`ClassificationBatches.describe` / :meth:`SRBatches.describe` plus inference
-    settings), ``view`` the view number (``None`` for whole-image tables), ``precision`` that of its rows."""
-    return content_key({"table": "teacher_outputs", "format": TABLE_FORMAT, "teacher": dict(teacher),
-                        "inputs": dict(inputs), "outputs": sorted(outputs), "view": view, "top_k": top_k,
-                        "precision": precision})
+    settings), ``view`` the view number (``None`` for whole-image tables), ``precision`` that of its rows;
+    ``rows``: the samples of a table of only some of them (those trials read), ``None`` for every sample."""
+    document = {"table": "teacher_outputs", "format": TABLE_FORMAT, "teacher": dict(teacher), "inputs": dict(inputs),
+                "outputs": sorted(outputs), "view": view, "top_k": top_k, "precision": precision}
+    if rows is not None:  # the set of samples, in whatever order the table holds them
+        document["rows"] = hashlib.sha256(np.unique(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()
+    return content_key(document)
 
 
 def compact_logits(logits: np.ndarray, k: int, precision: str = DEFAULT_PRECISION) -> dict[str, np.ndarray]:
@@ -86,6 +90,28 @@ class TeacherTable:
              top_k: int | None = None, precision: str = DEFAULT_PRECISION) -> "TeacherTable":
         """Store a table (rows at ``precision``; ``logits`` compacted to the top ``top_k`` when given) and return
         it."""
+        columns, extra = cls.columns(index, outputs, top_k, precision)
+        return cls(store.save(key, columns, {**meta, **extra}))
+
+    @classmethod
+    def in_memory(cls, key: str, index: np.ndarray, outputs: Mapping[str, Any], meta: Mapping[str, Any],
+                  top_k: int | None = None, precision: str = DEFAULT_PRECISION) -> "TeacherTable":
+        """The table :meth:`save` would store (a chunk of rows, say), not written anywhere."""
+        columns, extra = cls.columns(index, outputs, top_k, precision)
+        return cls(Table(key, columns, {**meta, **extra}))
+
+    @staticmethod
+    def concat(parts: Sequence["TeacherTable"]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The columns and meta of ``parts`` (tables of one teacher and view, in row order) as one table's."""
+        names = parts[0].table.columns
+        columns = {name: Ragged.concat([p.table[name] for p in parts]) if isinstance(parts[0].table[name], Ragged)
+                   else np.concatenate([p.table[name] for p in parts]) for name in names}
+        return columns, dict(parts[0].table.meta)
+
+    @staticmethod
+    def columns(index: np.ndarray, outputs: Mapping[str, Any], top_k: int | None, precision: str
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The stored columns of ``outputs`` for samples ``index`` and the meta they need to be read back."""
         dtype = stored_dtype(precision)
         columns: dict[str, Any] = {"index": np.asarray(index, dtype=np.int64)}
         extra: dict[str, Any] = {"outputs": sorted(outputs), "top_k": top_k, "precision": precision}
@@ -99,7 +125,7 @@ class TeacherTable:
                     if isinstance(value, list) else value
             else:
                 columns[name] = np.asarray(value, dtype=dtype)
-        return cls(store.save(key, columns, {**meta, **extra}))
+        return columns, extra
 
     @property
     def num_rows(self) -> int:

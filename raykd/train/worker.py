@@ -13,11 +13,12 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 import ray
 import ray.train
@@ -30,10 +31,10 @@ from raykd.config import TrainConfig
 from raykd.methods import method_class
 from raykd.models.checkpoint import META_FILE
 from raykd.teachers.service import ServiceClient
-from raykd.train.loop import Runtime, resolve_device, train
-from raykd.train.tasks import build_task
+from raykd.train.loop import Runtime, resolve_device, shard_order, train
+from raykd.train.tasks import Task, build_task
 
-__all__ = ["TrialSpec", "train_worker"]
+__all__ = ["TrialSpec", "train_worker", "epoch_reads"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,27 @@ def _resume_dir(previous: Any) -> Iterator[Path | None]:
             yield Path(path)
 
 
+def epoch_reads(cfg: TrainConfig, task: Task, world_size: int) -> Callable[[int], np.ndarray]:
+    """``reads(epoch)``: the samples all ``world_size`` workers of a run read in ``epoch``, in the order they read
+    them (what the teacher service streams for it): first samples 0 and 1, on which the trainer's setup probes the
+    teacher's output shapes (:func:`raykd.train.loop.setup`), then the steps': workers deal :func:`shard_order`'s
+    shuffle round robin, so the union of their first ``k`` batches is the shuffle's first ``k x batch x workers``
+    items."""
+    n = len(task)
+    per_worker = n // world_size
+    if cfg.optim.steps_per_epoch is not None:
+        per_worker = min(per_worker, cfg.optim.steps_per_epoch * cfg.optim.batch_size)
+    groups = getattr(task.train_arrays, "groups", None)
+    probe = np.arange(min(2, n))
+
+    def reads(epoch: int) -> np.ndarray:
+        steps = shard_order(n, seed=cfg.seed, epoch=epoch, rank=0, world_size=1, groups=groups)
+        steps = steps[: per_worker * world_size]
+        return np.concatenate([probe[~np.isin(probe, steps)], steps])
+
+    return reads
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """Train ``config["trial"]`` (a :class:`TrialSpec`); ``config["distributed"]``: this is a Ray Train worker."""
     spec: TrialSpec = config["trial"]
@@ -134,9 +156,11 @@ def train_worker(config: dict[str, Any]) -> None:
     cfg = spec.cfg
     task = build_task(cfg.data, cfg.seed, {name: ray.get(ref) for name, ref in spec.splits.items()})
     method = method_class(cfg.method.name, cfg.data.task)
+    runtime = session.runtime(cfg)
     source = None
     if spec.teacher is not None and method(**cfg.method.params).teacher_outputs():
-        source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed)
+        source = spec.teacher.source(cfg.data.task, cfg.data.scale, cfg.seed,
+                                     epoch_reads(cfg, task, runtime.world_size))
     node = ray.get_runtime_context().get_node_id()
     exported = {"cache_hits": 0, "reports": 0}
 
@@ -150,7 +174,7 @@ def train_worker(config: dict[str, Any]) -> None:
         session.report(metrics, checkpoint_dir)
 
     with tempfile.TemporaryDirectory(prefix="raykd-trial-") as tmp, _resume_dir(session.previous()) as resume:
-        final = train(cfg, task=task, teacher=source, runtime=session.runtime(cfg),
+        final = train(cfg, task=task, teacher=source, runtime=runtime,
                       checkpoint_dir=Path(tmp) / "checkpoint", resume_from=resume, report=report, started=started)
     if not exported["reports"] and final:  # resumed from its last epoch: nothing to train, but Tune needs the result
         report(final, None)
