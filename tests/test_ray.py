@@ -153,10 +153,9 @@ def test_epochs_no_trial_reaches_are_never_computed(metrics_port, teacher, split
 
 def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port, teacher, splits, task,
                                                                     tmp_path) -> None:
-    """4 trials x 3 epochs of 3 steps: one table per epoch, shared by every trial, computed once: the whole split
-    for the epochs the service starts before any trial (0 and the ``ahead`` one; the driver does not say yet
-    which rows its trials read), the rows the trials read for the later one; none when the same sweep runs again
-    on the same cache."""
+    """4 trials x 3 epochs of 3 steps: one table per epoch, shared by every trial, computed once, of only the rows
+    the trials read (the driver plans the first epochs as its trials will read them, the trials the later ones);
+    none when the same sweep runs again on the same cache."""
     from raykd.train.worker import epoch_reads
 
     base = override(BASE, {"optim.epochs": 3})
@@ -166,8 +165,8 @@ def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port,
     directory = tmp_path / "runs" / "sweep"
     table = pd.read_parquet(directory / "results.parquet")
     assert len(table) == 4 and (table["status"] == "ok").all() and (table["epochs"] == 3).all()
-    read = len(epoch_reads(base, task, 1)(2))  # 3 steps x 64 + the shape probe's samples
-    assert first["teacher_samples_computed"] == 2 * len(task) + read < 3 * len(task)
+    read = sum(len(epoch_reads(base, task, 1)(epoch)) for epoch in range(3))  # 3 steps x 64 (+ the shape probe's)
+    assert first["teacher_samples_computed"] == read < len(task)
     assert first["teachers"][teacher.name]["tables_built"] == 3
     assert (table["teacher_samples_computed"] == 0).all()
     assert (table["cache_hits"] == 3 * 3 * 64).all()  # every step's outputs read from the tables

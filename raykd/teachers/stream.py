@@ -177,10 +177,12 @@ class Stream:
         return await self._until(slot, lambda: slot.covering(position))
 
     async def table(self, epoch: int) -> Any:
-        """The ref of epoch ``epoch``'s view's table of every sample, once it exists."""
+        """The ref of epoch ``epoch``'s view's table of every sample, once it exists and the persistent store holds
+        it (so the counters say it was built, and a later run finds it)."""
         plan = self.register(epoch, np.arange(self.env.num_rows))
         slot = self.slots[self.env.view_for_epoch(epoch)]
-        whole = await self._until(slot, lambda: (p := slot.covering(0)) is not None and p.stop >= len(plan) and p)
+        whole = await self._until(slot, lambda: slot.stored and (p := slot.covering(0)) is not None
+                                  and p.stop >= len(plan) and p)
         return whole.ref
 
     async def _until(self, slot: Slot, found: Callable[[], Any]) -> Any:

@@ -20,7 +20,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from raykd.teachers.service import ServiceClient, TeacherRequest, start_service,
 from raykd.teachers.spec import TeacherSpec
 from raykd.train.loop import build_student
 from raykd.train.tasks import build_task
-from raykd.train.worker import TrialSpec, train_worker
+from raykd.train.worker import TrialSpec, epoch_reads, train_worker
 from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
 from raykd.tune.resources import check_sweep_resources, share_gpus
@@ -261,8 +261,9 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                for name in specs}
     for spec in specs.values():
         check_teacher(spec, base, splits)
-    service = _start_teachers(specs, outputs, base, splits, sweep)
+    service = None
     try:
+        service = _start_teachers(specs, outputs, base, splits, sweep)
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()}
         teacher_configs = {m: spec.as_config() for m, spec in per_method.items() if spec.checkpoint}
         payload = SweepPayload(base, splits, clients, teacher_configs, sweep.scaling, sweep.failure.max_failures,
@@ -296,13 +297,30 @@ def _start_teachers(specs: Mapping[str, TeacherSpec], outputs: Mapping[str, tupl
     service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
                             splits["train"], base.optim.epochs, sweep.teachers, store_root(sweep.cache_dir),
                             sweep.name)
-    _serve_seeds(service, [base.seed], sweep)
+    try:
+        _serve_seeds(service, [base.seed], sweep, base, splits)
+    except BaseException:
+        stop_service(service)
+        raise
     return service
 
 
-def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig) -> None:
+def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig, base: TrainConfig,
+                 splits: Mapping[str, Any]) -> None:
+    """Start the teacher streams of ``seeds``, their tables' disk use checked first, and their first epochs planned
+    as the trials of each seed will read them (:func:`raykd.train.worker.epoch_reads`: with ``--steps-per-epoch``,
+    only those rows are computed)."""
     check_table_space(ray.get(service.projection.remote(seeds)), store_root(sweep.cache_dir))
-    ray.get(service.start.remote(seeds))
+    if base.data.task != "cls":  # whole-image SR tables: trials read them in any order
+        ray.get(service.start.remote(seeds))
+        return
+    task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    first = range(min(sweep.teachers.ahead + 1, base.optim.epochs))
+    reads = {}
+    for seed in seeds:
+        reads_of = epoch_reads(replace(base, seed=seed), task, sweep.workers_per_trial)
+        reads[seed] = {epoch: reads_of(epoch) for epoch in first}
+    ray.get(service.start.remote(seeds, reads))
 
 
 def _seeds_stage(results: Any, payload: SweepPayload, service: Any, base: TrainConfig, sweep: SweepConfig,
@@ -312,7 +330,7 @@ def _seeds_stage(results: Any, payload: SweepPayload, service: Any, base: TrainC
     if not grid:
         return None, None
     if service is not None:
-        _serve_seeds(service, sorted({run["seed"] for run in grid}), sweep)
+        _serve_seeds(service, sorted({run["seed"] for run in grid}), sweep, base, payload.splits)
     trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload), _trial_resources(sweep))
     name = f"{sweep.name}-seeds"
     return fit_stage(_tuner(trainable, sweep, base, metric, name, search=False, grid=grid), "seeds", len(grid),
