@@ -15,6 +15,7 @@ convention, ``scale`` pixels of border) join ``results.parquet`` and ``summary.m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections.abc import Mapping
@@ -91,7 +92,15 @@ class DIV2KSweep(SweepSpec):
                             "(default; exact)")
         p.add_argument("--tile-overlap", type=int, default=16, help="overlap of --tile tiles (default 16)")
 
+    PAPER_PATCHES: int | None = None  # LR patches per image and epoch under --recipe paper (a subclass says)
+
     def data(self, args: argparse.Namespace) -> DataConfig | None:
+        data = self._dataset_config(args)
+        if data is None or args.recipe != "paper" or self.PAPER_PATCHES is None:
+            return data
+        return dataclasses.replace(data, patches_per_image=self.PAPER_PATCHES)
+
+    def _dataset_config(self, args: argparse.Namespace) -> DataConfig | None:
         missing = benchmark_missing({"--val-root": args.val_root, "--set14-root": args.set14_root}, args.scale)
         if missing:
             print(f"no benchmark set (HR/ and LR_bicubic/X{args.scale}/) at {', '.join(missing)}", file=sys.stderr)

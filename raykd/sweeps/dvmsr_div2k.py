@@ -82,12 +82,6 @@ class DVMSRDiv2K(DIV2KSweep):
     def _paper_lr(self, args: argparse.Namespace) -> float:
         return self.PAPER_LR if args.lr is None else args.lr  # a given 0 is refused by the config, not replaced
 
-    def data(self, args: argparse.Namespace) -> DataConfig | None:
-        data = super().data(args)
-        if data is None or args.recipe != "paper":
-            return data
-        return dataclasses.replace(data, patches_per_image=self.PAPER_PATCHES)
-
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
         if profile.recipe != "paper":
             return super().optim(args, profile)

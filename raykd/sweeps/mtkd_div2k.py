@@ -183,12 +183,6 @@ class MTKDDiv2K(DIV2KSweep):
         return notes + ["the only baseline is l1kd: the paper's tables also compare KD, AT, FAKD, DUKD and CrossKD",
                         "batch 16 (the released stage-1 config's) is not confirmed against the paper's text"]
 
-    def data(self, args: argparse.Namespace) -> DataConfig | None:
-        data = super().data(args)
-        if data is None or args.recipe != "paper":
-            return data
-        return dataclasses.replace(data, patches_per_image=self.PAPER_PATCHES)
-
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
         if profile.recipe != "paper":
             return super().optim(args, profile)
