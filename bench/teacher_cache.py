@@ -127,7 +127,7 @@ def main() -> None:
         for mode in ("stored", "live"):
             sweep = SweepConfig(name=mode, methods=("kd",), num_samples=args.trials, max_concurrent_trials=1, seeds=0,
                                 verbose=0, storage=str(Path(tmp) / "runs"), cache_dir=str(Path(tmp) / f"cache-{mode}"),
-                                teachers=TeacherServiceConfig(mode=mode))
+                                teacher_service=TeacherServiceConfig(mode=mode))
             started = time.perf_counter()
             summary = run_sweep(base, spec, sweep, splits=splits)
             walls[mode] = time.perf_counter() - started

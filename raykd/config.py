@@ -368,17 +368,17 @@ class TeacherServiceConfig:
     precision: str = "float16"
 
     def __post_init__(self) -> None:
-        _int("teachers", "replicas", self.replicas, 1)
-        _float("teachers", "num_cpus", self.num_cpus, 0.0)
-        _float("teachers", "num_gpus", self.num_gpus, 0.0)
-        _int("teachers", "batch_size", self.batch_size, 1)
-        _int("teachers", "ahead", self.ahead, 0)
-        _int("teachers", "keep_epochs", self.keep_epochs, 1)
-        _choice("teachers", "mode", self.mode, ("auto", "stored", "live"))
-        _int("teachers", "live_threshold_bytes", self.live_threshold_bytes, 1)
+        _int("teacher_service", "replicas", self.replicas, 1)
+        _float("teacher_service", "num_cpus", self.num_cpus, 0.0)
+        _float("teacher_service", "num_gpus", self.num_gpus, 0.0)
+        _int("teacher_service", "batch_size", self.batch_size, 1)
+        _int("teacher_service", "ahead", self.ahead, 0)
+        _int("teacher_service", "keep_epochs", self.keep_epochs, 1)
+        _choice("teacher_service", "mode", self.mode, ("auto", "stored", "live"))
+        _int("teacher_service", "live_threshold_bytes", self.live_threshold_bytes, 1)
         if self.top_k is not None:
-            _int("teachers", "top_k", self.top_k, 1)
-        _choice("teachers", "precision", self.precision, ("float16", "float32"))
+            _int("teacher_service", "top_k", self.top_k, 1)
+        _choice("teacher_service", "precision", self.precision, ("float16", "float32"))
 
 
 def _scaling(**kwargs: Any) -> Any:
@@ -418,7 +418,7 @@ class SweepConfig:
     mode: str = "max"
     scaling: Any = field(default_factory=lambda: _scaling(num_workers=1, resources_per_worker={"CPU": 1}))
     failure: Any = field(default_factory=lambda: _failure(max_failures=2))
-    teachers: TeacherServiceConfig = field(default_factory=TeacherServiceConfig)
+    teacher_service: TeacherServiceConfig = field(default_factory=TeacherServiceConfig)
     max_concurrent_trials: int | None = None
     grace_period: int = 1
     storage: str = "runs"
@@ -443,8 +443,8 @@ class SweepConfig:
             _fail("sweep", "scaling", self.scaling, "a ray.train.ScalingConfig")
         if type(self.failure).__name__ != "FailureConfig":
             _fail("sweep", "failure", self.failure, "a ray.tune.FailureConfig")
-        if not isinstance(self.teachers, TeacherServiceConfig):
-            _fail("sweep", "teachers", self.teachers, "a TeacherServiceConfig")
+        if not isinstance(self.teacher_service, TeacherServiceConfig):
+            _fail("sweep", "teacher_service", self.teacher_service, "a TeacherServiceConfig")
         if self.max_concurrent_trials is not None:
             _int("sweep", "max_concurrent_trials", self.max_concurrent_trials, 1)
         _int("sweep", "grace_period", self.grace_period, 1)

@@ -40,13 +40,13 @@ def _gpu_sweep(**changes) -> SweepConfig:
     """What ``--gpus-per-worker 1`` makes: trial workers and teacher actors each asking for a whole GPU."""
     return SweepConfig(**{"scaling": ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"CPU": 1,
                                                                                                       "GPU": 1}),
-                          "teachers": TeacherServiceConfig(num_gpus=1), **changes})
+                          "teacher_service": TeacherServiceConfig(num_gpus=1), **changes})
 
 
 @pytest.mark.parametrize("actors", [1, 3])  # one teacher; MTKD's three
 def test_teacher_actors_and_a_trial_share_one_gpu(actors) -> None:
     shared = share_gpus(_gpu_sweep(), actors)
-    per_actor, worker = shared.teachers.num_gpus, shared.scaling.resources_per_worker["GPU"]
+    per_actor, worker = shared.teacher_service.num_gpus, shared.scaling.resources_per_worker["GPU"]
     assert per_actor * actors <= TEACHER_GPU_SHARE and worker == 1 - TEACHER_GPU_SHARE
     assert actors * per_actor + worker <= 1  # together on the first GPU node: no second node for the first trial
     assert 2 * worker > 1  # and never two trials on one GPU
@@ -55,8 +55,8 @@ def test_teacher_actors_and_a_trial_share_one_gpu(actors) -> None:
 
 
 def test_gpu_requests_that_already_share_or_cannot_are_kept() -> None:
-    for sweep in (SweepConfig(), _gpu_sweep(teachers=TeacherServiceConfig(num_gpus=0)),  # no GPU asked
-                  _gpu_sweep(teachers=TeacherServiceConfig(num_gpus=0.5),  # already fit one GPU
+    for sweep in (SweepConfig(), _gpu_sweep(teacher_service=TeacherServiceConfig(num_gpus=0)),  # no GPU asked
+                  _gpu_sweep(teacher_service=TeacherServiceConfig(num_gpus=0.5),  # already fit one GPU
                              scaling=ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 0.5})),
                   _gpu_sweep(scaling=ScalingConfig(num_workers=1, use_gpu=True,  # whole GPUs above one
                                                    resources_per_worker={"GPU": 2}))):
@@ -234,7 +234,7 @@ def _sweep_on(nodes: LocalAutoscalingCluster, teacher, tmp_path: Path) -> None:
     assert _workers() == {}  # workers from zero
     sweep = share_gpus(_gpu_sweep(name="autoscaling", methods=("kd",), num_samples=2, grace_period=EPOCHS, seeds=0,
                                   storage=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
-                                  teachers=TeacherServiceConfig(num_cpus=1, num_gpus=1, mode="stored")), 1)
+                                  teacher_service=TeacherServiceConfig(num_cpus=1, num_gpus=1, mode="stored")), 1)
     watcher = NodeWatcher()
     watcher.start()
     submitted = time.time()

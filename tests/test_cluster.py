@@ -138,11 +138,11 @@ def test_a_sweep_uses_both_workers_and_survives_losing_one(tmp_path, monkeypatch
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     sweep = SweepConfig(name="cluster", methods=("kd",), num_samples=4, grace_period=EPOCHS, seeds=0, verbose=0,
                         storage=runs.as_uri(), cache_dir=cache.as_uri(), failure=FailureConfig(max_failures=2),
-                        teachers=TeacherServiceConfig(replicas=2, num_cpus=0.5, mode="stored"))
+                        teacher_service=TeacherServiceConfig(replicas=2, num_cpus=0.5, mode="stored"))
 
     # a trial or teacher actor larger than every node is refused at once, with the numbers
     for too_big, what in ((dict(scaling=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2})), "trial"),
-                          (dict(teachers=TeacherServiceConfig(num_cpus=1.5)), "teacher actor")):
+                          (dict(teacher_service=TeacherServiceConfig(num_cpus=1.5)), "teacher actor")):
         with pytest.raises(InsufficientResources, match=rf"{what}.*asks for .* CPU.*nodes 1 CPU/0 GPU, 0 CPU/0 GPU"):
             check_sweep_resources(dataclasses.replace(sweep, **too_big))
 

@@ -52,7 +52,7 @@ def _full_sweep() -> SweepConfig:
         name="figkd", methods=("kd", "figkd"), num_samples=8, metric="val/acc", mode="min",
         scaling=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 2}),
         failure=FailureConfig(max_failures=5),
-        teachers=TeacherServiceConfig(replicas=2, num_cpus=2.0, num_gpus=0.5, batch_size=64, ahead=2,
+        teacher_service=TeacherServiceConfig(replicas=2, num_cpus=2.0, num_gpus=0.5, batch_size=64, ahead=2,
                                       keep_epochs=3, mode="stored", live_threshold_bytes=2**20, top_k=10,
                                       precision="float32"),
         max_concurrent_trials=4, grace_period=2, storage="s3://bucket/runs", cache_dir="/cache", resume=True,
@@ -90,7 +90,7 @@ def test_a_sweep_config_round_trips_through_json_text():
     assert back == sweep
     assert isinstance(back.scaling, ScalingConfig) and back.workers_per_trial == 2
     assert isinstance(back.failure, FailureConfig) and back.failure.max_failures == 5
-    assert isinstance(back.teachers, TeacherServiceConfig) and back.methods == ("kd", "figkd")
+    assert isinstance(back.teacher_service, TeacherServiceConfig) and back.methods == ("kd", "figkd")
     assert from_json(SweepConfig, json.loads(json.dumps(to_json(SweepConfig())))) == SweepConfig()
     assert sweep.directory == "s3://bucket/runs/figkd"
 
@@ -101,7 +101,7 @@ def test_a_sweep_config_round_trips_through_json_text():
         (TrainConfig, {"sed": 1}, "sed"),
         (TrainConfig, {"optim": {"lrr": 0.1}}, "optim.lrr"),
         (TrainConfig, {"teacher": {"checkpoint": "x", "model": {"nme": "rcan"}}}, "teacher.model.nme"),
-        (SweepConfig, {"teachers": {"replica": 2}}, "teachers.replica"),
+        (SweepConfig, {"teacher_service": {"replica": 2}}, "teacher_service.replica"),
     ],
 )
 def test_from_json_names_unknown_keys_by_their_dotted_path(kind, values, path):
@@ -131,8 +131,8 @@ def test_override_with_dotted_paths():
     assert with_teacher.teacher == TeacherConfig("/t", ModelConfig("resnet32x4"))
     deep = override(with_teacher, {"teacher.model.kwargs": {"num_classes": 10}})
     assert deep.teacher.model.kwargs == {"num_classes": 10} and deep.teacher.checkpoint == "/t"
-    sweep = override(SweepConfig(), {"teachers.top_k": 5, "num_samples": 2})
-    assert sweep.teachers.top_k == 5 and sweep.num_samples == 2
+    sweep = override(SweepConfig(), {"teacher_service.top_k": 5, "num_samples": 2})
+    assert sweep.teacher_service.top_k == 5 and sweep.num_samples == 2
 
 
 @pytest.mark.parametrize(
@@ -195,14 +195,14 @@ BAD = {
     SweepConfig: [
         ("name", ""), ("methods", "kd"), ("methods", ()), ("methods", ("kd", "")), ("methods", ("kd", 3)),
         ("num_samples", 0), ("metric", ""), ("mode", "up"), ("scaling", {"num_workers": 2}), ("failure", 3),
-        ("teachers", {}), ("max_concurrent_trials", 0), ("grace_period", 0), ("storage", ""), ("cache_dir", ""),
+        ("teacher_service", {}), ("max_concurrent_trials", 0), ("grace_period", 0), ("storage", ""), ("cache_dir", ""),
         ("resume", "yes"), ("seed", -1), ("seeds", -1), ("log", ("wandb",)), ("log", ("tensorboard",)),
         ("verbose", 9), ("verbose", "loud"),
     ],
 }
 OWNER = {ModelConfig: "model", DataConfig: "data", OptimConfig: "optim", MethodConfig: "method",
-         TeacherConfig: "teacher", RuntimeConfig: "runtime", TrainConfig: "train", TeacherServiceConfig: "teachers",
-         SweepConfig: "sweep"}
+         TeacherConfig: "teacher", RuntimeConfig: "runtime", TrainConfig: "train",
+         TeacherServiceConfig: "teacher_service", SweepConfig: "sweep"}
 REQUIRED = {TeacherConfig: {"checkpoint": "/runs/teacher"}}
 CASES = [(kind, name, value) for kind, cases in BAD.items() for name, value in cases]
 

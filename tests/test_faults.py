@@ -543,7 +543,7 @@ def test_requests_no_node_can_hold_are_refused_at_once_with_the_numbers(local_ra
     gpu_trial = _sweep(tmp_path, scaling=ScalingConfig(num_workers=2, use_gpu=True))
     with pytest.raises(InsufficientResources, match=r"1 CPU, 1 GPU"):
         run_sweep(BASE, None, gpu_trial)
-    big_teacher = _sweep(tmp_path, teachers=TeacherServiceConfig(num_cpus=4))
+    big_teacher = _sweep(tmp_path, teacher_service=TeacherServiceConfig(num_cpus=4))
     with pytest.raises(InsufficientResources, match=r"teacher actor .* asks for 4 CPU.*TeacherServiceConfig"):
         run_sweep(BASE, None, big_teacher)
     with pytest.raises(InsufficientResources, match=r"teacher training asks for 1 CPU, 1 GPU"):

@@ -124,12 +124,12 @@ def test_an_aggregated_mtkd_teacher_is_keyed_by_the_precision_of_the_tables_it_l
 
 
 def test_precision_is_checked_and_old_configs_load_with_the_default() -> None:
-    with pytest.raises(ConfigError, match=r"teachers\.precision = 'bfloat16': expected one of \['float16', "
+    with pytest.raises(ConfigError, match=r"teacher_service\.precision = 'bfloat16': expected one of \['float16', "
                                           r"'float32'\]"):
         TeacherServiceConfig(precision="bfloat16")
     saved = to_json(SweepConfig())
-    del saved["teachers"]["precision"]  # a sweep config written before the option existed
-    assert from_json(SweepConfig, saved).teachers.precision == "float16"
+    del saved["teacher_service"]["precision"]  # a sweep config written before the option existed
+    assert from_json(SweepConfig, saved).teacher_service.precision == "float16"
 
 
 def test_results_table_records_each_trials_teacher_precision(tmp_path) -> None:

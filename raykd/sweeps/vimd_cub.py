@@ -209,8 +209,9 @@ class ViMDCub(SweepSpec):
         # it on epoch 1
         out: dict[str, Any] = {
             "grace_period": min(2 if args.smoke else 10, profile.epochs),
-            "teachers": TeacherServiceConfig(replicas=args.teacher_replicas, num_gpus=min(args.gpus_per_worker, 1),
-                                             top_k=args.top_k, mode=args.teacher_mode)}
+            "teacher_service": TeacherServiceConfig(replicas=args.teacher_replicas,
+                                                    num_gpus=min(args.gpus_per_worker, 1), top_k=args.top_k,
+                                                    mode=args.teacher_mode)}
         if args.vimd_terms != "both" and args.name is None:
             out["name"] = f"{self.name}_{args.vimd_terms}" + ("_smoke" if args.smoke else "")
         return out

@@ -114,8 +114,8 @@ def check_sweep_resources(sweep: Any) -> None:
     shapes = node_shapes()
     check_fits(_per_worker(sweep.scaling), "a trial worker (SweepConfig.scaling)",
                "--cpus-per-worker/--gpus-per-worker (ScalingConfig.resources_per_worker)", shapes)
-    teachers = sweep.teachers
-    check_fits({"CPU": teachers.num_cpus, "GPU": teachers.num_gpus}, "a teacher actor (SweepConfig.teachers)",
+    teachers = sweep.teacher_service
+    check_fits({"CPU": teachers.num_cpus, "GPU": teachers.num_gpus}, "a teacher actor (SweepConfig.teacher_service)",
                "TeacherServiceConfig.num_cpus/num_gpus (--gpus-per-worker sets its GPU share)", shapes)
 
 
@@ -134,13 +134,13 @@ def share_gpus(sweep: Any, actors: int) -> Any:
     asks for the rest. Unchanged where the teachers ask for no GPU, the workers for none or for several each
     (Ray's shares above 1 are whole GPUs), or where both already fit one GPU."""
     worker = _per_worker(sweep.scaling).get("GPU", 0.0)
-    teachers = sweep.teachers.num_gpus
+    teachers = sweep.teacher_service.num_gpus
     if not teachers or not worker or worker > 1 or actors * teachers + worker <= 1 + 1e-9:
         return sweep
     together = min(actors * teachers, TEACHER_GPU_SHARE)
     per_actor = int(together / actors * 1e4) / 1e4  # Ray counts GPU shares in units of 1e-4
     per_worker = {**dict(sweep.scaling.resources_per_worker or {}), "GPU": min(worker, 1 - together)}
-    return dataclasses.replace(sweep, teachers=dataclasses.replace(sweep.teachers, num_gpus=per_actor),
+    return dataclasses.replace(sweep, teacher_service=dataclasses.replace(sweep.teacher_service, num_gpus=per_actor),
                                scaling=dataclasses.replace(sweep.scaling, resources_per_worker=per_worker))
 
 

@@ -253,7 +253,7 @@ def sweep_config(spec: SweepSpec, args: argparse.Namespace, profile: Profile) ->
         num_samples=profile.num_samples,
         scaling=ScalingConfig(num_workers=args.workers_per_trial, use_gpu=args.gpus_per_worker > 0,
                               resources_per_worker=resources),
-        teachers=TeacherServiceConfig(replicas=args.teacher_replicas, num_gpus=min(args.gpus_per_worker, 1),
+        teacher_service=TeacherServiceConfig(replicas=args.teacher_replicas, num_gpus=min(args.gpus_per_worker, 1),
                                       top_k=args.top_k),
         max_concurrent_trials=args.max_concurrent_trials, storage=args.storage, cache_dir=args.cache_dir,
         resume=args.resume, seed=args.seed, seeds=args.seeds, log=tuple(args.log))

@@ -256,7 +256,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     per_method = {m: spec for m, spec in per_method.items() if needs.get(m)}
     splits = dict(splits) if splits is not None else decoded_splits(base, sweep.cache_dir)
     specs = {spec.name: spec for spec in per_method.values()}
-    sweep = share_gpus(sweep, len(specs) * sweep.teachers.replicas)  # teachers and a trial on one GPU node
+    sweep = share_gpus(sweep, len(specs) * sweep.teacher_service.replicas)  # teachers and a trial on one GPU node
     outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name for o in needs[m]}))
                for name in specs}
     for spec in specs.values():
@@ -295,7 +295,7 @@ def _start_teachers(specs: Mapping[str, TeacherSpec], outputs: Mapping[str, tupl
     if not specs:
         return None
     service = start_service([TeacherRequest(spec, outputs[name]) for name, spec in specs.items()], base.data,
-                            splits["train"], base.optim.epochs, sweep.teachers, store_root(sweep.cache_dir),
+                            splits["train"], base.optim.epochs, sweep.teacher_service, store_root(sweep.cache_dir),
                             sweep.name)
     try:
         _serve_seeds(service, [base.seed], sweep, base, splits)
@@ -315,7 +315,7 @@ def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig, base: Train
         ray.get(service.start.remote(seeds))
         return
     task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
-    first = range(min(sweep.teachers.ahead + 1, base.optim.epochs))
+    first = range(min(sweep.teacher_service.ahead + 1, base.optim.epochs))
     reads = {}
     for seed in seeds:
         reads_of = epoch_reads(replace(base, seed=seed), task, sweep.workers_per_trial)
