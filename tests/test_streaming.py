@@ -140,7 +140,10 @@ def test_a_trial_trains_on_the_first_chunk_before_the_table_is_computed(splits, 
         ray.get(service.start.remote([cfg.seed], {cfg.seed: {0: reads(0)}}))  # as a sweep's driver starts it
         source = FirstStep(client.source("cls", 4, cfg.seed, reads), service, slow.name)
         train(cfg, task=task, teacher=source)
-        produced = ray.get(service.produced.remote(slow.name))
+        deadline = time.time() + 60  # the last chunk served, the table is written to the store after it
+        while (cfg.seed, 0) not in (produced := ray.get(service.produced.remote(slow.name))) \
+                and time.time() < deadline:
+            time.sleep(0.2)
         stats = ray.get(service.statistics.remote())[slow.name]
     finally:
         stop_service(service)
