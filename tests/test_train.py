@@ -1,6 +1,7 @@
 """The training function end to end, in-process, on the built-in digits demo (real images, no download)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -155,6 +156,29 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path: Path, teacher
     (copy / "meta.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="meta.json is not valid JSON"):
         train(_cfg(**{"method.name": "kd", "teacher": TeacherConfig(str(copy))}), task=task)
+
+
+def test_a_resume_hashes_each_checkpoint_file_once_and_a_changed_file_again(tmp_path: Path, task,
+                                                                            monkeypatch) -> None:
+    """Finding a checkpoint, resuming from it and loading its weights each verify it; its files are hashed once
+    (not three times), and a file rewritten since (same size, other bytes) is hashed again and refused."""
+    out = tmp_path / "run"
+    cfg = _cfg(**{"optim.epochs": 2, "optim.steps_per_epoch": 2})
+    train(override(cfg, {"optim.epochs": 1}), task=task, checkpoint_dir=out)
+    copy = tmp_path / "copy"  # a directory this process never verified
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: hashed.append(1) or real(*a))
+    train(cfg, task=task, resume_from=find_checkpoint(copy))
+    assert len(hashed) == len(read_meta(copy)["files"])
+    data = bytearray((copy / MODEL_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (copy / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the checkpoint's manifest"):
+        verify(copy)
 
 
 def test_a_non_finite_loss_stops_the_run_before_saving(tmp_path: Path, teacher: Path, task) -> None:

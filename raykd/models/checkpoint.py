@@ -122,19 +122,37 @@ def _is_timm_model(name: str) -> bool:
     return ":" not in name and timm.is_model(name)
 
 
+# checkpoints this process verified, by directory: the (name, size, mtime) of meta.json and of every file of the
+# manifest when they were hashed. A directory whose files still stat the same is not hashed again (finding a
+# checkpoint, resuming from it and building its model each verify it; the files are read once)
+_VERIFIED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+
+
+def _stats(directory: Path, names: list[str]) -> tuple[tuple[str, int, int], ...]:
+    stats = ((name, (directory / name).stat()) for name in [META_FILE, *names])
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
 def verify(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read ``meta.json`` and check every file of its manifest (size, sha256); return the metadata."""
+    """Read ``meta.json`` and check every file of its manifest (size, sha256); return the metadata. A directory
+    this process verified before is hashed again only when a file's size or modification time changed."""
     directory = Path(directory)
     meta = read_meta(directory)
-    for name, expected in (meta.get("files") or {}).items():
+    files = meta.get("files") or {}
+    for name in files:
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name} is missing from the checkpoint")
+    if not (directory / MODEL_FILE).is_file():
+        raise CheckpointError(f"{directory / MODEL_FILE} is missing from the checkpoint")
+    key, stats = directory.absolute(), _stats(directory, sorted(files))
+    if _VERIFIED.get(key) == stats:
+        return meta
+    for name, expected in files.items():
         path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing from the checkpoint")
         if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path} does not match the checkpoint's manifest (truncated or modified: "
                                   f"{path.stat().st_size} bytes, expected {expected['bytes']})")
-    if not (directory / MODEL_FILE).is_file():
-        raise CheckpointError(f"{directory / MODEL_FILE} is missing from the checkpoint")
+    _VERIFIED[key] = stats
     return meta
 
 
