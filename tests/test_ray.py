@@ -170,6 +170,8 @@ def test_sweep_computes_each_epoch_once_and_a_second_sweep_nothing(metrics_port,
     assert first["teachers"][teacher.name]["tables_built"] == 3
     assert (table["teacher_samples_computed"] == 0).all()
     assert (table["cache_hits"] == 3 * 3 * 64).all()  # every step's outputs read from the tables
+    assert (table["teacher"] == teacher.name).all() and table["teacher_rows_share"].sum() == read
+    assert table["teacher_rows_share"].max() - table["teacher_rows_share"].min() <= 1  # equal reads, equal shares
     assert {"startup_s", "node", "seed", "wall_s"} <= set(table.columns)
     markdown = (directory / "summary.md").read_text()
     assert all(f"| {m} |" in markdown for m in ("kd", "figkd"))

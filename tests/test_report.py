@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pandas as pd
 
 from raykd.methods import method_class
-from raykd.tune.report import best_student, metric_unit, rank_methods, summary_markdown, trials_table
+from raykd.tune.report import (best_student, metric_unit, rank_methods, service_rows_share, summary_markdown,
+                               trials_table)
 
 METRIC = "val_top1"
 
@@ -95,3 +96,15 @@ def test_a_trial_started_when_it_began_not_at_its_first_report() -> None:
     table, _ = trials_table([result], "val_top1", "cls")
     assert table.loc[0, "started"] == 1_000_000.0  # the first report came 30 s after the trial began
     assert table.loc[0, "best_val_top1"] == 50.0 and table.loc[0, "epochs"] == 2
+
+
+def test_the_services_rows_are_shared_among_the_trials_that_read_them() -> None:
+    """1,000 rows of teacher a read by three trials 1:1:2 (and one of teacher b's 7 by one trial): each trial's share
+    follows its reads, in whole rows adding up to what the service computed; a trial without a teacher gets none."""
+    table = pd.DataFrame({"teacher": ["a", "a", "a", "b", ""], "cache_hits": [300, 300, 600, 50, 0]})
+    stats = {"a": {"samples_computed": 1000}, "b": {"samples_computed": 7}, "c": {"samples_computed": 0}}
+    share = service_rows_share(table, stats)
+    assert share.tolist()[3:] == [7, 0] and share[:3].sum() == 1000
+    assert sorted(share[:2]) == [250, 250] and share[2] == 500
+    uneven = service_rows_share(table.assign(cache_hits=[1, 1, 1, 1, 0]), {"a": {"samples_computed": 10}})
+    assert sorted(uneven[:3]) == [3, 3, 4] and uneven[:3].sum() == 10 and uneven[3] == 0

@@ -166,7 +166,8 @@ def train_worker(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         exported["reports"] += 1
-        metrics = {**metrics, "wall_s": time.time() - started, "node": node, **spec.extra}
+        metrics = {**metrics, "wall_s": time.time() - started, "node": node, **spec.extra,
+                   **({"teacher": spec.teacher.teacher} if spec.teacher is not None else {})}
         telemetry.student_throughput(spec.name, metrics["samples_per_s"])
         if spec.teacher is not None:
             telemetry.cache_hits(spec.teacher.teacher, metrics["cache_hits"] - exported["cache_hits"])

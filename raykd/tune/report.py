@@ -1,7 +1,8 @@
 """What a sweep leaves behind for people: a table, a summary and plots, in ``<storage>/<name>/``.
 
 * ``results.parquet``: one row per trial (method, every hyperparameter, seed, best and last metric, epochs, wall
-  time, start-up time, node, teacher rows computed, cache hits, the precision of the teacher outputs it learnt
+  time, start-up time, node, its teacher, the teacher rows it computed itself and its share of the service's
+  (:func:`service_rows_share`), cache hits, the precision of the teacher outputs it learnt
   from, status, the trial's directory and its best checkpoint; ``stage`` says "search" or "seeds");
 * ``summary.md``: the methods ranked (by the seeds stage's mean +- std where there is one, never trials of
   different lengths against each other), the winner marked, the teachers' own score, and where the best student's
@@ -32,10 +33,10 @@ from raykd.methods import method_class
 from raykd.tune.spaces import trial_config, trial_method
 
 __all__ = ["trials_table", "summary_markdown", "write_report", "parameter_importances", "rank_methods",
-           "best_student", "metric_unit", "compare_runs"]
+           "best_student", "metric_unit", "compare_runs", "service_rows_share"]
 
-FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "startup_s", "node",
-         "teacher_samples_computed", "cache_hits", "teacher_precision", "started", "trial_dir", "checkpoint",
+FIXED = ("trial", "stage", "method", "seed", "status", "epochs", "wall_s", "startup_s", "node", "teacher",
+         "teacher_samples_computed", "teacher_rows_share", "cache_hits", "teacher_precision", "started", "trial_dir", "checkpoint",
          "checkpoint_epoch")
 
 
@@ -72,7 +73,8 @@ def trials_table(results: Any, metric: str, task: str, stage: str = "search",
             f"last_{metric}": float(last[metric]) if ok else math.nan,
             "epochs": int(last.get("epoch", 0)), "wall_s": float(last.get("wall_s", math.nan)),
             "startup_s": float(last.get("startup_s", math.nan)), "node": str(last.get("node", "")),
-            "teacher_samples_computed": int(last.get("teacher_samples_computed", 0)),
+            "teacher": str(last.get("teacher", "")),
+            "teacher_samples_computed": int(last.get("teacher_samples_computed", 0)), "teacher_rows_share": 0,
             "cache_hits": int(last.get("cache_hits", 0)), "teacher_precision": last.get("teacher_precision"),
             "started": _started(history),
             "trial_dir": str(result.path), "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch,
@@ -97,6 +99,25 @@ def _best_checkpoint(result: Any, metric: str) -> tuple[str | None, int | None]:
         return checkpoint.path, int(metrics.get("epoch", 0))
     last = result.checkpoint
     return (last.path, int((result.metrics or {}).get("epoch", 0))) if last is not None else (None, None)
+
+
+def service_rows_share(table: pd.DataFrame, teacher_stats: dict[str, dict[str, int]]) -> pd.Series:
+    """Each trial's share of the rows the teacher service computed: a teacher's ``samples_computed`` split among
+    the trials that read its tables in proportion to the rows each read (``cache_hits``), in whole rows that add up
+    to the service's count (largest remainders). Streams are shared, so no row belongs to one trial; per teacher
+    rather than per seed stream (the service counts per teacher)."""
+    share = pd.Series(0, index=table.index, dtype="int64")
+    for teacher, stats in teacher_stats.items():
+        hits = table.loc[table["teacher"] == teacher, "cache_hits"].astype("int64")
+        computed = int(stats.get("samples_computed", 0))
+        if not computed or hits.sum() <= 0:
+            continue
+        exact = hits * computed / hits.sum()
+        whole = exact.astype("int64")
+        extra = (exact - whole).sort_values(ascending=False, kind="stable").index[:computed - int(whole.sum())]
+        whole[extra] += 1
+        share[whole.index] = whole
+    return share
 
 
 def metric_unit(metric: str) -> str:
@@ -408,6 +429,8 @@ def write_report(results: Any, seed_results: Any, directory: str, *, task: str, 
     ok = table[(table["status"] == "ok") & (table["stage"] == "search")] if not table.empty else table
     ranking = rank_methods(table, metric, mode) if not table.empty else []
     trial_computed = int(table["teacher_samples_computed"].sum()) if not table.empty else 0
+    if not table.empty:
+        table["teacher_rows_share"] = service_rows_share(table, teacher_stats)
     summary = {
         "incomplete": incomplete,
         "trials": int(len(table)),
