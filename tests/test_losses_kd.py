@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from raykd.losses.kd import MLKD_TEMPERATURES, dkd_loss, dkd_terms, kd_loss, mlkd_terms
+from raykd.losses.kd import MLKD_TEMPERATURES, dkd_loss, dkd_terms, kd_loss, mlkd_kept_fractions, mlkd_terms
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -127,3 +127,19 @@ def test_mlkd_terms_match_the_papers_equations(b: int, c: int) -> None:
     assert all(v.item() == pytest.approx(0.0, abs=1e-12) for v in mlkd_terms(t, t))
     with pytest.raises(ValueError, match="temperature"):
         mlkd_terms(s, t, ())
+
+
+def test_mlkd_masks_keep_the_less_confident_half_as_the_released_code_counts_it() -> None:
+    """The released code's masks: samples whose top teacher probability is at most the batch median (numpy's
+    interpolated 50th percentile), classes whose summed probability is at most theirs; an odd batch keeps the median
+    sample too, and ties at the median are all kept."""
+    for b, c in ((8, 10), (7, 5)):
+        _, t, _ = _logits(b, c, seed=b + c)
+        pt = np.array([_softmax(row) for row in t.numpy()])
+        confidence, per_class = pt.max(axis=1), pt.sum(axis=0)
+        want = ((confidence <= np.percentile(confidence, 50)).mean(), (per_class <= np.percentile(per_class, 50)).mean())
+        got = mlkd_kept_fractions(t)
+        assert [g.item() for g in got] == pytest.approx(want, abs=1e-6)
+    assert [g.item() for g in mlkd_kept_fractions(torch.randn(8, 10))] == [0.5, 0.5]
+    assert [g.item() for g in mlkd_kept_fractions(torch.randn(7, 5))] == pytest.approx([4 / 7, 3 / 5])
+    assert [g.item() for g in mlkd_kept_fractions(torch.zeros(6, 4))] == [1.0, 1.0]  # all tied at the median

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from raykd.losses.figkd import figkd_hf_loss, max_level
-from raykd.losses.kd import dkd_terms, kd_loss
+from raykd.losses.kd import dkd_terms, kd_loss, mlkd_terms
 from raykd.methods import Method, Param, create_method, method_class
 from raykd.registry import METHODS
 
@@ -22,7 +22,7 @@ EXPECTED_DEFAULTS = {
     "none": {},
     "kd": {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0},
     "dkd": {"w_ce": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup_epochs": 20},
-    "mlkd": {"w_ce": 0.1, "w_kd": 0.9},
+    "mlkd": {"w_ce": 0.1, "w_kd": 0.9, "w_class": 1.0},
     "figkd": {"w_ce": 1.0, "w_hf": 1.0, "T": 1.0, "level": 1, "wavelet": "haar", "distance": "mse", "bands": "high",
               "reduction": "mean"},
     "dfd": {"w_ce": 1.0, "lambda": 2.0},
@@ -269,6 +269,14 @@ def test_terms_are_weighted_as_documented() -> None:
     ref = figkd_hf_loss(z_s, z_t, T=2.0, level=2, distance="l1", bands="all")
     assert fig["hf"].item() == pytest.approx(5.0 * ref.item(), rel=1e-6)
     assert ref.item() != pytest.approx(figkd_hf_loss(z_s, z_t, T=2.0, level=2, distance="l1").item())
+    mlkd = create_method("mlkd", params={"w_kd": 2.0, "w_class": 0.01})(student, teacher, target, epoch=1)
+    instance, batch, klass = mlkd_terms(z_s, z_t)
+    kept = 0.5 if B % 2 == 0 else (B // 2 + 1) / B  # the released code's masks keep the less confident half
+    assert mlkd["mlkd_instance"].item() == pytest.approx(2.0 * kept * instance.item(), rel=1e-6)
+    assert mlkd["mlkd_batch"].item() == pytest.approx(2.0 * kept * batch.item(), rel=1e-6)
+    classes = z_t.shape[1]
+    kept_classes = 0.5 if classes % 2 == 0 else (classes // 2 + 1) / classes
+    assert mlkd["mlkd_class"].item() == pytest.approx(2.0 * 0.01 * kept_classes * klass.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize(("epoch", "warmup", "factor"), [(5, 20, 0.25), (20, 20, 1.0), (60, 20, 1.0), (1, 0, 1.0)])

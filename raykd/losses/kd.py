@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["kd_loss", "dkd_terms", "dkd_loss", "mlkd_terms", "MLKD_TEMPERATURES"]
+__all__ = ["kd_loss", "dkd_terms", "dkd_loss", "mlkd_terms", "mlkd_kept_fractions", "MLKD_TEMPERATURES"]
 
 
 def _check_logits(logits_s: Tensor, logits_t: Tensor, T: float) -> None:
@@ -118,8 +118,9 @@ def mlkd_terms(logits_s: Tensor, logits_t: Tensor, temperatures: tuple[float, ..
     ``kd_loss``). The class-level term is not divided by the batch: it grows as ``B^2 / C``, about 40 times larger
     at 10 classes and batch 128 than at CIFAR-100's 100 classes and batch 64.
 
-    Returns ``(instance, batch, class)``. The released code also masks samples by the teacher's confidence and
-    adds a strongly augmented second view; raykd trains on one view, so neither is here.
+    Returns ``(instance, batch, class)``. The released code also masks samples by the teacher's confidence
+    (:func:`mlkd_kept_fractions`, applied by the ``mlkd`` method) and adds a strongly augmented second view, which
+    raykd's one-view pipeline has not.
     """
     if not temperatures:
         raise ValueError("MLKD needs at least one temperature, e.g. (2, 3, 4, 5, 6)")
@@ -133,3 +134,18 @@ def mlkd_terms(logits_s: Tensor, logits_t: Tensor, temperatures: tuple[float, ..
         batch_level = batch_level + (p_t @ p_t.T - p_s @ p_s.T).pow(2).sum() / batch
         class_level = class_level + (p_t.T @ p_t - p_s.T @ p_s).pow(2).sum() / classes
     return instance, batch_level, class_level
+
+
+def mlkd_kept_fractions(logits_t: Tensor) -> tuple[Tensor, Tensor]:
+    """What MLKD's released code keeps of a batch with its confidence masks (``mdistiller/distillers/KD_ours.py``):
+    the share of samples whose teacher confidence (top softmax probability at T = 1) is at most the batch's median,
+    and the share of classes whose summed teacher probability over the batch is at most the median of those.
+
+    The released code multiplies each batch-reduced loss by its mask and averages it (``(loss * mask).mean()``), so
+    the masks scale the instance and batch terms by the first share and the class term by the second: about 1/2
+    each (exactly 1/2 for an even count without ties). Medians interpolate like its ``np.percentile(..., 50)``."""
+    p_t = F.softmax(logits_t.detach().float(), dim=1)
+    confidence, class_confidence = p_t.max(dim=1).values, p_t.sum(dim=0)
+    samples = (confidence <= torch.quantile(confidence, 0.5)).float().mean()
+    classes = (class_confidence <= torch.quantile(class_confidence, 0.5)).float().mean()
+    return samples, classes

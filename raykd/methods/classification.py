@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from raykd.losses.features import HintRegressor, at_loss, dfd_loss, hint_loss
 from raykd.losses.figkd import FIGKD_BANDS, FIGKD_DISTANCES, FIGKD_REDUCTIONS, FiGKDLoss
-from raykd.losses.kd import MLKD_TEMPERATURES, dkd_terms, kd_loss, mlkd_terms
+from raykd.losses.kd import MLKD_TEMPERATURES, dkd_terms, kd_loss, mlkd_kept_fractions, mlkd_terms
 from raykd.methods.base import (Choice, Float, Int, Method, Outputs, Param, Shapes, require_outputs,
                                 require_same_shape)
 from raykd.registry import METHODS
@@ -91,26 +91,34 @@ class DKD(_LogitMethod):
 
 @METHODS.register()
 class MLKD(_LogitMethod):
-    """Multi-level logit distillation (Jin, Wang & Lin, CVPR 2023): ``w_ce * CE + w_kd * (L_ins + L_batch +
-    L_class)``, each term summed over MLKD's temperatures (:func:`raykd.losses.kd.mlkd_terms`).
+    """Multi-level logit distillation (Jin, Wang & Lin, CVPR 2023): ``w_ce * CE + w_kd * (f_s * L_ins + f_s *
+    L_batch + w_class * f_c * L_class)``, each term summed over MLKD's temperatures (:func:`raykd.losses.kd.
+    mlkd_terms`), ``f_s``, ``f_c`` the shares its confidence masks keep (:func:`raykd.losses.kd.mlkd_kept_fractions`).
 
-    Defaults: the released code's temperatures 2-6 (:data:`raykd.losses.kd.MLKD_TEMPERATURES`) and its loss
-    weights, which it reads from the KD config (``cfg.KD.LOSS.CE_WEIGHT``/``KD_WEIGHT``: mdistiller's 0.1 and 0.9;
-    one weight for all three terms). Its confidence masks multiply batch-reduced losses, so they only scale each
-    term by the kept fraction (about 1/2); its second, strongly augmented view is not in raykd's one-view
-    pipeline. The sweep searches ``w_kd`` over a factor of about 4 either side (log-uniform). Returns the three
-    terms separately so each can be logged.
+    Defaults: the released code's temperatures 2-6 (:data:`raykd.losses.kd.MLKD_TEMPERATURES`), its masks on the
+    weak view's terms (its second, strongly augmented view is not in raykd's one-view pipeline) and its loss weights,
+    which it reads from the KD config (``cfg.KD.LOSS.CE_WEIGHT``/``KD_WEIGHT``: mdistiller's 0.1 and 0.9; one weight
+    for all three terms). The sweep searches ``w_kd`` over a factor of about 4 either side (log-uniform).
+
+    ``w_class`` (not in the paper: 1 is the released code) rescales the class term alone. Its released normalisation
+    (``/ C`` of a ``C x C`` matrix of batch sums) grows as ``(B / C)^2``: 400 times larger at 10 classes and batch
+    128 than at CIFAR-100's 100 classes and batch 64, where it swamps the cross-entropy and the student stays at
+    chance (measured: ``bench/reproduce_cls.py --setting gap --methods mlkd``, 10.00% top-1 after 12 epochs).
+    ``w_class = (64 / B)^2 * (C / 100)^2`` gives it the magnitude it had in the paper's CIFAR-100 runs. Returns the
+    three terms separately so each can be logged.
     """
 
     name = "mlkd"
     hparams: ClassVar[dict[str, Param]] = {"w_ce": Float(0.1),
-                                           "w_kd": Float(0.9, search=(0.2, 4.0), log=True)}
+                                           "w_kd": Float(0.9, search=(0.2, 4.0), log=True),
+                                           "w_class": Float(1.0)}
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
         instance, batch, cls = mlkd_terms(student["logits"], teacher["logits"], MLKD_TEMPERATURES)
-        return {"ce": p["w_ce"] * _ce(student, target), "mlkd_instance": p["w_kd"] * instance,
-                "mlkd_batch": p["w_kd"] * batch, "mlkd_class": p["w_kd"] * cls}
+        samples, classes = mlkd_kept_fractions(teacher["logits"])
+        return {"ce": p["w_ce"] * _ce(student, target), "mlkd_instance": p["w_kd"] * samples * instance,
+                "mlkd_batch": p["w_kd"] * samples * batch, "mlkd_class": p["w_kd"] * p["w_class"] * classes * cls}
 
 
 @METHODS.register()
