@@ -943,9 +943,14 @@ def test_compact_and_restore_logits_directly():
     compact = compact_logits(logits, 4)
     assert compact["classes"].dtype == np.int16 and compact["values"].dtype == np.float16
     np.testing.assert_array_equal(compact["classes"], np.argsort(-logits, axis=1)[:, :4])
-    lse = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
-    np.testing.assert_allclose(compact["lse"], lse, rtol=1e-6)
-    restored = restore_logits(compact["values"], compact["classes"], compact["lse"], 300)
+    rest = np.sort(logits.astype(np.float64), axis=1)[:, :-4]  # the 296 classes not kept
+    np.testing.assert_allclose(compact["tail"], np.log(np.exp(rest).sum(axis=1)), rtol=1e-6)
+    restored = restore_logits(compact["values"], compact["classes"], compact["tail"], 300)
     np.testing.assert_array_equal(np.take_along_axis(restored, compact["classes"].astype(np.int64), axis=1),
                                   compact["values"].astype(np.float32))
+    p = np.exp(logits.astype(np.float64)) / np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True)
+    q = np.exp(restored.astype(np.float64)) / np.exp(restored.astype(np.float64)).sum(axis=1, keepdims=True)
+    kept = np.take_along_axis(p, compact["classes"].astype(np.int64), axis=1)
+    np.testing.assert_allclose(np.take_along_axis(q, compact["classes"].astype(np.int64), axis=1), kept, rtol=2e-3)
     assert compact_logits(logits, 1000)["values"].shape == (5, 300)  # k is capped at the class count
+    assert np.isneginf(compact_logits(logits, 300)["tail"]).all()  # nothing left out

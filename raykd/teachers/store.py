@@ -9,10 +9,10 @@ or the whole image and the tiling), the output names, the view number and the st
 rows are held at the sweep's precision (:mod:`raykd.teachers.precision`, float16 by default), so a table of one
 precision never serves a run of another.
 
-``top_k`` keeps only the k largest logits of each row, their class indices and the row's log-sum-exp (FKD, Shen &
-Xing, ECCV 2022, stores soft labels this way): :meth:`TeacherTable.lookup` restores the other classes as equal
-logits holding the remaining probability mass, so the softmax at temperature 1 keeps the top k probabilities and
-spreads the rest uniformly; ``k = C`` is exact.
+``top_k`` keeps only the k largest logits of each row, their class indices and the log of the other classes'
+summed ``exp`` (FKD, Shen & Xing, ECCV 2022, stores soft labels this way): :meth:`TeacherTable.lookup` restores the
+other classes as equal logits holding that mass, so the softmax at temperature 1 keeps the top k probabilities and
+spreads the rest uniformly; ``k = C`` is exact. :func:`top_k_error` measures what k costs at a temperature.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import numpy as np
 from raykd.data.store import Ragged, Store, Table, content_key
 from raykd.teachers.precision import DEFAULT_PRECISION, stored_dtype
 
-__all__ = ["TABLE_FORMAT", "TeacherTable", "table_key", "compact_logits", "restore_logits"]
+__all__ = ["TABLE_FORMAT", "TeacherTable", "table_key", "compact_logits", "restore_logits", "top_k_error"]
 
-TABLE_FORMAT = 3
+TABLE_FORMAT = 4  # 4: top-k tables keep the remaining classes' log-mass ("logits.tail"), not the log-sum-exp
 
 
 def table_key(teacher: Mapping[str, Any], inputs: Mapping[str, Any], outputs: Sequence[str], view: int | None,
@@ -44,30 +44,66 @@ def table_key(teacher: Mapping[str, Any], inputs: Mapping[str, Any], outputs: Se
 
 
 def compact_logits(logits: np.ndarray, k: int, precision: str = DEFAULT_PRECISION) -> dict[str, np.ndarray]:
-    """The ``k`` largest logits per row (at ``precision``, descending), their class indices and each row's
-    log-sum-exp."""
+    """The ``k`` largest logits per row (at ``precision``, descending), their class indices and the log of the
+    remaining classes' summed ``exp`` (float32; ``-inf`` where ``k`` covers every class). The remainder is kept as
+    itself rather than as ``1 -`` the kept probabilities: float16 rounding of the kept logits can make those sum
+    past 1 and erase a light tail, which softening at T > 1 would have brought back."""
     logits = np.asarray(logits, dtype=np.float32)
     k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    peak = logits.max(axis=1, keepdims=True)
-    lse = (peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))).astype(np.float32)
+    order = np.argsort(-logits, axis=1, kind="stable")
+    top, rest = order[:, :k], order[:, k:]
+    if rest.shape[1]:
+        others = np.take_along_axis(logits, rest, axis=1)
+        peak = others.max(axis=1, keepdims=True)
+        tail = (peak[:, 0] + np.log(np.exp(others - peak).sum(axis=1))).astype(np.float32)
+    else:
+        tail = np.full(len(logits), -np.inf, dtype=np.float32)
     index_dtype = np.int16 if logits.shape[1] <= np.iinfo(np.int16).max else np.int32
     return {"values": np.take_along_axis(logits, top, axis=1).astype(stored_dtype(precision)),
-            "classes": top.astype(index_dtype), "lse": lse}
+            "classes": top.astype(index_dtype), "tail": tail}
 
 
-def restore_logits(values: np.ndarray, classes: np.ndarray, lse: np.ndarray, num_classes: int) -> np.ndarray:
+def restore_logits(values: np.ndarray, classes: np.ndarray, tail: np.ndarray, num_classes: int) -> np.ndarray:
     """Full ``(B, C)`` logits from :func:`compact_logits`: the kept logits where they were, every other class the
-    logit ``lse + log(remaining mass / (C - k))``."""
+    logit ``tail - log(C - k)`` (the remainder's mass spread evenly: FKD's rule). Softmax of the result is the
+    teacher's distribution on the kept classes exactly (up to the kept logits' precision)."""
     values = values.astype(np.float32)
     b, k = values.shape
     out = np.empty((b, num_classes), dtype=np.float32)
     if k < num_classes:
-        kept = np.exp(values - lse[:, None]).sum(axis=1)
-        rest = np.clip(1.0 - kept, np.finfo(np.float32).tiny, None) / (num_classes - k)
-        out[:] = (lse + np.log(rest))[:, None]
+        out[:] = (tail.astype(np.float32) - np.float32(np.log(num_classes - k)))[:, None]
     np.put_along_axis(out, classes.astype(np.int64), values, axis=1)
     return out
+
+
+def top_k_error(logits: np.ndarray, k: int, temperature: float = 1.0, precision: str = DEFAULT_PRECISION
+                ) -> dict[str, float]:
+    """What a top-``k`` table costs a student at ``temperature``: over the rows of teacher ``logits`` ``(N, C)``,
+    the mean and max of KL(p_T || q_T) (nats) and the mean total variation ``0.5 * sum |p_T - q_T|``.
+
+    ``p_T = softmax(z / T)`` with ``z`` the full logits at ``precision`` (what a full table of that precision holds,
+    so the figure is top-k's own error and ``k = C`` gives exactly 0), ``q_T = softmax(restore_logits(
+    compact_logits(logits, k)) / T)``: what the student reads from the top-k table and softens. The stored top k
+    keep their probabilities at T = 1; at T > 1 the uniform remainder holds more mass than the true tail did (the
+    power mean of the tail's probabilities exceeds their mean), so the error grows with T. Storing only the top-k
+    soft labels is FKD's (Shen & Xing, "A Fast Knowledge Distillation Framework for Visual Recognition", ECCV
+    2022)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    compact = compact_logits(logits, k, precision)
+    restored = restore_logits(compact["values"], compact["classes"], compact["tail"], logits.shape[1])
+    full = logits.astype(stored_dtype(precision)).astype(np.float64) / temperature
+    log_p = full - _logsumexp(full)
+    log_q = restored.astype(np.float64) / temperature
+    log_q = log_q - _logsumexp(log_q)
+    p = np.exp(log_p)
+    kl = np.maximum((p * (log_p - log_q)).sum(axis=1), 0.0)  # >= 0; rounding can leave -1e-17
+    tv = 0.5 * np.abs(p - np.exp(log_q)).sum(axis=1)
+    return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()), "tv_mean": float(tv.mean())}
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    peak = x.max(axis=1, keepdims=True)
+    return peak + np.log(np.exp(x - peak).sum(axis=1, keepdims=True))
 
 
 class TeacherTable:
@@ -154,7 +190,7 @@ class TeacherTable:
                                f"{list(self.outputs)}")
             if name == "logits" and self.top_k is not None:
                 out[name] = restore_logits(self.table["logits.values"][rows], self.table["logits.classes"][rows],
-                                           self.table["logits.lse"][rows], self.num_classes)
+                                           self.table["logits.tail"][rows], self.num_classes)
                 continue
             column = self.table[name]
             out[name] = column.take(rows) if isinstance(column, Ragged) else column[rows].astype(np.float32)

@@ -12,6 +12,7 @@ with ``sweep.seeds`` seeds, and :mod:`raykd.tune.report` writes the results.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -41,6 +42,7 @@ from raykd.models.features import capture
 from raykd.registry import TASKS
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
 from raykd.teachers.spec import TeacherSpec
+from raykd.teachers.store import compact_logits
 from raykd.train.loop import build_student
 from raykd.train.tasks import build_task
 from raykd.train.worker import TrialSpec, epoch_reads, train_worker
@@ -397,10 +399,17 @@ def _storage(sweep: SweepConfig) -> str:
                                                                            f"{sweep.name}-train")
 
 
-def check_table_space(projection: Mapping[str, Mapping[str, int]], root: str) -> None:
+TOP_K_SHARE = 0.5  # projected tables above this share of the store disk's free space get --top-k sizes logged
+TOP_K_SIZES = (1, 2, 5, 10, 20, 50, 100)  # the k values those sizes are given for (those below the class count)
+
+
+def check_table_space(projection: Mapping[str, Mapping[str, Any]], root: str) -> None:
     """Say what the teacher tables about to be made will take, and refuse before making any when the store's disk
-    has not that much free (a sweep that fills the disk fails every trial at once)."""
-    total = sum(p["tables"] * p["table_bytes"] for p in projection.values())
+    has not that much free (a sweep that fills the disk fails every trial at once). ``projection``:
+    :meth:`TeacherService.projection`. When the tables would take more than ``TOP_K_SHARE`` (half) of the free
+    space and some teacher stores classification logits (``classes`` > 0), warn first with what they would take
+    at ``--top-k`` k for the k of ``TOP_K_SIZES`` below the class count; a refusal names the largest k that fits."""
+    total = _tables_bytes(projection, None)
     if not total:
         return
     each = ", ".join(f"{name}: {p['tables']} x {_size(p['table_bytes'])}" for name, p in projection.items())
@@ -408,10 +417,50 @@ def check_table_space(projection: Mapping[str, Mapping[str, int]], root: str) ->
     if is_uri(root):
         return
     free = shutil.disk_usage(_nearest_existing(root)).free
+    classes = max((p.get("classes", 0) for p in projection.values() if p["tables"]), default=0)
+    sizes = [k for k in TOP_K_SIZES if k < classes and _tables_bytes(projection, k) < total]
+    if total > TOP_K_SHARE * free and sizes:
+        log.warning(f"teacher tables would take {_size(total)} of the {_size(free)} free in {root}; keeping only "
+                    "each row's k largest logits they take " +
+                    ", ".join(f"--top-k {k}: {_size(_tables_bytes(projection, k))}" for k in sizes) +
+                    " (bench/topk_error.py measures what each k changes in the softened teacher outputs)")
     if total > free:
+        fits = _largest_fitting_k(projection, classes, free)
+        logits = f"keep fewer logits (--top-k {fits} fits)" if fits else "keep fewer logits (--top-k K)"
         raise UserError(f"the teacher tables this sweep writes need {_size(total)} in {root} ({each}) "
-                        f"and {_size(free)} is free there: free space, give another --cache-dir, keep fewer "
-                        "logits (--top-k K), or fewer views (the data's reuse_views)")
+                        f"and {_size(free)} is free there: free space, give another --cache-dir, {logits}, "
+                        "or fewer views (the data's reuse_views)")
+
+
+def _tables_bytes(projection: Mapping[str, Mapping[str, Any]], k: int | None) -> int:
+    """Bytes of every projected table with logits kept to the top ``k`` (``None``: as projected); teachers with no
+    logits to cut (``classes`` 0 or absent) and ``k`` at or above a teacher's class count count as projected."""
+    total = 0
+    for p in projection.values():
+        table = p["table_bytes"]
+        if k is not None and k < p.get("classes", 0):
+            table -= p["rows"] * (p["logits_bytes"] - _top_k_row_bytes(p["classes"], k, p["precision"]))
+        total += p["tables"] * table
+    return total
+
+
+@functools.lru_cache(maxsize=256)
+def _top_k_row_bytes(classes: int, k: int, precision: str) -> int:
+    """Bytes one row of ``classes`` logits takes kept to the top ``k``: the columns :func:`compact_logits` makes
+    (values at ``precision``, class indices, the log-sum-exp), measured on one row."""
+    return sum(a.nbytes for a in compact_logits(np.zeros((1, classes), np.float32), k, precision).values())
+
+
+def _largest_fitting_k(projection: Mapping[str, Mapping[str, Any]], classes: int, free: int) -> int | None:
+    """The largest ``--top-k`` below ``classes`` whose tables fit in ``free`` bytes (bytes grow with k: bisected),
+    ``None`` when not even k = 1 fits."""
+    if classes < 2 or _tables_bytes(projection, 1) > free:
+        return None
+    low, high = 1, classes - 1  # low fits; the answer is in [low, high]
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if _tables_bytes(projection, mid) <= free else (low, mid - 1)
+    return low
 
 
 def _nearest_existing(directory: str) -> Path:
