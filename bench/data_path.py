@@ -65,23 +65,6 @@ def make_tinyimagenet(root: Path, classes: int, per_class: int, size: int = 64) 
 # ------------------------------------------------------------------------------------------ 1. the decoded store
 
 
-def _counted(counts: dict[str, int]) -> None:
-    """Count the dataset's scans (TinyImageNet's train listing) and fingerprint computations in ``counts``."""
-    from raykd.data.classification import TinyImageNet, _FileDataset
-
-    scan, content = TinyImageNet._scan_train, _FileDataset._content
-
-    def counted_scan(self, index):
-        counts["scans"] += 1
-        return scan(self, index)
-
-    def counted_content(self):
-        counts["fingerprints"] += 1
-        return content(self)
-
-    TinyImageNet._scan_train, _FileDataset._content = counted_scan, counted_content
-
-
 def child(step: str, root: str, cache: str, size: int) -> dict:
     """One measured step in this process: ``load_split`` of the train split through the store at ``cache``
     (``decode``, ``read``) or the Parquet rows of the stored array (``parquet-save``, ``parquet-read``)."""
@@ -89,8 +72,8 @@ def child(step: str, root: str, cache: str, size: int) -> dict:
     from raykd.data.arrays import load_split
     from raykd.data.store import Store
 
-    counts = {"scans": 0, "fingerprints": 0}
-    _counted(counts)
+    from raykd.data.classification import OPENS
+
     data = DataConfig(dataset="tinyimagenet", root=root, image_size=size)
     store, parquet = Store(Path(cache) / "store"), Path(cache) / "before.parquet"
     arrays = load_split(data, "train", store) if step == "parquet-save" else None
@@ -104,7 +87,8 @@ def child(step: str, root: str, cache: str, size: int) -> dict:
     else:
         assert load_parquet(parquet, (size, size, 3)).shape[1:] == (size, size, 3)
     seconds = time.perf_counter() - started
-    out = {"seconds": seconds, "peak": status_bytes("VmHWM") - interpreter, "interpreter": interpreter, **counts}
+    out = {"seconds": seconds, "peak": status_bytes("VmHWM") - interpreter, "interpreter": interpreter,
+           "scans": OPENS["scans"], "fingerprints": OPENS["fingerprints"]}
     if step in ("decode", "read"):
         out.update(key=arrays.key, nbytes=arrays.images.nbytes, images=len(arrays))
     return out

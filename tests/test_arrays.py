@@ -1,6 +1,7 @@
 """Decoded splits (raykd.data.arrays): decode once, keep in the store, read back verified, rebuild when corrupt."""
 from __future__ import annotations
 
+import collections
 import mmap
 import warnings
 from pathlib import Path
@@ -353,23 +354,13 @@ def test_the_memory_check_refuses_what_would_not_fit_naming_the_numbers(tmp_path
     assert len(load_split(data, "train", Store(tmp_path / "store"), object_store=nbytes)) == 12 and calls == [1]
 
 
-def _count_opens(monkeypatch) -> dict[str, int]:
-    """Counts scans of a TinyImageNet train split and computations of a fingerprint (its per-file facts)."""
-    from raykd.data.classification import TinyImageNet, _FileDataset
+def _count_opens(monkeypatch) -> collections.Counter:
+    """Counts scans of a TinyImageNet train split and computations of a fingerprint (its per-file facts) from
+    now on: ``raykd.data.classification.OPENS``, fresh for the test."""
+    from raykd.data import classification
 
-    counts = {"scans": 0, "fingerprints": 0}
-    scan, content = TinyImageNet._scan_train, _FileDataset._content
-
-    def counted_scan(self, index):
-        counts["scans"] += 1
-        return scan(self, index)
-
-    def counted_content(self):
-        counts["fingerprints"] += 1
-        return content(self)
-
-    monkeypatch.setattr(TinyImageNet, "_scan_train", counted_scan)
-    monkeypatch.setattr(_FileDataset, "_content", counted_content)
+    counts: collections.Counter = collections.Counter({"scans": 0, "fingerprints": 0})
+    monkeypatch.setattr(classification, "OPENS", counts)
     return counts
 
 
