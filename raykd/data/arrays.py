@@ -57,7 +57,7 @@ from raykd.data.store import GROUP_BYTES, Ragged, Store, content_key
 import raykd.data.svhn  # noqa: F401  (registers the "svhn" classification dataset)
 
 __all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "DataMemoryError", "load_split",
-           "decode_split", "check_memory", "decoded_bytes", "peak_bytes", "available_memory"]
+           "decode_split", "check_memory", "decoded_bytes", "peak_bytes", "available_memory", "object_store_bytes"]
 
 DECODE_FORMAT = 2  # 2: a classification split's images in the store's raw file (memory-mapped), not in Parquet
 MEMORY_BUDGET_BYTES = int(float(os.environ.get("RAYKD_DATA_MEMORY", 8 * 2**30)))
@@ -287,6 +287,12 @@ def peak_bytes(nbytes: int) -> int:
     reading it back: the split, :data:`PEAK_SLACK` more, and :data:`PEAK_FIXED_BYTES` (``bench/data_path.py``
     measures it)."""
     return int(nbytes * (1 + PEAK_SLACK)) + PEAK_FIXED_BYTES
+
+
+def object_store_bytes(split: ImageArrays | PairArrays | StreamedImages) -> int:
+    """What ``split`` takes in the object store once put there: its arrays, or for a streamed split only its labels
+    (it pickles as its store location; every process reads the blocks itself)."""
+    return split.labels.nbytes if isinstance(split, StreamedImages) else split.nbytes
 
 
 def check_memory(nbytes: int, what: str, *, streamable: bool, object_store: int | None = None) -> None:

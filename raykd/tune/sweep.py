@@ -33,7 +33,7 @@ from ray import tune
 from raykd import telemetry
 from raykd.config import SweepConfig, TeacherConfig, TrainConfig, is_uri, override, to_json
 from raykd.console import Interrupted, StageFailed, UserError, log, one_line
-from raykd.data.arrays import load_split
+from raykd.data.arrays import load_split, object_store_bytes
 from raykd.data.store import cache_store, store_root
 from raykd.methods import create_method
 from raykd.models import check_model_name
@@ -44,7 +44,7 @@ from raykd.teachers.service import ServiceClient, TeacherRequest, start_service,
 from raykd.teachers.spec import TeacherSpec
 from raykd.teachers.store import compact_logits
 from raykd.train.loop import build_student
-from raykd.train.tasks import build_task
+from raykd.train.tasks import Task, build_task
 from raykd.train.worker import TrialSpec, epoch_reads, train_worker
 from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
@@ -53,7 +53,7 @@ from raykd.tune.spaces import DefineByRun, check_methods, default_points, teache
 from raykd.tune.tracking import MLflowTracking, log_best_student
 
 __all__ = ["run_sweep", "SweepPayload", "check_sweep", "check_writable", "check_teacher", "check_table_space",
-           "decoded_splits", "fit_stage"]
+           "check_object_store", "local_object_store", "decoded_splits", "fit_stage"]
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process asks for: it only drives its TorchTrainer
 LOW_SPACE = 64 * 2**20  # free bytes under which a trial's unreadable error file is taken for a full disk
@@ -99,15 +99,43 @@ def run_trial(config: dict[str, Any], payload: SweepPayload) -> None:
 
 
 def decoded_splits(base: TrainConfig, cache_dir: str) -> dict[str, Any]:
-    """The data's train and val splits, decoded once (or read back from the store) and put in the object store."""
-    store = cache_store(cache_dir)
-    return {split: ray.put(load_split(base.data, split, store)) for split in ("train", "val")}
+    """The data's train and val splits, decoded once (or read back from the store) and put in the object store,
+    each refused before it is decoded when the room left in this node's object store cannot hold it."""
+    store, room, splits = cache_store(cache_dir), local_object_store(), {}
+    for split in ("train", "val"):
+        arrays = load_split(base.data, split, store, object_store=room)
+        room = None if room is None else room - object_store_bytes(arrays)
+        splits[split] = ray.put(arrays)
+    return splits
 
 
-def check_teacher(spec: TeacherSpec, base: TrainConfig, splits: Mapping[str, Any]) -> None:
+def local_object_store() -> int | None:
+    """The object store capacity (bytes) of this driver's node: where the data is put and the teacher service, on
+    the same node, puts the tables it serves; None where Ray does not say."""
+    node = ray.get_runtime_context().get_node_id()
+    found = [n["Resources"].get("object_store_memory") for n in ray.nodes() if n["NodeID"] == node and n["Alive"]]
+    return int(found[0]) if found and found[0] else None
+
+
+def check_object_store(projection: Mapping[str, Mapping[str, Any]], data_bytes: int, keep: int,
+                       capacity: int | None) -> None:
+    """Refuse, before any table is made, a sweep whose data and the teacher tables the service keeps in the object
+    store (``keep`` per stored teacher: ``teacher_service.keep_epochs``) exceed the node's object store
+    ``capacity``: Ray would spill them to disk and every trial's step would wait on the reads."""
+    tables = {name: keep * int(p["table_bytes"]) for name, p in projection.items()}
+    if capacity is None or data_bytes + sum(tables.values()) <= capacity:
+        return
+    each = ", ".join(f"{name}: {keep} x {_size(p['table_bytes'])}" for name, p in projection.items())
+    raise UserError(f"the object store on the driver's node holds {_size(capacity)}; the data takes "
+                    f"{_size(data_bytes)} and the teacher tables it keeps {_size(sum(tables.values()))} ({each}): "
+                    "raise the object store (ray start --object-store-memory BYTES), keep fewer tables there "
+                    "(teacher_service.keep_epochs in the sweep's config), keep fewer logits (--top-k K), or stream "
+                    "the data (RAYKD_DATA_MEMORY below its size)")
+
+
+def check_teacher(spec: TeacherSpec, base: TrainConfig, task: Task) -> None:
     """Refuse, before any teacher pass, a teacher that does not fit the run: its weights must load into its model,
-    and its output must have the student's shape (the number of classes, the SR scale)."""
-    task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
+    and its output must have the student's shape (the number of classes, the SR scale). ``task``: the base's."""
     cls = base.data.task == "cls"
     probe = task.batch(np.arange(min(2, len(task))), 0, torch.device("cpu"), ("hr", "lr") if cls else ("lr",))
     with torch.no_grad():
@@ -261,11 +289,13 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     sweep = share_gpus(sweep, len(specs) * sweep.teacher_service.replicas)  # teachers and a trial on one GPU node
     outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name for o in needs[m]}))
                for name in specs}
+    # the driver's view of the data (zero-copy from the object store): teacher probes and the trials' read plans
+    task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()}) if specs else None
     for spec in specs.values():
-        check_teacher(spec, base, splits)
+        check_teacher(spec, base, task)
     service = None
     try:
-        service = _start_teachers(specs, outputs, base, splits, sweep)
+        service = _start_teachers(specs, outputs, base, splits, sweep, task)
         clients = {m: ServiceClient(service, spec.name, outputs[spec.name]) for m, spec in per_method.items()}
         teacher_configs = {m: spec.as_config() for m, spec in per_method.items() if spec.checkpoint}
         payload = SweepPayload(base, splits, clients, teacher_configs, sweep.scaling, sweep.failure.max_failures,
@@ -275,7 +305,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
                                 sweep.num_samples, _directory(sweep, sweep.name))
         seed_results = None
         if sweep.seeds and problem is None:
-            seed_results, problem = _seeds_stage(results, payload, service, base, sweep, metric)
+            seed_results, problem = _seeds_stage(results, payload, service, base, sweep, metric, task)
         stats = ray.get(service.statistics.remote()) if service is not None else {}
         summary = write_report(results, seed_results, sweep.directory, task=task_name,
                                sweep={**to_json(sweep), "metric": metric}, base=to_json(base), teacher_stats=stats,
@@ -292,7 +322,7 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
 
 
 def _start_teachers(specs: Mapping[str, TeacherSpec], outputs: Mapping[str, tuple[str, ...]], base: TrainConfig,
-                    splits: Mapping[str, Any], sweep: SweepConfig) -> Any:
+                    splits: Mapping[str, Any], sweep: SweepConfig, task: Task | None) -> Any:
     """The teacher service for the search stage (None when no method distils), its tables' disk use checked."""
     if not specs:
         return None
@@ -300,23 +330,24 @@ def _start_teachers(specs: Mapping[str, TeacherSpec], outputs: Mapping[str, tupl
                             splits["train"], base.optim.epochs, sweep.teacher_service, store_root(sweep.cache_dir),
                             sweep.name)
     try:
-        _serve_seeds(service, [base.seed], sweep, base, splits)
+        _serve_seeds(service, [base.seed], sweep, base, task)
     except BaseException:
         stop_service(service)
         raise
     return service
 
 
-def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig, base: TrainConfig,
-                 splits: Mapping[str, Any]) -> None:
-    """Start the teacher streams of ``seeds``, their tables' disk use checked first, and their first epochs planned
-    as the trials of each seed will read them (:func:`raykd.train.worker.epoch_reads`: with ``--steps-per-epoch``,
-    only those rows are computed)."""
-    check_table_space(ray.get(service.projection.remote(seeds)), store_root(sweep.cache_dir))
+def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig, base: TrainConfig, task: Task) -> None:
+    """Start the teacher streams of ``seeds``, their tables' disk use and the object store's room for them beside
+    the data (``task``'s splits) checked first, and their first epochs planned as the trials of each seed will read
+    them (:func:`raykd.train.worker.epoch_reads`: with ``--steps-per-epoch``, only those rows are computed)."""
+    projection = ray.get(service.projection.remote(seeds))
+    check_table_space(projection, store_root(sweep.cache_dir))
+    check_object_store(projection, object_store_bytes(task.train_arrays) + object_store_bytes(task.val_arrays),
+                       sweep.teacher_service.keep_epochs, local_object_store())
     if base.data.task != "cls":  # whole-image SR tables: trials read them in any order
         ray.get(service.start.remote(seeds))
         return
-    task = build_task(base.data, base.seed, {name: ray.get(ref) for name, ref in splits.items()})
     first = range(min(sweep.teacher_service.ahead + 1, base.optim.epochs))
     reads = {}
     for seed in seeds:
@@ -326,13 +357,13 @@ def _serve_seeds(service: Any, seeds: list[int], sweep: SweepConfig, base: Train
 
 
 def _seeds_stage(results: Any, payload: SweepPayload, service: Any, base: TrainConfig, sweep: SweepConfig,
-                 metric: str) -> tuple[Any, Exception | None]:
+                 metric: str, task: Task | None) -> tuple[Any, Exception | None]:
     """Each method's best configuration retrained with ``sweep.seeds`` seeds (their teacher streams started)."""
     grid = _seed_grid(results, metric, sweep)
     if not grid:
         return None, None
     if service is not None:
-        _serve_seeds(service, sorted({run["seed"] for run in grid}), sweep, base, payload.splits)
+        _serve_seeds(service, sorted({run["seed"] for run in grid}), sweep, base, task)
     trainable = tune.with_resources(tune.with_parameters(_seed_trial, payload=payload), _trial_resources(sweep))
     name = f"{sweep.name}-seeds"
     return fit_stage(_tuner(trainable, sweep, base, metric, name, search=False, grid=grid), "seeds", len(grid),

@@ -1,6 +1,7 @@
-"""What ``--top-k`` costs (``top_k_error``: the KL a student sees between full and top-k softened teacher outputs)
-and when a sweep is told about it (``check_table_space``: sizes at a few k when the tables are large, the k that
-fits when they do not). No Ray: the projection is hand-made, the disk's free space faked."""
+"""What teacher tables cost and when a sweep is told before making them: ``--top-k``'s error (``top_k_error``: the
+KL a student sees between full and top-k softened teacher outputs), the disk (``check_table_space``: sizes at a few
+k when the tables are large, the k that fits when they do not) and the object store (``check_object_store``: the
+data beside the tables it keeps). No Ray: the projection is hand-made, the disk's free space faked."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,12 @@ import torch.nn.functional as F
 
 from raykd.console import UserError, log
 from raykd.teachers.store import TeacherTable, top_k_error
-from raykd.tune.sweep import TOP_K_SIZES, _size, check_table_space
+from raykd.tune.sweep import TOP_K_SIZES, check_object_store, check_table_space
+
+
+def _size(count: int) -> str:
+    """Sizes as the sweep's lines print them."""
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _logits(rows: int = 64, classes: int = 20, seed: int = 0) -> np.ndarray:
@@ -145,3 +151,16 @@ def test_a_refusal_names_the_largest_top_k_that_fits(logged, free_bytes, tmp_pat
     free_bytes(_expected(projection, 1) - 1)  # not even one logit a row fits
     with pytest.raises(UserError, match=r"keep fewer logits \(--top-k K\)"):
         check_table_space(projection, str(tmp_path))
+
+
+def test_data_and_the_tables_kept_beside_it_must_fit_the_object_store() -> None:
+    """1 GiB of data and 4 kept tables of 0.5 GiB (teacher a) and 0.25 GiB (b): 4 GiB is refused, naming each
+    share and what to raise; 4 GiB plus a byte, or keeping 3 tables, or no capacity known, passes."""
+    projection = {"a": {"tables": 2, "table_bytes": 2**29}, "b": {"tables": 0, "table_bytes": 2**28}}
+    with pytest.raises(UserError, match=r"holds 4\.00 GiB; the data takes 1\.00 GiB and the teacher tables it keeps "
+                                        r"3\.00 GiB \(a: 4 x 512\.0 MiB, b: 4 x 256\.0 MiB\): raise the object store.*"
+                                        r"teacher_service\.keep_epochs.*--top-k"):
+        check_object_store(projection, 2**30 + 1, 4, 4 * 2**30)
+    check_object_store(projection, 2**30, 4, 4 * 2**30)
+    check_object_store(projection, 2**30 + 1, 3, 4 * 2**30)
+    check_object_store(projection, 2**40, 4, None)
