@@ -198,7 +198,8 @@ def test_the_tables_a_sweep_will_write_are_projected_and_refused_beyond_the_free
     finally:
         stop_service(service)
     rows = len(ray.get(splits["train"]))
-    assert before == {"tables": 4, "table_bytes": rows * 10 * 2}  # 2 seeds x 2 views of 10 float16 logits a row
+    assert before == {"tables": 4, "table_bytes": rows * 10 * 2,  # 2 seeds x 2 views of 10 float16 logits a row
+                      "rows": rows, "classes": 10, "logits_bytes": 10 * 2, "precision": "float16"}
     assert after == {**before, "tables": 3}  # a table already stored is not counted again
     with pytest.raises(UserError, match=r"teacher tables this sweep writes need 8192\.00 GiB in .* GiB is free "
                                         r"there: free space, give another --cache-dir, keep fewer logits"):

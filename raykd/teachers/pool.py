@@ -5,6 +5,11 @@
 The placement group reserves the actors' CPUs/GPUs until they are released: an actor Ray restarts after a failure
 gets its place back instead of queueing behind trials that wait for its rows. A chunk is all or nothing: an actor
 killed mid-chunk is restarted by Ray and the chunk redone (``max_task_retries=-1``).
+
+An actor's constructor takes no object-store references: it asks the service that made it (its owner, alive as
+long as the actor is) for the weights and the data (``TeacherService.sources``), at every start. Ray restarts an
+actor with its constructor's arguments, but does not keep the objects they refer to for that (and logs it on the
+terminal: ray-project/ray#53727); a name is all the constructor needs.
 """
 from __future__ import annotations
 
@@ -41,11 +46,14 @@ class TeacherActor:
     training split from the object store, its outputs rounded to ``precision``. Batches run one at a time;
     :meth:`where` answers at once, beside them."""
 
-    def __init__(self, spec: TeacherSpec, weights: bytes, data: DataConfig, arrays: list, precision: str) -> None:
+    def __init__(self, spec: TeacherSpec, service: str, data: DataConfig, precision: str) -> None:
+        """``service``: the name of the teacher service that creates this actor, which hands it the weights' and
+        the data's object refs (``TeacherService.sources``; see the module docstring)."""
         self.spec, self.data, self.precision = spec, data, precision
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = spec.build(self.device, weights)
-        self.arrays = ray.get(arrays[0])
+        weights, arrays = ray.get(ray.get_actor(service).sources.remote(spec.name))
+        self.model = spec.build(self.device, ray.get(weights))
+        self.arrays = ray.get(arrays)
         self.views: dict[int, ClassificationBatches | SRBatches] = {}
 
     def __repr__(self) -> str:  # what the Ray dashboard shows for this actor: which teacher it is
@@ -107,9 +115,12 @@ class ActorPool:
     ones)."""
 
     def __init__(self, spec: TeacherSpec, weights: Any, data: DataConfig, arrays: list,
-                 config: TeacherServiceConfig, group_name: str) -> None:
+                 config: TeacherServiceConfig, group_name: str, service: str) -> None:
+        """``weights``, ``arrays``: the refs the service holds (handed to the actors on request, not as
+        constructor arguments); ``service``: the service's actor name, which the actors ask for them."""
         self.spec, self.weights, self.data, self.arrays, self.config = spec, weights, data, arrays, config
         self.group_name = group_name  # named, so that a restarted service frees the reservation of the dead one
+        self.service = service
         self.handles: list[Any] = []
         self.group: Any = None
         self.lock = asyncio.Lock()
@@ -139,7 +150,7 @@ class ActorPool:
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=4, max_task_retries=-1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i)
                 if self.group is not None else None,
-            ).remote(self.spec, self.weights, self.data, self.arrays, cfg.precision)
+            ).remote(self.spec, self.service, self.data, cfg.precision)
             for i in range(cfg.replicas)]
         self.cycle = itertools.cycle(self.handles)
 

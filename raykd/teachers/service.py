@@ -32,6 +32,12 @@ to the actors (:class:`LiveTeacher`). ``mode="auto"`` picks live when one table 
 The service itself (no CPUs of its own) runs on the driver's node, the head on a cluster, so that losing a spot
 worker takes teacher actors or trials with it, never the service.
 
+No restartable actor here takes object-store references as constructor arguments: Ray restarts an actor with the
+same arguments but does not keep the objects they refer to for that (and logs so on the terminal,
+ray-project/ray#53727). The teachers' weights and the data reach the service from a holder the driver made
+(:class:`_Sources`, never restarted), and the teacher actors from the service (:meth:`TeacherService.sources`); a
+restarted service or actor asks again.
+
 Progress is printed by the service (rows done, rows/s, ETA), and counted in the dashboard as
 ``ray_raykd_teacher_samples_computed_total{teacher}``.
 """
@@ -54,9 +60,10 @@ from raykd.teachers.cache import TableCache
 from raykd.teachers.counters import Counters
 from raykd.teachers.modes import LiveMode, LiveTeacher, Reads, StoredMode
 from raykd.teachers.pool import ActorPool, TeacherActor, batches_of
+from raykd.teachers.precision import stored_dtype
 from raykd.teachers.sources import TeacherSource
 from raykd.teachers.spec import TeacherSpec
-from raykd.teachers.store import table_key
+from raykd.teachers.store import compact_logits, table_key
 from raykd.teachers.stream import CHUNK_ROWS, Stream, StreamEnv
 
 __all__ = ["TeacherRequest", "TeacherActor", "TeacherService", "LiveTeacher", "ServiceClient", "start_service",
@@ -72,6 +79,20 @@ class TeacherRequest:
     weights: Any = None  # ObjectRef of the weights' safetensors bytes, put by the driver (start_service sets it)
 
 
+@ray.remote(num_cpus=0)
+class _Sources:
+    """What a :class:`TeacherService` is built from and needs again when Ray restarts it: the requests (their
+    weights' refs) and ``[the data's ref]``, held for it by a holder that Ray never restarts (so its own arguments
+    may be refs), named ``<service name>-sources``, on the driver's node; made and ended by :func:`start_service`
+    and :func:`stop_service` (or when the driver lets go of the service's handle)."""
+
+    def __init__(self, requests: list[TeacherRequest], arrays: list) -> None:
+        self.requests, self.arrays = requests, arrays
+
+    def get(self) -> tuple[list[TeacherRequest], Any]:
+        return self.requests, self.arrays[0]
+
+
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=-1)
 class TeacherService:
     """See the module docstring. Built by :func:`start_service`; trials reach it through :class:`ServiceClient`.
@@ -79,14 +100,17 @@ class TeacherService:
     Tables are produced per *stream*, a (teacher, seed) pair: views are drawn from the run's seed, so the runs of a
     seeds stage read their own streams, each made once for all the methods that share the teacher."""
 
-    def __init__(self, requests: list[TeacherRequest], data: DataConfig, split: Any, arrays: list, epochs: int,
-                 config: TeacherServiceConfig, store_root: str, chunk_rows: int = CHUNK_ROWS) -> None:
-        """``split``: the decoded training split (Ray resolves it before the constructor runs: an async actor must
-        not block in ``ray.get``); ``arrays``: ``[its ObjectRef]``, handed on to the teacher actors."""
+    async def __init__(self, sources: str, data: DataConfig, epochs: int,  # type: ignore[misc] -- Ray awaits it
+                       config: TeacherServiceConfig, store_root: str, chunk_rows: int = CHUNK_ROWS) -> None:
+        """``sources``: the name of the :class:`_Sources` holding the requests and the data's ref, asked at every
+        (re)start (awaited: an async actor must not block in ``ray.get``); the data's ref goes on to the teacher
+        actors, which ask this service for it (:meth:`sources`)."""
+        requests, arrays = await ray.get_actor(sources).get.remote()
+        split = await arrays
         self.requests = {r.spec.name: r for r in sorted(requests, key=lambda r: r.spec.name)}
         self.data, self.split, self.epochs, self.config = data, split, epochs, config
         name = ray.get_runtime_context().get_actor_name() or "raykd-teachers"
-        self.pools = {t: ActorPool(r.spec, r.weights, data, arrays, config, f"{name}/{t}")
+        self.pools = {t: ActorPool(r.spec, r.weights, data, [arrays], config, f"{name}/{t}", name)
                       for t, r in self.requests.items()}
         self.counters = Counters(self.requests, name)
         self.cache = TableCache(config.keep_epochs)
@@ -128,10 +152,13 @@ class TeacherService:
             self.modes[teacher] = mode
         return self.modes[teacher]
 
-    async def projection(self, seeds: Sequence[int]) -> dict[str, dict[str, int]]:
-        """Per stored teacher, what the streams of ``seeds`` will still write at most: ``{"tables",
-        "table_bytes"}`` (full tables not yet in the store; bytes of one, from a probe row, so about for whole SR
-        images of varied size), for the driver to check against the free disk before any table is made."""
+    async def projection(self, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
+        """Per stored teacher, what the streams of ``seeds`` will still write at most: ``tables`` (full tables not
+        yet in the store) and ``table_bytes`` (bytes of one, from a probe row, so about for whole SR images of
+        varied size; logits at ``top_k`` counted as :func:`compact_logits` stores them), for the driver to check
+        against the free disk before any table is made; and what sizing ``--top-k`` needs: ``rows`` per table,
+        ``classes`` (the data's; 0 where no top-k applies: SR, or no logits stored), ``logits_bytes`` (of
+        ``table_bytes`` per row, the logits') and the tables' ``precision``."""
         out = {}
         for name in self.requests:
             if await self.mode(name) != "stored":
@@ -141,7 +168,15 @@ class TeacherService:
             missing = [(seed, view) for seed in seeds for view in views
                        if self.env.store.fs.get_file_info(self.env.store.path(self._key(name, seed, view)))
                        .type == pafs.FileType.NotFound]
-            out[name] = {"tables": len(missing), "table_bytes": per_row * len(self.split)}
+            classes = len(self.split.classes) if self.data.task == "cls" and "logits" in self.requests[name].outputs \
+                else 0
+            full = logits = classes * stored_dtype(self.config.precision).itemsize  # the probe counts them all
+            if classes and self.env.top_k is not None:
+                zeros = np.zeros((1, classes), dtype=np.float32)
+                logits = sum(a.nbytes for a in compact_logits(zeros, self.env.top_k, self.config.precision).values())
+            out[name] = {"tables": len(missing), "table_bytes": (per_row - full + logits) * len(self.split),
+                         "rows": len(self.split), "classes": classes, "logits_bytes": logits,
+                         "precision": self.config.precision}
         return out
 
     def statistics(self) -> dict[str, dict[str, int]]:
@@ -159,6 +194,12 @@ class TeacherService:
     async def actor_places(self, teacher: str) -> list[tuple[int, str]]:
         """(process id, node id) of each of ``teacher``'s actors."""
         return await self.pools[teacher].places()
+
+    async def sources(self, teacher: str) -> list:
+        """``[weights ref, data ref]`` of ``teacher``: what its actors are built from (asked by each at its start,
+        not given as constructor arguments: see the module docstring)."""
+        pool = self.pools[teacher]
+        return [pool.weights, pool.arrays[0]]
 
     def shutdown(self) -> None:
         for stream in self.streams.values():
@@ -264,26 +305,36 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
         request.spec.weights_sha256  # cached on the spec, which is pickled with it
     requests = [dataclasses.replace(r, weights=ray.put(r.spec.weights_bytes())) for r in requests]
     actor_name = f"raykd-teachers-{name}"
-    try:
-        ray.kill(ray.get_actor(actor_name), no_restart=True)
-    except ValueError:
-        pass
+    for stale in (actor_name, f"{actor_name}-sources"):
+        try:
+            ray.kill(ray.get_actor(stale), no_restart=True)
+        except ValueError:
+            pass
     # pinned to the driver's node (if that node goes, so does the driver); a soft affinity was measured to pass over
     # a head without CPUs even for this 0-CPU actor
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    holder = _Sources.options(name=f"{actor_name}-sources", scheduling_strategy=here).remote(requests, [arrays_ref])
     service = TeacherService.options(name=actor_name, scheduling_strategy=here).remote(
-        requests, data, arrays_ref, [arrays_ref], epochs, config, store_root, chunk_rows)
-    # Ray restarts a dead service with the same arguments, but objects they only refer to are freed once the first
-    # instance (their borrower) is gone: the driver keeps them (and the caller the data) until stop_service, or
-    # until the driver lets go of the service's handle (a sweep that failed before it could stop the service, a
-    # service stopped by hand): without a handle the service cannot be used, and Ray ends it
+        f"{actor_name}-sources", data, epochs, config, store_root, chunk_rows)
+    # Ray restarts a dead service with the same arguments, which name the holder of what it needs: the holder (and
+    # the driver's refs, and the caller the data) keep them until stop_service, or until the driver lets go of the
+    # service's handle (a sweep that failed before it could stop the service, a service stopped by hand): without a
+    # handle the service cannot be used, and Ray ends it, and the holder once its handle here goes
     key = service._actor_id.hex()
     _PINNED[key] = [r.weights for r in requests]
-    weakref.finalize(service, _PINNED.pop, key, None)
+    _HOLDERS[key] = holder
+    weakref.finalize(service, _unpin, key)
     return service
 
 
 _PINNED: dict[str, list] = {}  # actor id -> object refs a restarted TeacherService needs
+_HOLDERS: dict[str, Any] = {}  # actor id -> the _Sources handing them to it
+
+
+def _unpin(key: str) -> Any:
+    """Let go of what the service ``key`` pinned; returns its holder's handle (``None`` if already let go)."""
+    _PINNED.pop(key, None)
+    return _HOLDERS.pop(key, None)
 
 
 def stop_service(service: Any) -> None:
@@ -292,4 +343,6 @@ def stop_service(service: Any) -> None:
         ray.get(service.shutdown.remote())
     finally:
         ray.kill(service, no_restart=True)
-        _PINNED.pop(service._actor_id.hex(), None)
+        holder = _unpin(service._actor_id.hex())
+        if holder is not None:
+            ray.kill(holder, no_restart=True)

@@ -11,8 +11,8 @@ is not judged (the autoscaler decides).
 Two sizing rules live here too: teacher actors take a share of a GPU that a trial worker leaves free
 (:func:`share_gpus`), so the first GPU node holds the teachers and a trial at once; teacher training asks for one
 GPU of the smallest GPU node (type) when the cluster has or can add one (:func:`training_resources`). And what a
-local Ray is started with on a loaded machine (:data:`LOCAL_START_CONFIG`), with the processes a failed start
-leaves (:func:`descendants`, :func:`stop_processes`).
+local Ray is started with on a loaded machine (:data:`LOCAL_START_CONFIG`) and its authentication
+(:func:`choose_token_auth`), with the processes a failed start leaves (:func:`descendants`, :func:`stop_processes`).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["InsufficientResources", "node_shapes", "check_fits", "check_sweep_resources", "BOOTSTRAP_CONFIG",
-           "TEACHER_GPU_SHARE", "share_gpus", "training_resources", "LOCAL_START_CONFIG", "descendants",
-           "stop_processes"]
+           "TEACHER_GPU_SHARE", "share_gpus", "share_cpus", "training_resources", "LOCAL_START_CONFIG", "choose_token_auth",
+           "descendants", "stop_processes"]
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # what `ray up` writes on the head for its autoscaler
 
@@ -144,6 +144,22 @@ def share_gpus(sweep: Any, actors: int) -> Any:
                                scaling=dataclasses.replace(sweep.scaling, resources_per_worker=per_worker))
 
 
+def share_cpus(sweep: Any, actors: int,
+               shapes: tuple[list[dict[str, float]], list[dict[str, float]] | None] | None = None) -> Any:
+    """``sweep`` with teacher actors that fit one node together: where ``actors`` actors of the teacher service's
+    ``num_cpus`` would need more CPUs than the largest node (alive, or a type the autoscaler can add) has, each asks
+    for an equal share of that node's. The service probes every teacher on an actor of its own before it releases
+    any, so three 1-CPU actors (MTKD's stage 2: the best teacher, FAKD's name for it, the aggregate) on a 2-CPU
+    machine would wait for each other forever. Unchanged where they fit or no node has CPUs."""
+    alive, launchable = shapes if shapes is not None else node_shapes()
+    largest = max((node.get("CPU", 0.0) for node in alive + (launchable or [])), default=0.0)
+    service = sweep.teacher_service
+    if not largest or actors * service.num_cpus <= largest + 1e-9:
+        return sweep
+    per_actor = int(largest / actors * 1e4) / 1e4  # Ray counts shares in units of 1e-4
+    return dataclasses.replace(sweep, teacher_service=dataclasses.replace(service, num_cpus=per_actor))
+
+
 def training_resources(gpus: float, shapes: tuple[list[dict[str, float]], list[dict[str, float]] | None] | None
                        = None) -> dict[str, float]:
     """What a teacher-training task asks for: ``gpus`` (the trials' GPU share) and one CPU when given; else, on a
@@ -175,6 +191,22 @@ LOCAL_START_CONFIG: dict[str, int] = {
 }
 """Ray's ``_system_config`` for a local Ray (raykd.tune.spec.connect). Not settable, in Ray 2.60: the raylet's
 15 s wait for the dashboard agent's port files (ray-project/ray#65983); a start that misses it is retried."""
+
+
+def choose_token_auth() -> None:
+    """Before a local Ray starts: token authentication, chosen here (``RAY_AUTH_MODE=token``) where the user left
+    ``RAY_AUTH_MODE`` unset, rather than by Ray's default. The outcome is the same (Ray 2.60 turns token
+    authentication on for a ``ray.init`` that starts a cluster, ray/_private/authentication/
+    authentication_token_setup.py, using or writing ``~/.ray/auth_token``) without the WARNING it prints on the
+    terminal when it chose for the user ("Token authentication is enabled for this Ray cluster. Set
+    RAY_AUTH_MODE=disabled to opt out"). A user's ``RAY_AUTH_MODE`` (``disabled`` included) is left as it is.
+    Ray read the variable when it was imported: its config is read again, as Ray does when it sets it."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")
 
 
 def descendants() -> set[int]:

@@ -58,7 +58,7 @@ def connect(address: str | None = None) -> None:
 
     import ray
 
-    from raykd.tune.resources import LOCAL_START_CONFIG, descendants, stop_processes
+    from raykd.tune.resources import LOCAL_START_CONFIG, choose_token_auth, descendants, stop_processes
 
     if ray.is_initialized():
         return
@@ -69,6 +69,8 @@ def connect(address: str | None = None) -> None:
     local = target == "local"
     options = {"address": target, "logging_config": quiet, **({"_system_config": LOCAL_START_CONFIG} if local else {})}
     where = "a local Ray" if local else f"Ray at {target}"
+    if local:
+        choose_token_auth()  # token authentication, as Ray would choose, without its WARNING on the terminal
     started, errors = time.perf_counter(), []
     while True:
         before = descendants()
