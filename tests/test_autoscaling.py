@@ -28,7 +28,7 @@ from ray.cluster_utils import AutoscalingCluster
 from ray.train import ScalingConfig
 
 from raykd.config import DataConfig, ModelConfig, OptimConfig, SweepConfig, TeacherServiceConfig, TrainConfig
-from raykd.tune.resources import TEACHER_GPU_SHARE, share_gpus, training_resources
+from raykd.tune.resources import TEACHER_GPU_SHARE, share_cpus, share_gpus, training_resources
 
 EPOCHS = 3  # more than the teacher service's lead (TeacherServiceConfig.ahead = 1): its actors stay while trials run
 BASE = TrainConfig(model=ModelConfig("resnet8"), data=DataConfig(dataset="demo", image_size=16),
@@ -61,6 +61,18 @@ def test_gpu_requests_that_already_share_or_cannot_are_kept() -> None:
                   _gpu_sweep(scaling=ScalingConfig(num_workers=1, use_gpu=True,  # whole GPUs above one
                                                    resources_per_worker={"GPU": 2}))):
         assert share_gpus(sweep, 1) == sweep
+
+
+def test_teacher_actors_share_the_cpus_of_one_node_when_they_would_not_fit_it() -> None:
+    """Three 1-CPU teacher actors on a 2-CPU machine each ask for 2/3 of a CPU; where a node (or a node type the
+    autoscaler can add) holds them all, or no node has CPUs yet, the sweep is unchanged."""
+    laptop = ([{"CPU": 2.0}], [])
+    shared = share_cpus(SweepConfig(), 3, laptop)
+    assert shared.teacher_service.num_cpus == 0.6666 and 3 * shared.teacher_service.num_cpus <= 2
+    assert share_cpus(shared, 3, laptop) == shared
+    assert share_cpus(SweepConfig(), 2, laptop) == SweepConfig()
+    assert share_cpus(SweepConfig(), 3, ([{"CPU": 0.0}], [{"CPU": 4.0, "GPU": 1.0}])) == SweepConfig()
+    assert share_cpus(SweepConfig(), 3, ([{"CPU": 0.0}], None)) == SweepConfig()
 
 
 def test_teacher_training_starts_the_gpu_node_type_not_the_largest() -> None:

@@ -2,7 +2,7 @@
 :data:`raykd.registry.METHODS` by task.
 
 Importing this package registers the classification methods (``none``, ``kd``, ``dkd``, ``figkd``, ``dfd``,
-``fitnet``, ``at``, ``vimd``) and the super-resolution methods (``none``, ``l1kd``, ``mtkd``, ``dvmsr``).
+``fitnet``, ``at``, ``vimd``) and the super-resolution methods (``none``, ``l1kd``, ``fakd``, ``mtkd``, ``dvmsr``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Super-resolution distillation methods: none, l1kd, mtkd (registered for task ``"sr"``).
+"""Super-resolution distillation methods: none, l1kd, fakd, mtkd (registered for task ``"sr"``).
 
 The student's and the teachers' SR images are the output named ``"image"`` (``(B, 3, sH, sW)``); for ``mtkd``
 the teacher's ``"image"`` is the knowledge aggregator's (:mod:`raykd.models.aggregator`), computed once from the
@@ -12,12 +12,14 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from raykd.losses.sr import wavelet_loss
-from raykd.methods.base import Choice, Float, Int, Method, Outputs, Param, Shapes, require_same_shape
+from raykd.losses.sr import affinity_loss, wavelet_loss
+from raykd.methods.base import (
+    Choice, Float, Int, Method, Outputs, Param, Shapes, require_outputs, require_same_shape,
+)
 from raykd.methods.classification import WAVELETS
 from raykd.registry import METHODS
 
-__all__ = ["SRMethod", "SRNoDistill", "L1KD", "MTKD"]
+__all__ = ["SRMethod", "SRNoDistill", "L1KD", "FAKD", "MTKD"]
 
 
 def _l1(student: Outputs, target: Tensor) -> Tensor:
@@ -61,6 +63,58 @@ class L1KD(SRMethod):
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
         p = self.params
         return {"l1": p["w_gt"] * _l1(student, target), "kd": p["w_kd"] * _l1(student, teacher["image"])}
+
+
+@METHODS.register()
+class FAKD(SRMethod):
+    """Feature-affinity KD (He, Dai, Lu, Jiang & Xia, "FAKD: Feature-Affinity Based Knowledge Distillation for
+    Efficient Image Super-Resolution", ICIP 2020)::
+
+        L = (1 - alpha) * L1(I_stu, I_GT) + alpha * L1(I_stu, I_tea) + w_fa * sum_l L1(A_stu^l, A_tea^l)
+
+    ``A^l`` is the spatial affinity (``HW x HW`` per image, cosine similarities of positions:
+    :func:`raykd.losses.sr.spatial_affinity`) of feature map ``l``: ``stage:0..2`` of both networks, three points
+    of the body (``stage_names`` of :mod:`raykd.models.edsr`, :mod:`raykd.models.rcan`, :mod:`raykd.models.swinir`),
+    which must share the LR patch's spatial size; the widths may differ, and nothing is learnt to match them.
+
+    Defaults are the released code's (github.com/Vincent-Hoo/Knowledge-Distillation-for-Super-resolution): its
+    ``Loss`` weighs the GT term ``1 - alpha`` and the teacher term ``alpha`` (``--alpha 0.5`` in every training
+    script and the README), the affinity term by the ``10*SA`` of its scripts (``--feature_distilation_type``;
+    the parser's own default is ``1*SA``), over its ``--features [1,2,3]``; every distance is ``nn.L1Loss``.
+    The search ranges are ours, around those values: neither the code nor the paper text available here gives
+    one (the paper is closed access and could not be read).
+    """
+
+    name = "fakd"
+    hparams: ClassVar[dict[str, Param]] = {
+        "alpha": Float(0.5, high=1.0, search=(0.1, 0.9)),
+        "w_fa": Float(10.0, search=(1.0, 100.0), log=True)}
+    stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
+
+    def student_outputs(self) -> tuple[str, ...]:
+        return tuple(f"stage:{k}" for k in self.stages)
+
+    def teacher_outputs(self) -> tuple[str, ...]:
+        return ("image", *self.student_outputs())
+
+    def bind(self, student_shapes: Shapes, teacher_shapes: Shapes) -> None:
+        """The SR images match, and each stage is a ``(C, h, w)`` map of one ``h x w`` in student and teacher."""
+        super().bind(student_shapes, teacher_shapes)
+        for key in self.student_outputs():
+            require_outputs(self.name, key, student_shapes, teacher_shapes)
+            s, t = tuple(student_shapes[key]), tuple(teacher_shapes[key])
+            if len(s) != 3 or len(t) != 3 or s[1:] != t[1:]:
+                raise ValueError(f"method 'fakd': student and teacher {key!r} must be (C, h, w) maps of the same "
+                                 f"h x w (the affinities are hw x hw); got {s} and {t}")
+
+    def forward(self, student: Outputs, teacher: Outputs, target: Tensor, epoch: int) -> Outputs:
+        p = self.params
+        image = student["image"]
+        keys = self.student_outputs()
+        fa = affinity_loss([student[k] for k in keys], [teacher[k] for k in keys])
+        return {"l1": (1.0 - p["alpha"]) * _l1(student, target),
+                "kd": p["alpha"] * F.l1_loss(image, teacher["image"].detach().to(image.dtype)),
+                "fa": p["w_fa"] * fa}
 
 
 @METHODS.register()

@@ -46,6 +46,21 @@ class EDSR(MeanShiftedSR):
     ) -> None:
         super().__init__(scale, n_feats, rgb_range, lambda: [ResBlock(n_feats, res_scale) for _ in range(n_resblocks)])
 
+    @property
+    def stage_names(self) -> tuple[str, str, str]:
+        """Three points of the body (``stage:0..2``, :mod:`raykd.models.features`): the ends of its first and
+        second thirds of blocks (``n // 3`` and ``2n // 3`` blocks in) and its last conv, before the long skip.
+
+        The feature maps 1-3 of FAKD's released EDSR (its ``body1``/``body2``/``body3`` split, the ``--features
+        [1,2,3]`` default; github.com/Vincent-Hoo/Knowledge-Distillation-for-Super-resolution). An empty third
+        (fewer than 3 blocks) points at the previous point, the head conv for the first. That code's third map is
+        taken after its in-place ``res += x``, i.e. with the long skip added; here it is the body's own output.
+        """
+        blocks = len(self.body) - 1
+        first, second = blocks // 3, 2 * blocks // 3
+        return (f"body.{first - 1}" if first else "head.0", f"body.{second - 1}" if second else "head.0",
+                f"body.{blocks}")
+
 
 @register_model
 def edsr(scale: int = 4, **kwargs) -> EDSR:

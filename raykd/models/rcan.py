@@ -80,6 +80,22 @@ class RCAN(MeanShiftedSR):
         super().__init__(scale, n_feats, rgb_range,
                          lambda: [ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)])
 
+    @property
+    def stage_names(self) -> tuple[str, str, str]:
+        """Three points of the body (``stage:0..2``, :mod:`raykd.models.features`): the outputs of the residual
+        groups ``3n // 10`` and ``7n // 10`` in, and the body's last conv, before the long skip.
+
+        FAKD's released RCAN (github.com/Vincent-Hoo/Knowledge-Distillation-for-Super-resolution) returns, as its
+        feature maps 1-3 (the ``--features [1,2,3]`` default), the outputs of groups 2 and 6 (0-based) of its 10
+        and of ``body_tail``: the fractions here give exactly those for 10 groups. A point with no group before it
+        is the head conv. That code's third map is taken after its in-place ``res += x`` (the long skip added);
+        here it is the body's own output.
+        """
+        groups = len(self.body) - 1
+        first, second = 3 * groups // 10, 7 * groups // 10
+        return (f"body.{first - 1}" if first else "head.0", f"body.{second - 1}" if second else "head.0",
+                f"body.{groups}")
+
 
 @register_model
 def rcan(scale: int = 4, **kwargs) -> RCAN:

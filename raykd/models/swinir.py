@@ -300,6 +300,22 @@ class SwinIR(SwinReconstruction):
         self._build_reconstruction(embed_dim, scale, upsampler)
         self.apply(self._init_weights)
 
+    @property
+    def stage_names(self) -> tuple[str, str, str]:
+        """Three image-shaped ``(B, C, H, W)`` points of the deep features (``stage:0..2``,
+        :mod:`raykd.models.features`), at the input's window-padded size: the last conv of the RSTBs ``n // 3``
+        and ``2n // 3`` in (``layers.k.conv``) and ``conv_after_body``, before the long skip.
+
+        The thirds follow FAKD's EDSR split (:attr:`raykd.models.edsr.EDSR.stage_names`); FAKD predates SwinIR,
+        so these points are ours. An RSTB's output is a token sequence (its conv's output plus the skip, added
+        to tokens), so its conv, the nearest module with an image-shaped output, stands for it: the residual
+        branch without the skip. A point with no RSTB before it is ``conv_first``.
+        """
+        stages = len(self.layers)
+        first, second = stages // 3, 2 * stages // 3
+        return (f"layers.{first - 1}.conv" if first else "conv_first",
+                f"layers.{second - 1}.conv" if second else "conv_first", "conv_after_body")
+
     @staticmethod
     def weight_mismatch_hint(key: str, stored_shape: tuple[int, ...]) -> str:
         """Explain a stored tensor of another shape (used by :func:`raykd.models.weights.load_weights`): the

@@ -16,9 +16,13 @@
    checkpoint) is stored, keyed by everything that made it, so a second run reuses it. Its held-out PSNR is printed
    against each teacher's and added to summary.md.
 3. Stage 2 (Sec. 3.2): a sweep of the student (EDSR-baseline; RCAN-light or SwinIR-light with --student; LR
-   patches of 64) over ``none`` (alone), ``l1kd`` (distilled from the best single teacher by held-out PSNR) and
-   ``mtkd`` (from the aggregated teacher: ``alpha``, the DWT levels ``K`` and the wavelet searched by Optuna). The
-   teacher service serves both teachers; the best single teacher's table is the one stage 1 stored. Trials are
+   patches of 64) over ``none`` (alone), ``l1kd`` and ``fakd`` (distilled from the best single teacher by held-out
+   PSNR; FAKD, He et al. ICIP 2020: its SR image and the spatial affinities of three body features,
+   :class:`raykd.methods.sr.FAKD`) and ``mtkd`` (from the aggregated teacher: ``alpha``, the DWT levels ``K`` and
+   the wavelet searched by Optuna). The teacher service serves them; the best single teacher's table is the one
+   stage 1 stored. ``fakd``'s teacher is that teacher under its own name (``<name>-fakd``), so that its features,
+   served live where whole-image tables of them would exceed the service's ``live_threshold_bytes`` (DIV2K's do),
+   never change how ``l1kd`` is served. Trials are
    validated on --val-root (Set5 in the benchmark layout HR/ + LR_bicubic/X{s}/; DIV2K's 100 valid images without
    it); with --set14-root every trial's final student is measured on Set14 too. Results go to <storage>/<name>/.
 
@@ -49,7 +53,7 @@ Recipes (--recipe):
   is the released stage-1 config's, used for stage 2 as well (not confirmed against the paper's text). The paper
   distils from the released SwinIR, RCAN and EDSR: give them with --teacher-checkpoints; a teacher not given is
   trained by raykd, and the run says so loudly (before it starts and in summary.md), as it says that its
-  baseline is ``l1kd`` only (the paper's tables compare KD, AT, FAKD, DUKD and CrossKD).
+  baselines are ``l1kd`` and ``fakd`` only (the paper's tables also compare KD, AT, DUKD and CrossKD).
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ from raykd.train.mtkd import OFFICIAL_LR, PAPER_LR, Stage1Result, prepare_mtkd_t
 from raykd.tune.spec import Profile
 from raykd.tune.teachers import fit_to_a_node, prepare_teacher
 
-__all__ = ["MTKDDiv2K", "released_teacher", "TEACHERS", "STUDENTS"]
+__all__ = ["MTKDDiv2K", "released_teacher", "fakd_teacher", "TEACHERS", "STUDENTS"]
 
 TEACHERS = ("swinir", "rcan", "edsr")
 STUDENTS = ("edsr_baseline", "rcan_light", "swinir_light")
@@ -131,7 +135,7 @@ def released_teacher(name: str, path: Path, kwargs: Mapping[str, Any], scale: in
 
 class MTKDDiv2K(DIV2KSweep):
     name = "mtkd_div2k"
-    methods = ("none", "l1kd", "mtkd")
+    methods = ("none", "l1kd", "fakd", "mtkd")
     full = Profile(num_samples=24, epochs=100, teacher_epochs=300, batch_size=16)
     smoke = Profile(num_samples=6, epochs=2, teacher_epochs=3, batch_size=8)
     patch = (64, 12)  # the students' LR patch (stage 2); the teachers train on TEACHER_PATCH
@@ -180,7 +184,8 @@ class MTKDDiv2K(DIV2KSweep):
         trained = [t for t in args.teachers if t not in given]
         notes = [f"teachers {', '.join(trained)} are trained by raykd; the paper distils from the released ones "
                  "(--teacher-checkpoints NAME=FILE)"] if trained else []
-        return notes + ["the only baseline is l1kd: the paper's tables also compare KD, AT, FAKD, DUKD and CrossKD",
+        return notes + ["the baselines are l1kd and fakd only: the paper's tables also compare KD, AT, DUKD and "
+                        "CrossKD",
                         "batch 16 (the released stage-1 config's) is not confirmed against the paper's text"]
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
@@ -257,7 +262,11 @@ class MTKDDiv2K(DIV2KSweep):
         self.stage1 = result
         print(f"\nMTKD stage 1, held-out ({base.data.val_root or base.data.dataset + ' val'}):\n{result.table()}\n",
               flush=True)
-        per_method = {"l1kd": next(s for s in specs if s.name == result.best_teacher), "mtkd": result.spec}
+        best = next(s for s in specs if s.name == result.best_teacher)
+        # fakd's teacher under its own name: the service decides stored or live per teacher, from all the outputs
+        # asked of it, and l1kd's image table must stay the one stage 1 stored whether or not fakd runs
+        per_method = {"l1kd": best, "fakd": dataclasses.replace(best, name=fakd_teacher(best.name)),
+                      "mtkd": result.spec}
         return {m: s for m, s in per_method.items() if m in args.methods}
 
     def stage1_config(self, args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
@@ -287,8 +296,14 @@ class MTKDDiv2K(DIV2KSweep):
             result = self.stage1
             held = base.data.val_root or f"{base.data.dataset} val"
             summary.write_text(summary.read_text() + f"\n## MTKD stage 1: teachers and aggregator, held-out "
-                               f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; mtkd "
-                               f"from {result.spec.name} ({result.spec.checkpoint}).\n")
+                               f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; fakd from "
+                               f"{fakd_teacher(result.best_teacher)} (the same weights); mtkd from {result.spec.name} "
+                               f"({result.spec.checkpoint}).\n")
+
+
+def fakd_teacher(name: str) -> str:
+    """The name ``fakd``'s teacher is served under: the best single teacher ``name``'s, marked."""
+    return f"{name}-fakd"
 
 
 def _aggregator_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from raykd.train.tasks import Task, build_task
 from raykd.train.worker import TrialSpec, epoch_reads, train_worker
 from raykd.tune.progress import StageProgress
 from raykd.tune.report import write_report
-from raykd.tune.resources import check_sweep_resources, share_gpus
+from raykd.tune.resources import check_sweep_resources, share_cpus, share_gpus
 from raykd.tune.spaces import DefineByRun, check_methods, default_points, teacher_needs, trial_method
 from raykd.tune.tracking import MLflowTracking, log_best_student
 
@@ -286,7 +286,8 @@ def run_sweep(base: TrainConfig, teachers: TeacherSpec | Mapping[str, TeacherSpe
     per_method = {m: spec for m, spec in per_method.items() if needs.get(m)}
     splits = dict(splits) if splits is not None else decoded_splits(base, sweep.cache_dir)
     specs = {spec.name: spec for spec in per_method.values()}
-    sweep = share_gpus(sweep, len(specs) * sweep.teacher_service.replicas)  # teachers and a trial on one GPU node
+    actors = len(specs) * sweep.teacher_service.replicas
+    sweep = share_cpus(share_gpus(sweep, actors), actors)  # teachers and a trial on one GPU node, all on one node
     outputs = {name: tuple(sorted({o for m, s in per_method.items() if s.name == name for o in needs[m]}))
                for name in specs}
     # the driver's view of the data (zero-copy from the object store): teacher probes and the trials' read plans

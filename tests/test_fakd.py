@@ -1,0 +1,139 @@
+"""FAKD (He et al., ICIP 2020): the spatial-affinity loss against a hand computation, the ``fakd`` SR method's
+terms and checks, the SR networks' three feature points, and an in-process distillation run."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from raykd.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, RuntimeConfig, TeacherConfig, TrainConfig
+from raykd.data.builtin import make_demo_sr
+from raykd.losses.sr import affinity_loss, spatial_affinity
+from raykd.methods import create_method, method_class
+from raykd.models import create_model
+from raykd.models.features import output_shapes
+from raykd.train.loop import train
+
+STAGES = ("stage:0", "stage:1", "stage:2")
+TINY = {  # a few channels per SR family, so that a forward takes milliseconds
+    "edsr_baseline": {"n_resblocks": 3, "n_feats": 8},
+    "edsr": {"n_resblocks": 2, "n_feats": 12},
+    "rcan_light": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+    "swinir_light": {"embed_dim": 12, "depths": (1, 1, 1), "num_heads": (2, 2, 2), "window_size": 4, "img_size": 16},
+}
+
+
+def _hand_affinity(fm: list[list[list[float]]], eps: float = 1e-7) -> list[list[float]]:
+    """``A[i][j]`` = cosine similarity of positions i, j (row-major) of one ``C x H x W`` map, by loops."""
+    c, h, w = len(fm), len(fm[0]), len(fm[0][0])
+    vectors = [[fm[k][y][x] for k in range(c)] for y in range(h) for x in range(w)]
+    units = []
+    for v in vectors:
+        norm = math.sqrt(sum(a * a for a in v)) + eps
+        units.append([a / norm for a in v])
+    return [[sum(a * b for a, b in zip(u, v)) for v in units] for u in units]
+
+
+def test_spatial_affinity_and_loss_match_a_hand_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    student = [torch.randn(2, 3, 2, 3, generator=g), torch.randn(2, 2, 3, 2, generator=g)]
+    teacher = [torch.randn(2, 5, 2, 3, generator=g), torch.randn(2, 4, 3, 2, generator=g)]  # wider than the student
+    expected = 0.0
+    for s, t in zip(student, teacher):
+        diffs = []
+        for b in range(2):
+            a_s, a_t = _hand_affinity(s[b].tolist()), _hand_affinity(t[b].tolist())
+            torch.testing.assert_close(spatial_affinity(s)[b], torch.tensor(a_s), rtol=1e-5, atol=1e-6)
+            diffs += [abs(x - y) for row_s, row_t in zip(a_s, a_t) for x, y in zip(row_s, row_t)]
+        expected += sum(diffs) / len(diffs)  # mean over B * HW * HW entries, summed over the layers
+    assert affinity_loss(student, teacher).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_affinity_ignores_per_position_scale_and_width_but_not_structure() -> None:
+    g = torch.Generator().manual_seed(1)
+    fm = torch.randn(2, 4, 3, 3, generator=g)
+    scaled = fm * torch.rand(2, 1, 3, 3, generator=g).add(0.5)  # every position's vector rescaled
+    assert affinity_loss([scaled], [fm]).item() == pytest.approx(0.0, abs=1e-6)
+    assert affinity_loss([fm], [torch.cat([fm, fm], 1)]).item() == pytest.approx(0.0, abs=1e-6)
+    assert affinity_loss([fm.flip(-1)], [fm]).item() > 0.01
+    with pytest.raises(ValueError, match="same B, H and W"):
+        affinity_loss([fm], [fm[..., :2]])
+
+
+def test_fakd_defaults_terms_and_gradients_follow_the_released_loss() -> None:
+    cls = method_class("fakd", "sr")
+    assert cls.defaults() == {"alpha": 0.5, "w_fa": 10.0}
+    assert set(cls.search_space()) == {"alpha", "w_fa"}
+    method = create_method("fakd", "sr", {"alpha": 0.3, "w_fa": 2.0})
+    assert method.student_outputs() == STAGES and method.teacher_outputs() == ("image", *STAGES)
+    g = torch.Generator().manual_seed(2)
+    student = {"image": torch.rand(2, 3, 8, 8, generator=g, requires_grad=True),
+               **{k: torch.randn(2, 4, 4, 4, generator=g, requires_grad=True) for k in STAGES}}
+    teacher = {"image": torch.rand(2, 3, 8, 8, generator=g, requires_grad=True),
+               **{k: torch.randn(2, 6, 4, 4, generator=g, requires_grad=True) for k in STAGES}}
+    hr = torch.rand(2, 3, 8, 8, generator=g)
+    method.bind({k: tuple(v.shape[1:]) for k, v in student.items()}, {k: tuple(v.shape[1:]) for k, v in teacher.items()})
+    terms = method(student, teacher, hr, epoch=1)
+    assert set(terms) == {"l1", "kd", "fa"}
+    assert terms["l1"].item() == pytest.approx(0.7 * (student["image"] - hr).abs().mean().item())
+    assert terms["kd"].item() == pytest.approx(0.3 * (student["image"] - teacher["image"]).abs().mean().item())
+    fa = affinity_loss([student[k] for k in STAGES], [teacher[k] for k in STAGES])
+    assert terms["fa"].item() == pytest.approx(2.0 * fa.item())
+    sum(terms.values()).backward()
+    assert all(student[k].grad is not None and student[k].grad.abs().sum() > 0 for k in student)
+    assert all(teacher[k].grad is None for k in teacher)  # the teacher is never trained
+
+
+def test_fakd_refuses_maps_of_another_spatial_size_and_bad_weights() -> None:
+    method = create_method("fakd", "sr")
+    image = {"image": (3, 16, 16)}
+    with pytest.raises(ValueError, match="'stage:1' must be .* same h x w"):
+        method.bind({**image, **{k: (8, 4, 4) for k in STAGES}},
+                    {**image, **{k: (16, 4, 4) if k != "stage:1" else (16, 4, 5) for k in STAGES}})
+    with pytest.raises(ValueError, match="teacher provided no 'stage:0'"):
+        method.bind({**image, **{k: (8, 4, 4) for k in STAGES}}, image)
+    with pytest.raises(ValueError, match=r"'fakd': alpha=1.5 is invalid"):
+        create_method("fakd", "sr", {"alpha": 1.5})
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_sr_networks_give_three_lr_sized_feature_maps(name: str) -> None:
+    """Every MTKD student and teacher family has ``stage:0..2``, image-shaped at the LR patch's size, so any
+    student pairs with any teacher under ``fakd``."""
+    model = create_model(name, scale=2, **TINY[name])
+    assert len(model.stage_names) == 3
+    shapes = output_shapes(model, STAGES, (3, 12, 12), output="image")
+    assert shapes["image"] == (3, 24, 24)
+    assert all(len(shapes[k]) == 3 and shapes[k][1:] == (12, 12) for k in STAGES), shapes
+
+
+def test_stage_points_follow_the_released_splits() -> None:
+    """FAKD's released code takes EDSR's body in thirds and RCAN's groups 2 and 6 of 10 (0-based)."""
+    assert create_model("edsr_baseline", scale=4).stage_names == ("body.4", "body.9", "body.16")
+    assert create_model("rcan", scale=4).stage_names == ("body.2", "body.6", "body.10")
+    assert create_model("edsr_baseline", scale=4, n_resblocks=1).stage_names == ("head.0", "head.0", "body.1")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return make_demo_sr(tmp_path_factory.mktemp("data") / "sr-demo")
+
+
+def _cfg(demo: Path, model: str, **kw) -> TrainConfig:
+    data = DataConfig(task="sr", dataset="demo_sr", root=str(demo), scale=2, patch_size=16)
+    return TrainConfig(model=ModelConfig(model, TINY[model]), data=data,
+                       optim=OptimConfig(name="adam", lr=2e-3, weight_decay=0.0, epochs=1, batch_size=2,
+                                         steps_per_epoch=2), runtime=RuntimeConfig(device="cpu"), **kw)
+
+
+def test_fakd_distils_a_tiny_student_from_a_tiny_teacher_in_process(demo: Path, tmp_path: Path) -> None:
+    teacher_run = train(_cfg(demo, "edsr"), checkpoint_dir=tmp_path / "teacher")
+    assert math.isfinite(teacher_run["val_psnr"])
+    for student in ("edsr_baseline", "swinir_light"):  # a CNN and a transformer student of a CNN teacher
+        cfg = _cfg(demo, student, method=MethodConfig("fakd"), teacher=TeacherConfig(str(tmp_path / "teacher")))
+        metrics = train(cfg, checkpoint_dir=tmp_path / student)
+        assert math.isfinite(metrics["val_psnr"]) and 0 < metrics["val_ssim"] <= 1
+        assert metrics["train_fa"] > 0 and metrics["train_kd"] > 0 and metrics["train_l1"] > 0
+        assert metrics["teacher_samples_computed"] == 4  # two steps of two patches, in-process
