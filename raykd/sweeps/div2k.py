@@ -1,12 +1,21 @@
 """What the DIV2K super-resolution sweeps (DVMSR, MTKD) share: their data flags, finding DIV2K, the SR optimiser,
 and measuring every trial's final student on extra test sets (Set14) after the sweep.
 
-Flags (:meth:`DIV2KSweep.add_arguments`): ``--data-root``/``--download`` (DIV2K's bicubic track), ``--val-root``
+Flags (:meth:`DIV2KSweep.add_arguments`): ``--data-root``/``--download`` (DIV2K's bicubic track),
+``--flickr2k-root``/``--train-set`` (what trials train on: ``div2k``, DIV2K's 800 training images, or ``df2k``,
+those and Flickr2K's 2,650, the DVMSR/MTKD papers' DF2K; ``df2k`` whenever ``--flickr2k-root`` is given), ``--val-root``
 (the set trials are validated on, e.g. Set5, in the benchmark layout ``HR/`` + ``LR_bicubic/X{s}/``; DIV2K's 100
 valid images without it), ``--set14-root`` (measured after the sweep), ``--scale``, ``--patch-size``, ``--lr``,
 and the SR evaluation's conventions: ``--y-channel`` (``matlab``: luma rounded as MATLAB's ``rgb2ycbcr``, the EDSR /
 RCAN / SwinIR tables, the default; ``float``: unrounded, BasicSR's ``calculate_psnr``) and ``--tile`` (LR tiles of
 that side for whole-image inference; 0, the default, super-resolves every image whole, which is exact).
+
+DF2K (:func:`find_df2k`) is a root of links (:func:`raykd.data.df2k.assemble_df2k`) at
+``<cache-dir>/datasets/DF2K``, assembled from the DIV2K root found as without it and the ``--flickr2k-root`` given,
+and reused while it links the same sources' images; it is read as dataset ``"paired"`` (``"hr_folder"``, MATLAB's
+bicubic, where Flickr2K has no bicubic LR at the scale). Validation stays ``--val-root`` or DIV2K's valid split.
+An epoch is then ``patches_per_image`` views of each of DF2K's images: the budget recipe's epochs are 4.3 times
+DIV2K's; ``--recipe paper`` keeps its epochs at the iterations the paper counts (:meth:`DIV2KSweep.paper_layout`).
 
 With ``--set14-root`` every trial's final student (search and seeds stages) is measured on that set after the sweep
 (:func:`add_test_sets`: one Ray task per trial, on a GPU when trials had one), and its PSNR/SSIM (the same Y
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -25,9 +35,14 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from raykd.config import CacheLayout, DataConfig, OptimConfig, SweepConfig, TrainConfig, is_uri
+from raykd.console import UserError
+from raykd.sweeps.recipes import DIV2K_TRAIN_IMAGES, epoch_layout
 from raykd.tune.spec import Profile, SweepSpec
 
-__all__ = ["DIV2KSweep", "find_div2k", "benchmark_missing", "add_test_sets", "evaluate_checkpoint"]
+__all__ = ["DIV2KSweep", "find_div2k", "find_flickr2k", "find_df2k", "train_set", "benchmark_missing",
+           "add_test_sets", "evaluate_checkpoint"]
+
+TRAIN_SETS = ("div2k", "df2k")
 
 
 def find_div2k(data_root: Path | None, cache_dir: str | Path, scale: int, download: bool) -> Path | None:
@@ -51,6 +66,67 @@ def find_div2k(data_root: Path | None, cache_dir: str | Path, scale: int, downlo
     return None
 
 
+def find_flickr2k(flickr2k_root: Path) -> Path:
+    """The directory holding Flickr2K's ``Flickr2K_HR/`` (as ``Flickr2K.tar`` extracts): ``--flickr2k-root`` or
+    its ``Flickr2K`` folder; a UserError naming both otherwise."""
+    root = flickr2k_root.expanduser().resolve()
+    for candidate in (root, root / "Flickr2K"):
+        if (candidate / "Flickr2K_HR").is_dir():
+            return candidate
+    raise UserError(f"--flickr2k-root {flickr2k_root}: no Flickr2K_HR/ there nor under {root / 'Flickr2K'}; give "
+                    "the folder Flickr2K.tar extracts to (Flickr2K_HR/ and Flickr2K_LR_bicubic/X{s}/)")
+
+
+def train_set(args: argparse.Namespace) -> str:
+    """What the run trains on: ``--train-set``, else ``df2k`` when ``--flickr2k-root`` is given, else ``div2k``."""
+    return args.train_set or ("df2k" if args.flickr2k_root is not None else "div2k")
+
+
+def _assembled(dest: Path, sources: Mapping[str, Path], scale: int) -> dict[str, Any] | None:
+    """The manifest of the DF2K root at ``dest`` where it links ``sources``' HR images as they are now (every
+    link resolving) and has x``scale`` LR links exactly where both sources have that folder; else ``None``."""
+    from raykd.data.df2k import MANIFEST
+    from raykd.data.sr import list_images
+
+    try:
+        manifest = json.loads((dest / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("sources") != {k: str(v) for k, v in sources.items()}:
+        return None
+    hr = {"DIV2K": "DIV2K_train_HR", "Flickr2K": "Flickr2K_HR"}
+    lr = {"DIV2K": f"DIV2K_train_LR_bicubic/X{scale}", "Flickr2K": f"Flickr2K_LR_bicubic/X{scale}"}
+    names = sorted(f.name for name, root in sources.items() for f in list_images(root / hr[name]))
+    linked = sorted(f.name for f in list_images(dest / "HR")) if (dest / "HR").is_dir() else []
+    if names != linked or not all((dest / "HR" / n).exists() for n in linked):
+        return None
+    both = all((root / lr[name]).is_dir() for name, root in sources.items())
+    return manifest if (scale in manifest.get("lr_scales", [])) == both else None
+
+
+def find_df2k(div2k: Path, flickr2k_root: Path, cache_dir: str | Path, scale: int) -> tuple[Path, dict[str, Any]]:
+    """DF2K's root under the cache (``<cache-dir>/datasets/DF2K``) and its manifest (sources, image counts, the
+    LR scales linked): the root assembled there before where it still links ``div2k`` (the DIV2K root
+    :func:`find_div2k` found) and ``flickr2k_root``'s images, else assembled now with the x``scale`` LR links and
+    those it had (:func:`raykd.data.df2k.assemble_df2k`)."""
+    from raykd.data.df2k import MANIFEST, assemble_df2k
+
+    sources = {"DIV2K": div2k.resolve(), "Flickr2K": find_flickr2k(flickr2k_root)}
+    dest = CacheLayout.of(cache_dir).dataset("DF2K")
+    manifest = _assembled(dest, sources, scale)
+    if manifest is None:
+        try:
+            before = json.loads((dest / MANIFEST).read_text()).get("lr_scales", [])
+        except (OSError, ValueError, AttributeError):
+            before = []
+        scales = sorted({scale, *(s for s in before if isinstance(s, int) and not isinstance(s, bool))})
+        assemble_df2k(sources["DIV2K"], sources["Flickr2K"], dest, scales=scales)
+        manifest = json.loads((dest / MANIFEST).read_text())
+        counts = " + ".join(f"{n} {name}" for name, n in manifest["images"].items())
+        print(f"DF2K assembled at {dest}: links to {counts} HR images", file=sys.stderr, flush=True)
+    return dest, manifest
+
+
 def benchmark_missing(folders: Mapping[str, Path | None], scale: int) -> list[str]:
     """``"--flag PATH"`` of every given folder that is not a benchmark set at ``scale`` (``HR/`` and
     ``LR_bicubic/X{scale}/``)."""
@@ -63,6 +139,7 @@ class DIV2KSweep(SweepSpec):
     smoke), and the models."""
 
     task = "sr"
+    smoke_ignores = ("data_root", "download", "train_set", "flickr2k_root")
     patch: ClassVar[tuple[int, int]] = (64, 16)
     patches_per_image: ClassVar[tuple[int, int]] = (16, 4)
     learning_rate: ClassVar[tuple[float, float]] = (2e-4, 2e-3)
@@ -73,6 +150,12 @@ class DIV2KSweep(SweepSpec):
                             "(default: <cache-dir>/datasets/DIV2K)")
         p.add_argument("--download", action="store_true",
                        help="download DIV2K's train and valid HR + bicubic LR archives (about 4.3 GB at x4) if absent")
+        p.add_argument("--flickr2k-root", type=Path, default=None,
+                       help="the Flickr2K directory holding Flickr2K_HR/ (and Flickr2K_LR_bicubic/X{s}/): train on "
+                            "DF2K, DIV2K's 800 training images and Flickr2K's 2,650 (the DVMSR/MTKD papers' data)")
+        p.add_argument("--train-set", choices=TRAIN_SETS, default=None,
+                       help="div2k: DIV2K's training images; df2k: DF2K, linked under <cache-dir>/datasets/DF2K from "
+                            "--data-root's DIV2K and --flickr2k-root (default: df2k when --flickr2k-root is given)")
         p.add_argument("--val-root", type=Path, default=None,
                        help="validation set in the benchmark layout (HR/ + LR_bicubic/X{s}/), e.g. Set5 (default: "
                             "DIV2K valid; smoke: the demo's val images)")
@@ -92,13 +175,45 @@ class DIV2KSweep(SweepSpec):
                             "(default; exact)")
         p.add_argument("--tile-overlap", type=int, default=16, help="overlap of --tile tiles (default 16)")
 
-    PAPER_PATCHES: int | None = None  # LR patches per image and epoch under --recipe paper (a subclass says)
+    # --recipe paper (a subclass says): LR patches per DIV2K image and epoch at the paper's batch, so that an epoch
+    # is a round number of iterations (paper_layout keeps that number for DF2K and other batches)
+    PAPER_PATCHES: int | None = None
+    PAPER_BATCH: int | None = None
+    train_images: int = DIV2K_TRAIN_IMAGES  # what the run trains on: DIV2K's 800, or DF2K's count (set by data())
+
+    def check(self, args: argparse.Namespace) -> None:
+        """Refuse ``--train-set``/``--flickr2k-root`` that do not fit together (before any data is looked for)."""
+        if args.train_set == "df2k" and args.flickr2k_root is None:
+            raise UserError("--train-set df2k needs --flickr2k-root: the folder holding Flickr2K_HR/ (DF2K is "
+                            "DIV2K's training images and Flickr2K's)")
+        if args.train_set == "div2k" and args.flickr2k_root is not None:
+            raise UserError(f"--flickr2k-root {args.flickr2k_root} with --train-set div2k would not be read: drop "
+                            "one of them (--flickr2k-root alone trains on DF2K)")
+        if args.flickr2k_root is not None:
+            find_flickr2k(args.flickr2k_root)
+
+    def data_notes(self, args: argparse.Namespace) -> list[str]:
+        """What a ``--recipe paper`` run's data lacks of the papers' DF2K (nothing when it trains on DF2K)."""
+        if train_set(args) == "df2k":
+            return []
+        return [f"trained on DIV2K only ({DIV2K_TRAIN_IMAGES} images), not the paper's DF2K (DIV2K + Flickr2K, "
+                "3,450 images): give --flickr2k-root (the folder holding Flickr2K_HR/) to train on DF2K"]
+
+    def paper_layout(self, batch_size: int) -> tuple[int, int | None]:
+        """``(patches_per_image, steps_per_epoch)`` of ``--recipe paper``'s epochs over :attr:`train_images` at
+        ``batch_size``: the iterations an epoch of :attr:`PAPER_PATCHES` views of DIV2K's images makes at
+        :attr:`PAPER_BATCH` (:func:`raykd.sweeps.recipes.epoch_layout`: DIV2K's 160 views at 128 for DVMSR; DF2K's
+        3,450 images 38 views, capped at 1,000 iterations)."""
+        assert self.PAPER_PATCHES is not None and self.PAPER_BATCH is not None
+        steps = DIV2K_TRAIN_IMAGES * self.PAPER_PATCHES // self.PAPER_BATCH
+        return epoch_layout(steps, batch_size, self.train_images)
 
     def data(self, args: argparse.Namespace) -> DataConfig | None:
         data = self._dataset_config(args)
         if data is None or args.recipe != "paper" or self.PAPER_PATCHES is None:
             return data
-        return dataclasses.replace(data, patches_per_image=self.PAPER_PATCHES)
+        batch = self.PAPER_BATCH if args.batch_size is None else args.batch_size  # as sweep_profile chooses it
+        return dataclasses.replace(data, patches_per_image=self.paper_layout(batch)[0])
 
     def _dataset_config(self, args: argparse.Namespace) -> DataConfig | None:
         missing = benchmark_missing({"--val-root": args.val_root, "--set14-root": args.set14_root}, args.scale)
@@ -116,7 +231,24 @@ class DIV2KSweep(SweepSpec):
             # minutes on two cores, not a result
             return DataConfig(dataset="demo_sr", root=str(CacheLayout.of(args.cache_dir).dataset("sr-demo")), **common)
         root = find_div2k(args.data_root, args.cache_dir, args.scale, args.download)
-        return None if root is None else DataConfig(dataset="div2k", root=str(root), **common)
+        if root is None:
+            return None
+        if train_set(args) == "div2k":
+            self.train_images = DIV2K_TRAIN_IMAGES
+            return DataConfig(dataset="div2k", root=str(root), **common)
+        return self._df2k_config(args, root, common)
+
+    def _df2k_config(self, args: argparse.Namespace, div2k: Path, common: dict[str, Any]) -> DataConfig:
+        """DF2K's training data (:func:`find_df2k`), validated on ``--val-root`` or DIV2K's valid split."""
+        root, manifest = find_df2k(div2k, args.flickr2k_root, args.cache_dir, args.scale)
+        self.train_images = sum(manifest["images"].values())
+        dataset = "paired" if args.scale in manifest["lr_scales"] else "hr_folder"
+        if dataset == "hr_folder":
+            print(f"DF2K at {root}: Flickr2K has no Flickr2K_LR_bicubic/X{args.scale}/, so every LR input is made "
+                  "with MATLAB's bicubic (dataset hr_folder) when the split is decoded", file=sys.stderr, flush=True)
+        if args.val_root is None:
+            common = {**common, "val_dataset": "div2k", "val_root": str(div2k)}
+        return DataConfig(dataset=dataset, root=str(root), **common)
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
         # the SR recipe (EDSR/RCAN/SwinIR, DVMSR, MTKD): Adam (0.9, 0.999), no weight decay

@@ -3,11 +3,15 @@
     python sweeps/mtkd_div2k.py --smoke                                    # the whole pipeline on built-in data
     python sweeps/mtkd_div2k.py --download --val-root benchmark/Set5 --set14-root benchmark/Set14
     python sweeps/mtkd_div2k.py --data-root /data/DIV2K --val-root benchmark/Set5 --student rcan_light
+    python sweeps/mtkd_div2k.py --recipe paper --data-root /data/DIV2K --flickr2k-root /data/Flickr2K ...  # DF2K
     python sweeps/mtkd_div2k.py --address auto --gpus-per-worker 1 ...     # on a cluster (ray up cluster.yaml)
 
-1. Teachers: SwinIR, RCAN and EDSR (the full models) are trained on DIV2K once (48-pixel LR patches, their papers'
-   setting) and kept in the cache directory's trained-teacher store, unless --teacher-checkpoints brings them
-   (below).
+Every stage trains on DIV2K's 800 training images, or, with --flickr2k-root, on DF2K (those and Flickr2K's 2,650,
+linked under <cache-dir>/datasets/DF2K; --train-set div2k|df2k says it outright).
+
+1. Teachers: SwinIR, RCAN and EDSR (the full models) are trained on that set once (48-pixel LR patches, their
+   papers' setting) and kept in the cache directory's trained-teacher store, unless --teacher-checkpoints brings
+   them (below).
 2. Stage 1 (MTKD Sec. 3.1, :mod:`raykd.train.mtkd`): the teacher service computes each teacher's whole-image
    outputs once (or reads them back from the store), the knowledge aggregator is trained on aligned (teacher
    patches, HR patch) views with L1 to the ground truth (Adam 0.9/0.999; --stage1-lr, default the paper's 1e-4,
@@ -48,12 +52,15 @@ Recipes (--recipe):
 * ``paper``: MTKD's Sec. 4.1 (as quoted in issue #18): stage 2 at learning rate 1e-4 (:data:`PAPER_LR`), divided
   by 10 every 100k iterations, 250k iterations; stage 1 at 1e-4 divided by 10 (the paper's factor) at the
   released config's 200k and 400k of its 500k iterations (the paper names no stage-1 milestones). raykd steps
-  schedules per epoch, so an epoch is 20 patches of each of DIV2K's 800 images at batch 16, exactly 1,000
-  iterations: stage 2 runs 250 epochs (x0.1 after 100 and 200), stage 1 500 (x0.1 after 200 and 400). Batch 16
-  is the released stage-1 config's, used for stage 2 as well (not confirmed against the paper's text). The paper
-  distils from the released SwinIR, RCAN and EDSR: give them with --teacher-checkpoints; a teacher not given is
-  trained by raykd, and the run says so loudly (before it starts and in summary.md), as it says that its
-  baselines are ``l1kd`` and ``fakd`` only (the paper's tables also compare KD, AT, DUKD and CrossKD).
+  schedules per epoch, so an epoch is exactly 1,000 iterations at batch 16: 20 patches of each of DIV2K's 800
+  images, or on DF2K (3,450 images, where no whole number of patches makes whole epochs) 5 patches of each, the
+  epoch capped at 1,000 iterations (:meth:`DIV2KSweep.paper_layout`): stage 2 runs 250 epochs (x0.1 after 100 and
+  200), stage 1 500 (x0.1 after 200 and 400). Batch 16 is the released stage-1 config's, used for stage 2 as well
+  (not confirmed against the paper's text). The paper trains on DF2K: give --flickr2k-root; without it the run
+  trains on DIV2K and says so loudly. The paper distils from the released SwinIR, RCAN and EDSR: give them with
+  --teacher-checkpoints; a teacher not given is trained by raykd, and the run says so loudly (before it starts and
+  in summary.md), as it says that its baselines are ``l1kd`` and ``fakd`` only (the paper's tables also compare
+  KD, AT, DUKD and CrossKD).
 """
 from __future__ import annotations
 
@@ -142,7 +149,7 @@ class MTKDDiv2K(DIV2KSweep):
     TEACHER_PATCH = (48, 12)  # EDSR, RCAN and SwinIR's own training patches
     STAGE1 = {"epochs": (100, 10), "patch_size": (64, 16), "patches_per_image": (16, 16), "batch_size": (16, 8)}
     # --recipe paper (Sec. 4.1): stage 2 250k iterations, x0.1 every 100k; stage 1 x0.1 at the released config's
-    # 200k and 400k of 500k; batch 16 and 20 patches per image: 1,000 iterations an epoch
+    # 200k and 400k of 500k; batch 16 and 20 patches per DIV2K image: 1,000 iterations an epoch (paper_layout)
     PAPER_PATCHES, PAPER_BATCH = 20, 16
     PAPER_STAGE2 = (250_000, (100_000, 200_000))
     PAPER_STAGE1 = (500_000, (200_000, 400_000))
@@ -182,8 +189,9 @@ class MTKDDiv2K(DIV2KSweep):
             return []
         given = {name for name, _ in (item.partition("=")[::2] for item in args.teacher_checkpoints)}
         trained = [t for t in args.teachers if t not in given]
-        notes = [f"teachers {', '.join(trained)} are trained by raykd; the paper distils from the released ones "
-                 "(--teacher-checkpoints NAME=FILE)"] if trained else []
+        notes = self.data_notes(args)
+        notes += [f"teachers {', '.join(trained)} are trained by raykd; the paper distils from the released ones "
+                  "(--teacher-checkpoints NAME=FILE)"] if trained else []
         return notes + ["the baselines are l1kd and fakd only: the paper's tables also compare KD, AT, DUKD and "
                         "CrossKD",
                         "batch 16 (the released stage-1 config's) is not confirmed against the paper's text"]
@@ -192,8 +200,9 @@ class MTKDDiv2K(DIV2KSweep):
         if profile.recipe != "paper":
             return super().optim(args, profile)
         iterations, milestones = self.PAPER_STAGE2
+        patches, steps = self.paper_layout(profile.batch_size)  # DIV2K's or DF2K's images (self.data)
         optim = iteration_optim(_given(args.lr, PAPER_LR), iterations, milestones, 0.1, profile.batch_size,
-                                self.PAPER_PATCHES)
+                                patches, images=self.train_images, steps_per_epoch=steps)
         return dataclasses.replace(optim, epochs=profile.epochs)  # --epochs, where given, wins
 
     def student(self, args: argparse.Namespace) -> ModelConfig:
@@ -210,6 +219,7 @@ class MTKDDiv2K(DIV2KSweep):
                                    optim=dataclasses.replace(base.optim, epochs=profile.teacher_epochs))
 
     def check(self, args: argparse.Namespace) -> None:
+        super().check(args)
         self._teacher_flags(args)
         _aggregator_kwargs(args)
         for name in args.teachers:
@@ -271,11 +281,11 @@ class MTKDDiv2K(DIV2KSweep):
 
     def stage1_config(self, args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         """Stage 1's config: the flags, else the smoke, paper or budget values (the paper's: x0.1 at the released
-        200k and 400k of 500k iterations, in epochs of :attr:`PAPER_PATCHES` patches per image)."""
+        200k and 400k of 500k iterations, in epochs of 1,000 iterations: :meth:`paper_layout`)."""
         i = 1 if args.smoke else 0
         paper = args.recipe == "paper"
-        patches = self.PAPER_PATCHES if paper else self.STAGE1["patches_per_image"][i]
         batch = _given(args.stage1_batch_size, self.PAPER_BATCH if paper else self.STAGE1["batch_size"][i])
+        patches, steps = self.paper_layout(batch) if paper else (self.STAGE1["patches_per_image"][i], None)
         lr = _given(args.stage1_lr, 2e-3 if args.smoke else PAPER_LR)
         stage1 = stage1_config(
             base.data, epochs=_given(args.stage1_epochs, self.STAGE1["epochs"][i]), lr=lr,
@@ -285,7 +295,8 @@ class MTKDDiv2K(DIV2KSweep):
         if not paper:
             return stage1
         iterations, milestones = self.PAPER_STAGE1
-        optim = iteration_optim(lr, iterations, milestones, 0.1, batch, patches)
+        optim = iteration_optim(lr, iterations, milestones, 0.1, batch, patches, images=self.train_images,
+                                steps_per_epoch=steps)
         return dataclasses.replace(stage1, optim=dataclasses.replace(
             optim, epochs=_given(args.stage1_epochs, optim.epochs)))
 
