@@ -20,6 +20,8 @@ from raykd.data.df2k import MANIFEST, assemble_df2k
 from raykd.data.sr import HRFolderSRDataset, PairedSRDataset, open_sr_dataset
 from raykd.data.svhn import Svhn, download_svhn
 
+from sr_sources import make_source, png
+
 scipy_io = pytest.importorskip("scipy.io")
 
 
@@ -121,20 +123,6 @@ def test_download_svhn_fetches_verified_files_from_the_site_layout(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------------------ DF2K
-
-
-def png(path: Path, size: int, seed: int) -> np.ndarray:
-    img = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return img
-
-
-def make_source(root: Path, hr_dir: str, lr_dir: str, names: list[str], scales: tuple[int, ...], seed: int) -> None:
-    for k, name in enumerate(names):
-        png(root / hr_dir / f"{name}.png", 8, seed + k)
-        for s in scales:
-            png(root / lr_dir.format(s=s) / f"{name}x{s}.png", 8 // s, seed + 100 * s + k)
 
 
 @pytest.fixture()

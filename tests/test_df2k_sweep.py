@@ -8,9 +8,7 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from raykd.config import CacheLayout, SweepConfig, TrainConfig
 from raykd.console import UserError
@@ -20,21 +18,10 @@ from raykd.sweeps import SWEEPS
 from raykd.sweeps.recipes import epoch_layout, iteration_epochs
 from raykd.tune.spec import check_flags, sweep_parser, sweep_profile, write_record
 
+from sr_sources import make_source, png
+
 DIV2K_NAMES = ["0001", "0002", "0003"]
 FLICKR_NAMES = ["000001", "000002", "000003", "000004"]  # 7 images in all: 1,000 x 128 / 7 is not whole
-
-
-def png(path: Path, size: int, seed: int) -> None:
-    img = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-
-
-def make_source(root: Path, hr_dir: str, lr_dir: str, names: list[str], scales: tuple[int, ...], seed: int) -> None:
-    for k, name in enumerate(names):
-        png(root / hr_dir / f"{name}.png", 8, seed + k)
-        for s in scales:
-            png(root / lr_dir.format(s=s) / f"{name}x{s}.png", 8 // s, seed + 100 * s + k)
 
 
 @pytest.fixture()
