@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -107,3 +108,17 @@ def trained_teacher(base, task, tmp_path_factory, **changes):
     path = tmp_path_factory.mktemp("teacher") / base.model.name
     train(override(base, changes), task=task, checkpoint_dir=path)
     return TeacherSpec.from_checkpoint(path)
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """How many sha256 digests were started (every file hash in raykd goes through ``hashlib.sha256``)."""
+    calls = []
+    real = hashlib.sha256
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    return calls

@@ -36,20 +36,6 @@ def trained(tmp_path):
     return net, path
 
 
-@pytest.fixture
-def hashes(monkeypatch):
-    """How many sha256 digests were started (every file hash in raykd goes through ``hashlib.sha256``)."""
-    calls = []
-    real = hashlib.sha256
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(hashlib, "sha256", counting)
-    return calls
-
-
 def test_no_weights_is_the_models_own_initialisation() -> None:
     torch.manual_seed(1)
     built = build_model("resnet8", KWARGS)

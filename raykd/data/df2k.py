@@ -25,7 +25,7 @@ from pathlib import Path
 from raykd.console import UserError
 from raykd.data.sr import list_images, name_list, unique_stems
 
-__all__ = ["assemble_df2k", "MANIFEST"]
+__all__ = ["assemble_df2k", "assembled_df2k", "source_root", "MANIFEST"]
 
 MANIFEST = "df2k.json"  # what marks a root as assembled here (and lets a later call replace it)
 # source -> (folder it may sit in, HR folder, LR folder with {s})
@@ -35,7 +35,7 @@ _SOURCES = {
 }
 
 
-def _source_root(name: str, root: str | os.PathLike) -> Path:
+def source_root(name: str, root: str | os.PathLike) -> Path:
     """The directory holding ``name``'s HR folder: ``root`` or ``root/<name>``; a UserError naming both otherwise."""
     folder, hr, _ = _SOURCES[name]
     root = Path(root).expanduser().resolve()
@@ -81,6 +81,27 @@ def _replace(tmp: Path, dest: Path) -> None:
         os.rename(tmp, dest)
 
 
+def assembled_df2k(dest: str | os.PathLike, div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLike,
+                   scale: int) -> dict | None:
+    """The manifest of the DF2K root at ``dest`` where :func:`assemble_df2k` made it from these sources and it
+    still fits them: it links every HR image they hold now (each link resolving), and x``scale`` LR images exactly
+    where both sources have that folder; else ``None`` (assemble it again)."""
+    dest = Path(dest).expanduser().absolute()
+    try:
+        manifest = json.loads((dest / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    roots = {"DIV2K": source_root("DIV2K", div2k_root), "Flickr2K": source_root("Flickr2K", flickr2k_root)}
+    if not isinstance(manifest, dict) or manifest.get("sources") != {k: str(v) for k, v in roots.items()}:
+        return None
+    names = sorted(f.name for name, root in roots.items() for f in list_images(root / _SOURCES[name][1]))
+    linked = sorted(f.name for f in list_images(dest / "HR")) if (dest / "HR").is_dir() else []
+    if names != linked or not all((dest / "HR" / n).exists() for n in linked):
+        return None
+    both = all((root / _SOURCES[name][2].format(s=scale)).is_dir() for name, root in roots.items())
+    return manifest if (scale in manifest.get("lr_scales", [])) == both else None
+
+
 def assemble_df2k(div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLike, dest: str | os.PathLike,
                   scales: Sequence[int] = (2, 3, 4)) -> Path:
     """Assemble DF2K at ``dest`` from DIV2K's training split and Flickr2K (see the module docstring); return
@@ -91,7 +112,7 @@ def assemble_df2k(div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLik
     bad = [s for s in scales if not isinstance(s, int) or isinstance(s, bool) or s < 2]
     if bad or not scales:
         raise UserError(f"DF2K scales {tuple(scales)!r}: expected SR scales, integers >= 2 such as (2, 3, 4)")
-    roots = {"DIV2K": _source_root("DIV2K", div2k_root), "Flickr2K": _source_root("Flickr2K", flickr2k_root)}
+    roots = {"DIV2K": source_root("DIV2K", div2k_root), "Flickr2K": source_root("Flickr2K", flickr2k_root)}
     hr: dict[str, dict[str, Path]] = {}
     for name, root in roots.items():
         folder = root / _SOURCES[name][1]

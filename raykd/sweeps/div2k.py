@@ -68,13 +68,16 @@ def find_div2k(data_root: Path | None, cache_dir: str | Path, scale: int, downlo
 
 def find_flickr2k(flickr2k_root: Path) -> Path:
     """The directory holding Flickr2K's ``Flickr2K_HR/`` (as ``Flickr2K.tar`` extracts): ``--flickr2k-root`` or
-    its ``Flickr2K`` folder; a UserError naming both otherwise."""
-    root = flickr2k_root.expanduser().resolve()
-    for candidate in (root, root / "Flickr2K"):
-        if (candidate / "Flickr2K_HR").is_dir():
-            return candidate
-    raise UserError(f"--flickr2k-root {flickr2k_root}: no Flickr2K_HR/ there nor under {root / 'Flickr2K'}; give "
-                    "the folder Flickr2K.tar extracts to (Flickr2K_HR/ and Flickr2K_LR_bicubic/X{s}/)")
+    its ``Flickr2K`` folder; a UserError naming the flag otherwise."""
+    from raykd.data.df2k import source_root
+
+    try:
+        return source_root("Flickr2K", flickr2k_root)
+    except UserError:
+        root = flickr2k_root.expanduser().resolve()
+        raise UserError(f"--flickr2k-root {flickr2k_root}: no Flickr2K_HR/ there nor under {root / 'Flickr2K'}; "
+                        "give the folder Flickr2K.tar extracts to (Flickr2K_HR/ and Flickr2K_LR_bicubic/X{s}/)"
+                        ) from None
 
 
 def train_set(args: argparse.Namespace) -> str:
@@ -82,38 +85,16 @@ def train_set(args: argparse.Namespace) -> str:
     return args.train_set or ("df2k" if args.flickr2k_root is not None else "div2k")
 
 
-def _assembled(dest: Path, sources: Mapping[str, Path], scale: int) -> dict[str, Any] | None:
-    """The manifest of the DF2K root at ``dest`` where it links ``sources``' HR images as they are now (every
-    link resolving) and has x``scale`` LR links exactly where both sources have that folder; else ``None``."""
-    from raykd.data.df2k import MANIFEST
-    from raykd.data.sr import list_images
-
-    try:
-        manifest = json.loads((dest / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("sources") != {k: str(v) for k, v in sources.items()}:
-        return None
-    hr = {"DIV2K": "DIV2K_train_HR", "Flickr2K": "Flickr2K_HR"}
-    lr = {"DIV2K": f"DIV2K_train_LR_bicubic/X{scale}", "Flickr2K": f"Flickr2K_LR_bicubic/X{scale}"}
-    names = sorted(f.name for name, root in sources.items() for f in list_images(root / hr[name]))
-    linked = sorted(f.name for f in list_images(dest / "HR")) if (dest / "HR").is_dir() else []
-    if names != linked or not all((dest / "HR" / n).exists() for n in linked):
-        return None
-    both = all((root / lr[name]).is_dir() for name, root in sources.items())
-    return manifest if (scale in manifest.get("lr_scales", [])) == both else None
-
-
 def find_df2k(div2k: Path, flickr2k_root: Path, cache_dir: str | Path, scale: int) -> tuple[Path, dict[str, Any]]:
     """DF2K's root under the cache (``<cache-dir>/datasets/DF2K``) and its manifest (sources, image counts, the
     LR scales linked): the root assembled there before where it still links ``div2k`` (the DIV2K root
     :func:`find_div2k` found) and ``flickr2k_root``'s images, else assembled now with the x``scale`` LR links and
     those it had (:func:`raykd.data.df2k.assemble_df2k`)."""
-    from raykd.data.df2k import MANIFEST, assemble_df2k
+    from raykd.data.df2k import MANIFEST, assemble_df2k, assembled_df2k
 
     sources = {"DIV2K": div2k.resolve(), "Flickr2K": find_flickr2k(flickr2k_root)}
     dest = CacheLayout.of(cache_dir).dataset("DF2K")
-    manifest = _assembled(dest, sources, scale)
+    manifest = assembled_df2k(dest, sources["DIV2K"], sources["Flickr2K"], scale)
     if manifest is None:
         try:
             before = json.loads((dest / MANIFEST).read_text()).get("lr_scales", [])
