@@ -1,5 +1,6 @@
-"""FAKD (He et al., ICIP 2020): the spatial-affinity loss against a hand computation, the ``fakd`` SR method's
-terms and checks, the SR networks' three feature points, and an in-process distillation run."""
+"""FAKD (He et al., ICIP 2020) and AT for SR (MTKD's baselines): the spatial-affinity loss against a hand
+computation, the ``fakd`` and ``at`` SR methods' terms and checks, the SR networks' three feature points, and
+in-process distillation runs."""
 from __future__ import annotations
 
 import math
@@ -98,6 +99,45 @@ def test_fakd_refuses_maps_of_another_spatial_size_and_bad_weights() -> None:
         create_method("fakd", "sr", {"alpha": 1.5})
 
 
+def _hand_attention_distance(fs: torch.Tensor, ft: torch.Tensor, p: float) -> float:
+    """AT's eq. 2 term by loops: per image, ``Q = vec(mean_c |F_c|^p)`` over its norm, the squared differences
+    averaged over images and positions."""
+    total, count = 0.0, 0
+    for b in range(fs.shape[0]):
+        maps = []
+        for f in (fs[b].tolist(), ft[b].tolist()):
+            q = [sum(abs(f[c][y][x]) ** p for c in range(len(f))) / len(f)
+                 for y in range(len(f[0])) for x in range(len(f[0][0]))]
+            norm = math.sqrt(sum(v * v for v in q))
+            maps.append([v / norm for v in q])
+        total += sum((a - t) ** 2 for a, t in zip(*maps))
+        count += len(maps[0])
+    return total / count
+
+
+def test_sr_attention_transfer_in_fakds_frame_against_a_hand_computation() -> None:
+    cls = method_class("at", "sr")
+    assert cls.defaults() == {"alpha": 0.5, "w_at": 1000.0, "p": 2.0}  # FAKD's alpha, AT's beta and p
+    assert set(cls.search_space()) == {"alpha", "w_at"}
+    method = create_method("at", "sr", {"alpha": 0.25, "w_at": 100.0})
+    assert method.teacher_outputs() == ("image", *STAGES)  # what fakd asks of a teacher: one served teacher for both
+    g = torch.Generator().manual_seed(3)
+    student = {"image": torch.rand(2, 3, 8, 8, generator=g, requires_grad=True),
+               **{k: torch.randn(2, 4, 4, 4, generator=g, requires_grad=True) for k in STAGES}}
+    teacher = {"image": torch.rand(2, 3, 8, 8, generator=g),
+               **{k: torch.randn(2, 6, 4, 4, generator=g) for k in STAGES}}
+    hr = torch.rand(2, 3, 8, 8, generator=g)
+    method.bind({k: tuple(v.shape[1:]) for k, v in student.items()}, {k: tuple(v.shape[1:]) for k, v in teacher.items()})
+    terms = method(student, teacher, hr, epoch=1)
+    assert set(terms) == {"l1", "kd", "at"}
+    assert terms["l1"].item() == pytest.approx(0.75 * (student["image"] - hr).abs().mean().item())
+    assert terms["kd"].item() == pytest.approx(0.25 * (student["image"] - teacher["image"]).abs().mean().item())
+    expected = sum(_hand_attention_distance(student[k].detach(), teacher[k], 2.0) for k in STAGES)
+    assert terms["at"].item() == pytest.approx(100.0 * expected, rel=1e-5)
+    terms["at"].backward()
+    assert all(student[k].grad.abs().sum() > 0 for k in STAGES) and student["image"].grad is None
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_sr_networks_give_three_lr_sized_feature_maps(name: str) -> None:
     """Every MTKD student and teacher family has ``stage:0..2``, image-shaped at the LR patch's size, so any
@@ -128,12 +168,14 @@ def _cfg(demo: Path, model: str, **kw) -> TrainConfig:
                                          steps_per_epoch=2), runtime=RuntimeConfig(device="cpu"), **kw)
 
 
-def test_fakd_distils_a_tiny_student_from_a_tiny_teacher_in_process(demo: Path, tmp_path: Path) -> None:
+def test_fakd_and_at_distil_a_tiny_student_from_a_tiny_teacher_in_process(demo: Path, tmp_path: Path) -> None:
     teacher_run = train(_cfg(demo, "edsr"), checkpoint_dir=tmp_path / "teacher")
     assert math.isfinite(teacher_run["val_psnr"])
-    for student in ("edsr_baseline", "swinir_light"):  # a CNN and a transformer student of a CNN teacher
-        cfg = _cfg(demo, student, method=MethodConfig("fakd"), teacher=TeacherConfig(str(tmp_path / "teacher")))
-        metrics = train(cfg, checkpoint_dir=tmp_path / student)
+    # a CNN and a transformer student of a CNN teacher, by FAKD's affinities and by attention transfer
+    for student, method, term in (("edsr_baseline", "fakd", "fa"), ("swinir_light", "fakd", "fa"),
+                                  ("edsr_baseline", "at", "at")):
+        cfg = _cfg(demo, student, method=MethodConfig(method), teacher=TeacherConfig(str(tmp_path / "teacher")))
+        metrics = train(cfg, checkpoint_dir=tmp_path / f"{student}-{method}")
         assert math.isfinite(metrics["val_psnr"]) and 0 < metrics["val_ssim"] <= 1
-        assert metrics["train_fa"] > 0 and metrics["train_kd"] > 0 and metrics["train_l1"] > 0
+        assert metrics[f"train_{term}"] > 0 and metrics["train_kd"] > 0 and metrics["train_l1"] > 0
         assert metrics["teacher_samples_computed"] == 4  # two steps of two patches, in-process

@@ -154,17 +154,18 @@ def test_dvmsr_smoke_runs_end_to_end_and_measures_set14_on_every_final_student(t
 
 @pytest.mark.slow
 def test_mtkd_smoke_runs_stage1_then_the_student_sweep_with_per_method_teachers(tmp_path):
-    run = _smoke("mtkd_div2k", tmp_path, "--num-samples", "4", "--teacher-epochs", "1", "--stage1-epochs", "2",
+    run = _smoke("mtkd_div2k", tmp_path, "--num-samples", "5", "--teacher-epochs", "1", "--stage1-epochs", "2",
                  "--seeds", "0")
     out = tmp_path / "runs" / "mtkd_div2k_smoke"
     table = pd.read_parquet(out / "results.parquet")
-    assert set(table["method"]) == {"none", "l1kd", "fakd", "mtkd"} and (table["status"] == "ok").all()
+    assert set(table["method"]) == {"none", "l1kd", "fakd", "at", "mtkd"} and (table["status"] == "ok").all()
     summary = (out / "summary.md").read_text()
     assert "## MTKD stage 1" in summary and "| mtkd (aggregator) |" in summary
     stats = json.loads((out / "summary.json").read_text())["teachers"]
     best = summary.split("l1kd distils from ")[1].split(";")[0]
-    assert set(stats) == {"mtkd", best, f"{best}-fakd"}  # fakd's teacher under its own name (its own serving mode)
-    # the best single teacher's table is the one stage 1 stored; only the aggregate and fakd's are computed
+    # fakd's and at's teacher under its own name (its own serving mode), one for both
+    assert set(stats) == {"mtkd", best, f"{best}-features"}
+    # the best single teacher's table is the one stage 1 stored; only the aggregate and the features are computed
     assert (stats[best]["tables_loaded"], stats[best]["tables_built"]) == (1, 0)
-    assert stats["mtkd"]["tables_built"] == 1 and stats[f"{best}-fakd"]["tables_built"] == 1
+    assert stats["mtkd"]["tables_built"] == 1 and stats[f"{best}-features"]["tables_built"] == 1
     assert "MTKD stage 1, held-out" in run.stdout

@@ -20,13 +20,14 @@ linked under <cache-dir>/datasets/DF2K; --train-set div2k|df2k says it outright)
    checkpoint) is stored, keyed by everything that made it, so a second run reuses it. Its held-out PSNR is printed
    against each teacher's and added to summary.md.
 3. Stage 2 (Sec. 3.2): a sweep of the student (EDSR-baseline; RCAN-light or SwinIR-light with --student; LR
-   patches of 64) over ``none`` (alone), ``l1kd`` and ``fakd`` (distilled from the best single teacher by held-out
-   PSNR; FAKD, He et al. ICIP 2020: its SR image and the spatial affinities of three body features,
-   :class:`raykd.methods.sr.FAKD`) and ``mtkd`` (from the aggregated teacher: ``alpha``, the DWT levels ``K`` and
-   the wavelet searched by Optuna). The teacher service serves them; the best single teacher's table is the one
-   stage 1 stored. ``fakd``'s teacher is that teacher under its own name (``<name>-fakd``), so that its features,
-   served live where whole-image tables of them would exceed the service's ``live_threshold_bytes`` (DIV2K's do),
-   never change how ``l1kd`` is served. Trials are
+   patches of 64) over ``none`` (alone), ``l1kd``, ``fakd`` and ``at`` (distilled from the best single teacher by
+   held-out PSNR; FAKD, He et al. ICIP 2020: its SR image and the spatial affinities of three body features,
+   :class:`raykd.methods.sr.FAKD`; attention transfer on the same features, :class:`raykd.methods.sr.SRAttention`)
+   and ``mtkd`` (from the aggregated teacher: ``alpha``, the DWT levels ``K`` and the wavelet searched by Optuna).
+   The teacher service serves them; the best single teacher's table is the one stage 1 stored. ``fakd`` and ``at``
+   share that teacher under its own name (``<name>-features``), so that its features are computed once for both
+   and, served live where whole-image tables of them would exceed the service's ``live_threshold_bytes``
+   (DIV2K's do), never change how ``l1kd`` is served. Trials are
    validated on --val-root (Set5 in the benchmark layout HR/ + LR_bicubic/X{s}/; DIV2K's 100 valid images without
    it); with --set14-root every trial's final student is measured on Set14 too. Results go to <storage>/<name>/.
 
@@ -59,8 +60,8 @@ Recipes (--recipe):
   (not confirmed against the paper's text). The paper trains on DF2K: give --flickr2k-root; without it the run
   trains on DIV2K and says so loudly. The paper distils from the released SwinIR, RCAN and EDSR: give them with
   --teacher-checkpoints; a teacher not given is trained by raykd, and the run says so loudly (before it starts and
-  in summary.md), as it says that its baselines are ``l1kd`` and ``fakd`` only (the paper's tables also compare
-  KD, AT, DUKD and CrossKD).
+  in summary.md), as it says that its baselines are ``l1kd`` (the tables' KD), ``fakd`` and ``at`` only (the
+  paper's tables also compare DUKD and CrossKD).
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ from raykd.train.mtkd import OFFICIAL_LR, PAPER_LR, Stage1Result, prepare_mtkd_t
 from raykd.tune.spec import Profile
 from raykd.tune.teachers import fit_to_a_node, prepare_teacher
 
-__all__ = ["MTKDDiv2K", "released_teacher", "fakd_teacher", "TEACHERS", "STUDENTS"]
+__all__ = ["MTKDDiv2K", "released_teacher", "feature_teacher", "TEACHERS", "STUDENTS"]
 
 TEACHERS = ("swinir", "rcan", "edsr")
 STUDENTS = ("edsr_baseline", "rcan_light", "swinir_light")
@@ -142,7 +143,7 @@ def released_teacher(name: str, path: Path, kwargs: Mapping[str, Any], scale: in
 
 class MTKDDiv2K(DIV2KSweep):
     name = "mtkd_div2k"
-    methods = ("none", "l1kd", "fakd", "mtkd")
+    methods = ("none", "l1kd", "fakd", "at", "mtkd")
     full = Profile(num_samples=24, epochs=100, teacher_epochs=300, batch_size=16)
     smoke = Profile(num_samples=6, epochs=2, teacher_epochs=3, batch_size=8)
     patch = (64, 12)  # the students' LR patch (stage 2); the teachers train on TEACHER_PATCH
@@ -192,8 +193,8 @@ class MTKDDiv2K(DIV2KSweep):
         notes = self.data_notes(args)
         notes += [f"teachers {', '.join(trained)} are trained by raykd; the paper distils from the released ones "
                   "(--teacher-checkpoints NAME=FILE)"] if trained else []
-        return notes + ["the baselines are l1kd and fakd only: the paper's tables also compare KD, AT, DUKD and "
-                        "CrossKD",
+        return notes + ["the baselines are l1kd (the tables' KD), fakd and at only: the paper's tables also "
+                        "compare DUKD and CrossKD",
                         "batch 16 (the released stage-1 config's) is not confirmed against the paper's text"]
 
     def optim(self, args: argparse.Namespace, profile: Profile) -> OptimConfig:
@@ -273,10 +274,10 @@ class MTKDDiv2K(DIV2KSweep):
         print(f"\nMTKD stage 1, held-out ({base.data.val_root or base.data.dataset + ' val'}):\n{result.table()}\n",
               flush=True)
         best = next(s for s in specs if s.name == result.best_teacher)
-        # fakd's teacher under its own name: the service decides stored or live per teacher, from all the outputs
-        # asked of it, and l1kd's image table must stay the one stage 1 stored whether or not fakd runs
-        per_method = {"l1kd": best, "fakd": dataclasses.replace(best, name=fakd_teacher(best.name)),
-                      "mtkd": result.spec}
+        # fakd's and at's teacher under its own name: the service decides stored or live per teacher, from all the
+        # outputs asked of it, and l1kd's image table must stay the one stage 1 stored whether or not they run
+        features = dataclasses.replace(best, name=feature_teacher(best.name))
+        per_method = {"l1kd": best, "fakd": features, "at": features, "mtkd": result.spec}
         return {m: s for m, s in per_method.items() if m in args.methods}
 
     def stage1_config(self, args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
@@ -307,14 +308,14 @@ class MTKDDiv2K(DIV2KSweep):
             result = self.stage1
             held = base.data.val_root or f"{base.data.dataset} val"
             summary.write_text(summary.read_text() + f"\n## MTKD stage 1: teachers and aggregator, held-out "
-                               f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; fakd from "
-                               f"{fakd_teacher(result.best_teacher)} (the same weights); mtkd from {result.spec.name} "
+                               f"({held})\n\n{result.table()}\n\nl1kd distils from {result.best_teacher}; fakd and at "
+                               f"from {feature_teacher(result.best_teacher)} (the same weights); mtkd from {result.spec.name} "
                                f"({result.spec.checkpoint}).\n")
 
 
-def fakd_teacher(name: str) -> str:
-    """The name ``fakd``'s teacher is served under: the best single teacher ``name``'s, marked."""
-    return f"{name}-fakd"
+def feature_teacher(name: str) -> str:
+    """The name ``fakd``'s and ``at``'s teacher is served under: the best single teacher ``name``'s, marked."""
+    return f"{name}-features"
 
 
 def _aggregator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
