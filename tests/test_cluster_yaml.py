@@ -73,8 +73,11 @@ def test_project_is_mounted_and_gpu_workers_install_the_cuda_extra(config):
     project_dirs = [remote for remote, local in config["file_mounts"].items() if local == "."]
     assert len(project_dirs) == 1
     remote = project_dirs[0].replace("~", "$HOME", 1)
-    installs = [c for c in config["worker_setup_commands"] if "pip install" in c and "-e" in shlex.split(c)]
-    assert any(f"{remote}[cuda]" in shlex.split(c) for c in installs), installs
+    commands = config["worker_setup_commands"]
+    (extra,) = [i for i, c in enumerate(commands) if "pip install" in c and f"{remote}[cuda]" in shlex.split(c)]
+    # the extra's kernels come from the wheelhouse first, so the editable install of the extra builds nothing
+    (wheels,) = [i for i, c in enumerate(commands) if "cluster/cuda_extras.sh" in c]
+    assert f"{remote}/cluster/cuda_extras.sh" in commands[wheels] and wheels < extra
     assert any(remote in shlex.split(c) for c in config["head_setup_commands"] if "pip install" in c)
 
 
@@ -108,3 +111,53 @@ def test_every_node_installs_the_one_ray_version_the_driver_runs(config):
     own = [token for c in every if "pip install" in c for token in shlex.split(c)
            if re.fullmatch(r"ray(\[[^\]]*\])?([<>=!~].*)?", token)]
     assert all(token.endswith(f"=={ray.__version__}") for token in own), own  # none installs another Ray
+
+
+FAKE_PIP = r"""
+import pathlib, re, sys, time
+args = sys.argv[1:]
+log = pathlib.Path(sys.argv[0]).with_suffix(".log")
+names = [re.split(r"[<>=!~ ]", a)[0].replace("-", "_") for a in args if not a.startswith("-") and "/" not in a]
+names = names[1:]  # the subcommand
+with log.open("a") as f:
+    f.write(args[0] + "\n")
+if args[0] == "install":
+    found = pathlib.Path(args[args.index("--find-links") + 1])
+    sys.exit(0 if all(list(found.glob(n + "-*.whl")) for n in names) else 1)
+if args[0] == "wheel":  # as slow as a build, against the nodes that start with it
+    time.sleep(3)
+    out = pathlib.Path(args[args.index("--wheel-dir") + 1])
+    for n in names:
+        (out / f"{n}-1.0-py3-none-any.whl").write_bytes(b"")
+"""
+
+
+def _cuda_extras(tmp_path, wheelhouse, node: str):
+    """cluster/cuda_extras.sh for this project on one node, with a pip that records its subcommands (``install``
+    succeeds only when the wheelhouse has every requirement's wheel; ``wheel`` makes them)."""
+    import subprocess
+    import sys
+
+    pip = tmp_path / f"pip-{node}.py"
+    pip.write_text(FAKE_PIP)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable, "PIP": f"{sys.executable} {pip}"}
+    proc = subprocess.Popen(["bash", str(CLUSTER_YAML.parent / "cluster" / "cuda_extras.sh"),
+                             str(CLUSTER_YAML.parent), str(wheelhouse)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return proc, pip.with_suffix(".log")
+
+
+def test_gpu_nodes_build_the_cuda_wheels_once_and_install_them_from_the_wheelhouse(tmp_path) -> None:
+    wheelhouse = tmp_path / "wheels"
+    started = [_cuda_extras(tmp_path, wheelhouse, f"node{i}") for i in range(3)]  # three nodes at once
+    for proc, _ in started:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    calls = [log.read_text().split() for _, log in started]
+    assert sum(c.count("wheel") for c in calls) == 1, calls  # one build for the cluster, under the lock
+    (build,) = [d for d in wheelhouse.iterdir() if d.is_dir()]
+    assert build.name.startswith("torch") and "-py3" in build.name  # per torch build and Python
+    assert sorted(p.name.split("-")[0] for p in build.glob("*.whl")) == ["causal_conv1d", "mamba_ssm"]  # pyproject's
+    later, log = _cuda_extras(tmp_path, wheelhouse, "later")  # a node added later: installs, builds nothing
+    out, _ = later.communicate(timeout=120)
+    assert later.returncode == 0 and "from " + str(build) in out and log.read_text().split() == ["install"], out
