@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from raykd.config import DataConfig
 from raykd.console import UserError
 from raykd.data.arrays import decode_split
 from raykd.data.classification import open_dataset
-from raykd.data.df2k import MANIFEST, assemble_df2k
+from raykd.data.df2k import MANIFEST, assemble_df2k, df2k_root
 from raykd.data.sr import HRFolderSRDataset, PairedSRDataset, open_sr_dataset
 from raykd.data.svhn import Svhn, download_svhn
 
@@ -196,3 +198,26 @@ def test_df2k_replaces_its_own_root_and_nothing_else(sources, tmp_path: Path) ->
         assemble_df2k(div2k, flickr, tmp_path / "df2k", scales=(1,))
     assert not any(p.name.startswith(".df2k") for p in tmp_path.iterdir())  # no temporary folders left
     assert os.listdir(tmp_path / "df2k")
+
+
+def test_df2k_runs_starting_together_assemble_it_once(sources, tmp_path: Path, monkeypatch) -> None:
+    """Two sweeps of one cache starting at once: one assembles DF2K, the other waits and reuses it."""
+    div2k, flickr = sources
+    link = os.symlink
+
+    def slow_link(*args, **kwargs):  # as slow per link as Flickr2K's thousands of links are in all
+        time.sleep(0.05)
+        return link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "symlink", slow_link)
+    results: list = []
+    runs = [threading.Thread(target=lambda: results.append(df2k_root(tmp_path / "df2k", div2k, flickr, 2)))
+            for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=60)
+    assert sorted(assembled for _, assembled in results) == [False, True]
+    assert results[0][0] == results[1][0] and results[0][0]["lr_scales"] == [2]
+    assert len(PairedSRDataset(tmp_path / "df2k", 2)) == 3
+    assert df2k_root(tmp_path / "df2k", div2k, flickr, 2)[1] is False  # later runs reuse it too

@@ -12,20 +12,25 @@ Sources, as their archives extract:
 * Flickr2K: ``Flickr2K_HR/000001.png`` and ``Flickr2K_LR_bicubic/X{s}/000001x{s}.png`` (``Flickr2K.tar``);
 
 each under the root given or under its ``DIV2K`` / ``Flickr2K`` folder.
+
+:func:`df2k_root` is what a sweep calls: the root at a destination reused while it fits its sources, else
+assembled, under a lock beside it so that runs starting together assemble it once.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from raykd.console import UserError
 from raykd.data.sr import list_images, name_list, unique_stems
 
-__all__ = ["assemble_df2k", "assembled_df2k", "source_root", "MANIFEST"]
+__all__ = ["assemble_df2k", "assembled_df2k", "df2k_root", "source_root", "MANIFEST"]
 
 MANIFEST = "df2k.json"  # what marks a root as assembled here (and lets a later call replace it)
 # source -> (folder it may sit in, HR folder, LR folder with {s})
@@ -145,3 +150,35 @@ def assemble_df2k(div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLik
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+@contextmanager
+def _assembly_lock(dest: Path) -> Iterator[None]:
+    """Hold ``.<dest>.lock`` beside ``dest`` (``flock``: released when the holder exits, however it exits), so
+    that runs starting together assemble ``dest`` once and the others reuse it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def df2k_root(dest: str | os.PathLike, div2k_root: str | os.PathLike, flickr2k_root: str | os.PathLike,
+              scale: int) -> tuple[dict, bool]:
+    """DF2K at ``dest`` for these sources with x``scale`` LR links where both have them: ``(manifest, True)``
+    where it was assembled now (with the LR scales it linked before, too), ``(manifest, False)`` where the root
+    there still fits them (:func:`assembled_df2k`). Under a lock, so concurrent runs assemble it once."""
+    dest = Path(dest).expanduser().absolute()
+    with _assembly_lock(dest):
+        manifest = assembled_df2k(dest, div2k_root, flickr2k_root, scale)
+        if manifest is not None:
+            return manifest, False
+        try:
+            before = json.loads((dest / MANIFEST).read_text()).get("lr_scales", [])
+        except (OSError, ValueError, AttributeError):
+            before = []
+        scales = sorted({scale, *(s for s in before if isinstance(s, int) and not isinstance(s, bool))})
+        assemble_df2k(div2k_root, flickr2k_root, dest, scales=scales)
+        return json.loads((dest / MANIFEST).read_text()), True

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from collections.abc import Mapping
@@ -89,20 +88,13 @@ def find_df2k(div2k: Path, flickr2k_root: Path, cache_dir: str | Path, scale: in
     """DF2K's root under the cache (``<cache-dir>/datasets/DF2K``) and its manifest (sources, image counts, the
     LR scales linked): the root assembled there before where it still links ``div2k`` (the DIV2K root
     :func:`find_div2k` found) and ``flickr2k_root``'s images, else assembled now with the x``scale`` LR links and
-    those it had (:func:`raykd.data.df2k.assemble_df2k`)."""
-    from raykd.data.df2k import MANIFEST, assemble_df2k, assembled_df2k
+    those it had (:func:`raykd.data.df2k.df2k_root`, under a lock)."""
+    from raykd.data.df2k import df2k_root
 
     sources = {"DIV2K": div2k.resolve(), "Flickr2K": find_flickr2k(flickr2k_root)}
     dest = CacheLayout.of(cache_dir).dataset("DF2K")
-    manifest = assembled_df2k(dest, sources["DIV2K"], sources["Flickr2K"], scale)
-    if manifest is None:
-        try:
-            before = json.loads((dest / MANIFEST).read_text()).get("lr_scales", [])
-        except (OSError, ValueError, AttributeError):
-            before = []
-        scales = sorted({scale, *(s for s in before if isinstance(s, int) and not isinstance(s, bool))})
-        assemble_df2k(sources["DIV2K"], sources["Flickr2K"], dest, scales=scales)
-        manifest = json.loads((dest / MANIFEST).read_text())
+    manifest, assembled = df2k_root(dest, sources["DIV2K"], sources["Flickr2K"], scale)
+    if assembled:
         counts = " + ".join(f"{n} {name}" for name, n in manifest["images"].items())
         print(f"DF2K assembled at {dest}: links to {counts} HR images", file=sys.stderr, flush=True)
     return dest, manifest
