@@ -9,7 +9,14 @@ read after the write hashes every block and stamps the table, a later one only c
 ctimes, inodes); shown warm with the stamp and without it (every block hashed: what every read cost before), and
 cold with the stamp, every page of the map touched (the disk read a later run pays while training).
 
+With ``--ragged`` the split is whole images of varied shapes instead (an SR split's HR images: sides drawn from
+``size / 2`` to ``3 * size / 2``, multiples of 8), a :class:`raykd.data.store.Ragged` column: the store's Parquet
+rows of it (a ``large_binary`` column of each image's bytes and a ``__shape__`` column, as SR splits were kept
+before, and teacher tables still are) against the raw file (``raw=("images",)``: the images' bytes back to back,
+a sha256 per block of whole images of about 64 MiB, the shapes in the header).
+
     .venv/bin/python bench/store_speed.py [--images 20000] [--size 64] [--dir /tmp]
+    .venv/bin/python bench/store_speed.py --ragged [--images 300] [--size 768] [--dir /tmp]
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raykd.data.store import Store, content_key
+from raykd.data.store import Ragged, Store, content_key
 
 PARQUET_GROUP_BYTES = 64 * 2**20
 KEY = content_key({"table": "bench", "what": "store_speed"})
@@ -45,6 +52,24 @@ def synthetic_split(images: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         smooth = rng.integers(0, 256, (stop - start, coarse, coarse, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
         out[start:stop] = smooth + rng.integers(0, 8, smooth.shape, dtype=np.uint8)
     return out, rng.integers(0, 200, images).astype(np.int64)
+
+
+def ragged_shapes(images: int, size: int) -> np.ndarray:
+    """``(images, 3)`` shapes of whole RGB images, each side a multiple of 8 from ``size / 2`` to ``3 * size / 2``."""
+    sides = np.random.default_rng(0).integers(size // 16, 3 * size // 16, (images, 2), endpoint=True) * 8
+    return np.column_stack([sides, np.full(images, 3)]).astype(np.int64)
+
+
+def synthetic_ragged(images: int, size: int) -> tuple[Ragged, np.ndarray]:
+    """Photo-like uint8 images of :func:`ragged_shapes` (as :func:`synthetic_split` makes them) filled in place into
+    one flat buffer, one image at a time, and int64 labels."""
+    rng, shapes = np.random.default_rng(1), ragged_shapes(images, size)
+    offsets = Ragged.byte_offsets(shapes, np.uint8)
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for i, (h, w, _) in enumerate(shapes):
+        smooth = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        data[offsets[i]:offsets[i + 1]] = (smooth + rng.integers(0, 8, smooth.shape, dtype=np.uint8)).reshape(-1)
+    return Ragged(data, offsets, shapes, np.uint8), rng.integers(0, 200, images).astype(np.int64)
 
 
 def status_bytes(field: str) -> int:
@@ -104,64 +129,80 @@ def warm_up_pyarrow() -> None:
     pq.ParquetFile(pa.BufferReader(sink.getvalue())).read_row_group(0)
 
 
-def child(step: str, directory: Path, images: int, size: int) -> dict:
+def child(step: str, directory: Path, images: int, size: int, ragged: bool) -> dict:
     """One measured step in this process: ``{"seconds", "peak"}``, peak the most RSS during the step above the
-    interpreter's own (imports done): what the step holds, the saved array included."""
+    interpreter's own (imports done): what the step holds, the saved array included. ``ragged``: the Parquet rows
+    are the store's own (a table without raw columns, under ``rows/``)."""
     shape = (size, size, 3)
     interpreter = status_bytes("VmRSS")
     if step.startswith("save"):
-        array, labels = synthetic_split(images, size)
+        array, labels = synthetic_ragged(images, size) if ragged else synthetic_split(images, size)
     warm_up_pyarrow()
     reset_peak()
     started = time.perf_counter()
-    if step == "save-parquet":
+    if step == "save-parquet" and ragged:
+        Store(directory / "rows").save(KEY, {"images": array, "labels": labels})
+    elif step == "save-parquet":
         save_parquet(directory / "split.parquet", array, labels)
     elif step == "save-raw":
         Store(directory).save(KEY, {"images": array, "labels": labels}, raw=("images",))
     elif step == "load-parquet":
-        loaded = load_parquet(directory / "split.parquet", shape)
+        loaded = Store(directory / "rows").load(KEY)["images"] if ragged else load_parquet(
+            directory / "split.parquet", shape)
     elif step.startswith("load-raw"):
         loaded = Store(directory).load(KEY)["images"]
-        if step == "load-raw-cold-touched":
-            int(loaded.reshape(-1)[::mmap.PAGESIZE].sum())  # one byte of every page: the whole file read
+        if step == "load-raw-cold-touched":  # one byte of every page: the whole file read
+            int((loaded.data if ragged else loaded.reshape(-1))[::mmap.PAGESIZE].sum())
     seconds = time.perf_counter() - started
     if step.startswith("load"):
-        assert loaded.shape == (images, *shape)
+        assert len(loaded) == images and (ragged or loaded.shape == (images, *shape))
     return {"seconds": seconds, "peak": status_bytes("VmHWM") - interpreter}
 
 
-def measure(step: str, directory: Path, images: int, size: int) -> dict:
+def parquet_file(directory: Path, ragged: bool) -> Path:
+    """Where the Parquet rows are: the store's table under ``rows/`` (ragged) or ``split.parquet``."""
+    return directory / "rows" / f"{KEY}.parquet" if ragged else directory / "split.parquet"
+
+
+def measure(step: str, directory: Path, images: int, size: int, ragged: bool) -> dict:
     if step in ("load-parquet", "load-raw", "load-raw-cold-touched"):
-        for name in ("split.parquet", f"{KEY}.raw", f"{KEY}.parquet"):
-            if (directory / name).exists():
-                drop_from_page_cache(directory / name)
+        for path in (parquet_file(directory, ragged), directory / f"{KEY}.raw", directory / f"{KEY}.parquet"):
+            if path.exists():
+                drop_from_page_cache(path)
     if step == "load-raw-hashed":
         Path(Store(directory).stamp_path(KEY)).unlink()
     result = subprocess.run([sys.executable, __file__, "--child", step, "--dir", str(directory), "--images",
-                             str(images), "--size", str(size)], capture_output=True, text=True, check=True)
+                             str(images), "--size", str(size), *(["--ragged"] if ragged else [])],
+                            capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=None, help="default: 20000, or 300 with --ragged")
+    parser.add_argument("--size", type=int, default=None, help="default: 64, or 768 (the mean side) with --ragged")
+    parser.add_argument("--ragged", action="store_true", help="whole images of varied shapes (an SR split)")
     parser.add_argument("--dir", default=None, help="where the files are written (default: the system's temp dir)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    images = args.images or (300 if args.ragged else 20000)
+    size = args.size or (768 if args.ragged else 64)
     if args.child:
-        print(json.dumps(child(args.child, Path(args.dir), args.images, args.size)))
+        print(json.dumps(child(args.child, Path(args.dir), images, size, args.ragged)))
         return
-    mib = args.images * args.size ** 2 * 3 / 2**20
+    shapes = ragged_shapes(images, size) if args.ragged else np.tile([size, size, 3], (images, 1))
+    mib = int(np.prod(shapes, axis=1).sum()) / 2**20
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(tmp)
-        steps = {s: measure(s, directory, args.images, args.size)
+        steps = {s: measure(s, directory, images, size, args.ragged)
                  for s in ("save-parquet", "load-parquet", "save-raw", "load-raw", "load-raw-warm",
                            "load-raw-hashed", "load-raw-cold-touched")}
-        sizes = {"parquet": (directory / "split.parquet").stat().st_size,
+        sizes = {"parquet": parquet_file(directory, args.ragged).stat().st_size,
                  "raw": (directory / f"{KEY}.raw").stat().st_size + (directory / f"{KEY}.parquet").stat().st_size}
-    print(f"{args.images} x {args.size} x {args.size} x 3 uint8 images ({mib:.1f} MiB) + int64 labels; each step in "
-          f"its own process; loads cold (dropped from the page cache) unless warm")
+    what = (f"uint8 images of sides {size // 2} to {3 * size // 2} (a Ragged column)" if args.ragged
+            else f"x {size} x {size} x 3 uint8 images")
+    print(f"{images} {what} ({mib:.1f} MiB) + int64 labels; each step in its own process; loads cold (dropped "
+          f"from the page cache) unless warm")
     print(f"  {'':22s} {'Parquet rows':>14s} {'raw file':>14s} {'raw / Parquet':>14s}")
 
     def row(label: str, parquet: float, raw: float, fmt: str) -> None:

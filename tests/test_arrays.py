@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import collections
 import mmap
+import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -66,16 +68,17 @@ def _mapped(array: np.ndarray) -> bool:
     return isinstance(getattr(base, "obj", base), mmap.mmap)
 
 
-def _count_decodes(monkeypatch) -> list[int]:
-    """Counts decodes of a classification split (into the store or into memory)."""
+def _count_decodes(monkeypatch, decoder: str = "_decode_rows") -> list[int]:
+    """Counts decodes of a classification split (into the store or into memory), or with ``"_decode_pairs"`` of
+    an SR split."""
     calls: list[int] = []
-    real = arrays_mod._decode_rows
+    real = getattr(arrays_mod, decoder)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(arrays_mod, "_decode_rows", counted)
+    monkeypatch.setattr(arrays_mod, decoder, counted)
     return calls
 
 
@@ -193,9 +196,15 @@ def _sr_folder(root: Path, sizes: dict[str, tuple[int, int]], grey: tuple[str, .
     return root
 
 
-def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
+def _hr_folder(tmp_path: Path) -> DataConfig:
+    """An HR-only SR folder of three images (one greyscale) at x3."""
     root = _sr_folder(tmp_path / "hr", {"a": (13, 10), "b": (8, 12), "g": (9, 9)}, grey=("g",))
-    data = DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+    return DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+
+
+def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
+    data = _hr_folder(tmp_path)
+    root = Path(data.root)
     store = Store(tmp_path / "store")
     first = load_split(data, "train", store)
     assert isinstance(first, PairArrays) and first.names == ("a", "b", "g") and first.scale == 3
@@ -216,11 +225,55 @@ def test_hr_only_sr_split_makes_its_lr_once_and_keeps_it(tmp_path, monkeypatch):
         decode_split(data, "train")  # the guard works: only the store spared the resize
 
 
+def test_an_sr_split_is_stored_as_raw_images_and_read_back_as_a_map_of_them(tmp_path):
+    data = _hr_folder(tmp_path)
+    decoded, store = decode_split(data, "train"), Store(tmp_path / "store")
+    first = load_split(data, "train", store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_split(data, "train", Store(tmp_path / "store"))  # another process: read, not decoded
+    for got in (first, again):  # both maps of the stored raw file, even the first (its buffers were let go)
+        _assert_same(got, decoded)
+        for rows, want in ((got.lr, decoded.lr), (got.hr, decoded.hr)):
+            assert _mapped(rows.data) and not rows.data.flags.writeable and rows.dtype == np.uint8
+            assert np.array_equal(rows.shapes, want.shapes) and rows.data.tobytes() == want.data.tobytes()
+    # the raw file is the LR bytes, then the HR bytes from a 64-byte boundary; no image is in Parquet rows
+    lr_end = -(-decoded.lr.data.nbytes // 64) * 64
+    assert Path(store.raw_path(first.key)).stat().st_size == lr_end + decoded.hr.data.nbytes
+    assert pq.read_schema(store.path(first.key)).names == ["grey"]
+    # what Ray's object store receives (pickle 5, buffers out of band): each Ragged as three numpy arrays
+    buffers: list[pickle.PickleBuffer] = []
+    blob = pickle.dumps(again, protocol=5, buffer_callback=buffers.append)
+    assert sum(b.raw().nbytes for b in buffers) == again.nbytes + again.grey.nbytes and len(buffers) == 7
+    _assert_same(pickle.loads(blob, buffers=buffers), decoded)
+
+
+def test_a_damaged_raw_sr_file_is_reported_and_rebuilt_identically(tmp_path, monkeypatch):
+    data, store = _hr_folder(tmp_path), Store(tmp_path / "store")
+    decoded = decode_split(data, "train")  # in memory: not a map of the file this test damages in place
+    load_split(data, "train", store)
+    raw = Path(store.raw_path(decoded.key))
+    pixels = bytearray(raw.read_bytes())
+    pixels[-5] ^= 0xFF  # a byte of the last HR image
+    raw.write_bytes(bytes(pixels))  # same size, one byte changed: only the checksum can tell
+    calls = _count_decodes(monkeypatch, "_decode_pairs")
+    with pytest.warns(StoreCorruptionWarning, match=r"sha256 mismatch in raw column 'hr', block 0"):
+        _assert_same(load_split(data, "train", store), decoded)
+    assert len(calls) == 1 and raw.with_name(raw.name + ".corrupt").exists()
+    raw.write_bytes(raw.read_bytes()[:-1])  # and a truncated one
+    with pytest.warns(StoreCorruptionWarning, match=r"raw file .* has \d+ bytes"):
+        _assert_same(load_split(data, "train", store), decoded)
+    assert len(calls) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same(load_split(data, "train", store), decoded)  # the rebuilt table is valid
+    assert len(calls) == 2
+
+
 def test_sr_pairs_are_decoded_into_their_final_buffers_as_the_list_path_made_them(tmp_path):
-    root = _sr_folder(tmp_path / "hr", {"a": (13, 10), "b": (8, 12), "g": (9, 9)}, grey=("g",))
-    data = DataConfig(task="sr", dataset="hr_folder", root=str(root), scale=3, patch_size=2)
+    data = _hr_folder(tmp_path)
     got = decode_split(data, "train")
-    dataset = sr_mod.open_sr_dataset("hr_folder", root, 3)
+    dataset = sr_mod.open_sr_dataset("hr_folder", data.root, 3)
     pairs = [dataset.pair(i) for i in range(len(dataset))]  # the path before: a list of images, concatenated
     for got_rows, rows in ((got.lr, [p[0] for p in pairs]), (got.hr, [p[1] for p in pairs])):
         want = Ragged.from_rows(rows)
@@ -250,8 +303,6 @@ def test_an_sr_split_too_big_is_refused_before_any_image_is_decoded(tmp_path, mo
 def test_a_split_over_the_memory_budget_is_streamed_from_the_store(tmp_path, monkeypatch):
     """Above the budget a split is decoded into the store one block at a time and read back by block; without a
     store to stream through it is refused, naming the setting."""
-    import pickle
-
     import torch
 
     from raykd.train.loop import shard_order

@@ -26,6 +26,8 @@ import pytest
 
 from raykd.data import store as store_mod
 from raykd.data.store import (
+    RAGGED_RAW_FORMAT_VERSION,
+    RAW_ALIGNMENT,
     STORE_FORMAT_VERSION,
     Ragged,
     Store,
@@ -565,7 +567,7 @@ def test_raw_columns_round_trip_bit_exact_as_a_map_of_their_file(tmp_path, monke
     assert Path(store.raw_path(key)).stat().st_size == header["raw_bytes"] == 512 + cols["half"].nbytes
     loaded = Store(tmp_path).load(key)
     _assert_columns_equal(loaded, cols)
-    assert loaded.meta == {"m": "raw"}
+    assert loaded.meta == {"m": "raw"} and header["format_version"] == STORE_FORMAT_VERSION  # fixed-shape only
     for name in ("pixels", "half"):
         assert _mapped(loaded[name]) and not loaded[name].flags.writeable  # a view of the page cache: no copy
         assert loaded[name].ctypes.data % store_mod.RAW_ALIGNMENT == 0
@@ -650,7 +652,7 @@ def test_raw_headers_that_do_not_tile_the_file_are_rejected(tmp_path, monkeypatc
     _assert_discarded(store, key, path, r"raw column 'half' starts at byte 448")
 
 
-@pytest.mark.parametrize("raw, match", [(("nope",), "must name"), (("image",), "must name"),
+@pytest.mark.parametrize("raw, match", [(("nope",), "must name"), (("image", "nope"), "must name"),
                                         (tuple(_columns(np.random.default_rng(0))), "leaving one or more")])
 def test_save_refuses_raw_columns_it_cannot_keep_raw(tmp_path, raw, match):
     with pytest.raises(ValueError, match=match):
@@ -778,11 +780,12 @@ def test_a_raw_file_changed_after_its_full_check_is_refused_by_the_cheap_check(t
     _assert_columns_equal(store.load(key), cols)
 
 
-def _rot(store: Store, key: str) -> None:
-    """A bit flipped under the filesystem (the medium decays): the files' stat, hence the stamp, still match."""
+def _rot(store: Store, key: str, position: int = 5 * 48 + 7) -> None:
+    """A bit flipped under the filesystem (the medium decays): the files' stat, hence the stamp, still match. By
+    default a bit of row 5: block 1 of "pixels"."""
     raw_path = Path(store.raw_path(key))
     tampered = bytearray(raw_path.read_bytes())
-    tampered[5 * 48 + 7] ^= 1
+    tampered[position] ^= 1
     raw_path.write_bytes(bytes(tampered))
     stamp = json.loads(Path(store.stamp_path(key)).read_text())
     stamp["raw"] = store.stat(str(raw_path))
@@ -823,6 +826,139 @@ def test_raykd_verify_names_the_damaged_table_and_exits_1(tmp_path, monkeypatch,
     assert main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 1
     out = capsys.readouterr().out
     assert f"DAMAGED {store.path(key)}: sha256 mismatch in raw column 'pixels'" in out and "1 damaged" in out
+
+
+# ------------------------------------------------------------------------------------ ragged raw columns
+
+
+def _saved_ragged_raw(root, monkeypatch, fs=None) -> tuple[Store, str, dict]:
+    """:func:`_columns` saved with its uint8 and float16 ragged columns raw, in blocks of whole rows of about 192
+    bytes (rows of 3 to 75 and 6 to 150 bytes)."""
+    monkeypatch.setattr(store_mod, "GROUP_BYTES", 4 * 4 * 4 * 3)
+    store, key, cols = Store(root, filesystem=fs), _key(), _columns(np.random.default_rng(9))
+    store.save(key, cols, {"m": "ragged"}, rows_per_group=10, raw=("image", "sr"))  # one row group
+    return store, key, cols
+
+
+def _block_start(store: Store, key: str, cols: dict, name: str, block: int) -> int:
+    """The raw file's byte where block ``block`` of ragged raw column ``name`` starts."""
+    spec = json.loads(pq.ParquetFile(store.path(key)).metadata.metadata[b"raykd.store"])["raw"][name]
+    return spec["offset"] + sum(r.nbytes for r in cols[name][:sum(spec["block_rows"][:block])])
+
+
+def test_ragged_raw_columns_round_trip_as_a_map_of_their_file(tmp_path, monkeypatch):
+    store, key, cols = _saved_ragged_raw(tmp_path, monkeypatch)
+    schema = pq.read_schema(store.path(key)).names
+    assert not {"image", "sr", "__shape__image", "__shape__sr"} & set(schema) and "__shape__tokens" in schema
+    header = json.loads(pq.ParquetFile(store.path(key)).metadata.metadata[b"raykd.store"])
+    assert header["format_version"] == RAGGED_RAW_FORMAT_VERSION
+    image, sr = header["raw"]["image"], header["raw"]["sr"]
+    sizes = {name: [r.nbytes for r in cols[name]] for name in ("image", "sr")}
+    # the rows' bytes back to back, each column from a 64-byte boundary, nothing more; the shapes in the header
+    assert image["offset"] == 0 and sr["offset"] == -(-sum(sizes["image"]) // RAW_ALIGNMENT) * RAW_ALIGNMENT
+    assert Path(store.raw_path(key)).stat().st_size == header["raw_bytes"] == sr["offset"] + sum(sizes["sr"])
+    assert sr["shapes"] == [list(r.shape) for r in cols["sr"]]
+    for name in ("image", "sr"):  # blocks of whole rows: as many as fit in 192 bytes, at least one
+        bounds = np.cumsum([0, *header["raw"][name]["block_rows"]])
+        assert len(bounds) > 2 and bounds[-1] == 10
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            assert (sum(sizes[name][a:b]) <= 192 or b - a == 1) and (b == 10 or sum(sizes[name][a:b + 1]) > 192)
+    loaded = Store(tmp_path).load(key)
+    _assert_columns_equal(loaded, cols)
+    for name in ("image", "sr"):  # a view of the page cache: no copy
+        col = loaded[name]
+        assert isinstance(col, Ragged) and _mapped(col.data) and _mapped(col[3]) and not col.data.flags.writeable
+        assert col.data.ctypes.data % RAW_ALIGNMENT == 0
+    assert not _mapped(loaded["tokens"].data)
+    counter = _CountingHashlib()
+    monkeypatch.setattr(store_mod, "hashlib", counter)
+    _assert_columns_equal(Store(tmp_path).load(key), cols)  # stamped by the first load: nothing hashed
+    assert counter.calls == 0
+    block = store.open(key).raw_block("image", 1)
+    rows = slice(image["block_rows"][0], sum(image["block_rows"][:2]))
+    assert isinstance(block, Ragged) and _mapped(block.data)
+    _assert_columns_equal({"image": block}, {"image": cols["image"][rows]})
+
+
+def test_ragged_raw_columns_on_an_in_memory_filesystem(monkeypatch):
+    fs = pafs._MockFileSystem()
+    store, key, cols = _saved_ragged_raw("bucket/raw", monkeypatch, fs)
+    loaded = Store("bucket/raw", filesystem=fs).load(key)
+    _assert_columns_equal(loaded, cols)
+    assert not _mapped(loaded["sr"].data) and not loaded["sr"].data.flags.writeable
+    reader = Store("bucket/raw", filesystem=fs).open(key)
+    first, block = reader.raw_rows("sr")[0], reader.raw_block("sr", 1)  # one ranged read
+    assert [r.tobytes() for r in block.take(np.arange(len(block)))] == [
+        r.tobytes() for r in cols["sr"][first:first + len(block)]]
+
+
+def test_verify_names_the_ragged_raw_column_and_block_of_a_flipped_byte(tmp_path, monkeypatch):
+    store, key, cols = _saved_ragged_raw(tmp_path, monkeypatch)
+    assert [c.problem for c in store_mod.verify_store(store)] == [None]  # hashed in full and stamped
+    _rot(store, key, _block_start(store, key, cols, "sr", 2) + 1)
+    assert store.load(key) is not None  # what the cheap check cannot see...
+    [check] = store_mod.verify_store(Store(tmp_path))
+    assert check.path == store.path(key)
+    assert re.fullmatch(rf"sha256 mismatch in raw column 'sr', block 2 of {re.escape(store.raw_path(key))}",
+                        check.problem)
+    # ...is moved aside, raw file and all, so the run that needs it rebuilds it
+    assert store.load(key) is None and Path(store.raw_path(key) + ".corrupt").exists()
+    store.save(key, cols, raw=("image", "sr"))
+    _assert_columns_equal(store.load(key), cols)
+
+
+def _transpose_a_row(header: dict) -> None:
+    """Row 7's (h, w, 3) becomes (w, h, 3) (or (1, h * w, 3)): the same bytes, another shape."""
+    shapes = header["raw"]["image"]["shapes"]
+    h, w, c = shapes[7]
+    shapes[7] = [w, h, c] if h != w else [1, h * w, c]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (_transpose_a_row, r"sha256 mismatch in raw column 'image', block \d+ of"),  # the checksum covers the shapes
+    (lambda h: h["raw"]["image"]["shapes"].pop(), r"raw column 'image' has row shapes of shape \(9, 3\), not 10"),
+    (lambda h: h["raw"]["sr"].update(ndim=2), r"raw column 'sr' has row shapes of shape \(10, 3\), not 10 of 2"),
+    (lambda h: h.update(format_version=STORE_FORMAT_VERSION), "format version 2 does not match its raw columns"),
+], ids=["shape", "rows", "ndim", "version"])
+def test_ragged_raw_headers_that_do_not_fit_their_rows_are_rejected(tmp_path, monkeypatch, edit, reason):
+    store, key, _ = _saved_ragged_raw(tmp_path, monkeypatch)
+    path = Path(store.path(key))
+
+    def edited(header: dict) -> dict:
+        edit(header)
+        return header
+
+    _rewrite(path, edit_header=edited)
+    _assert_discarded(store, key, path, reason)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["load", "open"])
+def test_a_truncated_ragged_raw_file_is_reported_moved_aside_and_rebuilt(tmp_path, monkeypatch, reader):
+    store, key, cols = _saved_ragged_raw(tmp_path, monkeypatch)
+    assert store.load(key) is not None  # stamped: the truncation is seen by the cheap check
+    raw_path = Path(store.raw_path(key))
+    _truncate(raw_path)
+    _assert_discarded(store, key, Path(store.path(key)), r"raw file .*\.raw has \d+ bytes, its header says \d+", reader)
+    assert raw_path.with_name(raw_path.name + ".corrupt").exists() and not Path(store.stamp_path(key)).exists()
+    store.save(key, cols, raw=("image", "sr"))
+    _assert_columns_equal(store.load(key), cols)
+
+
+def test_a_ragged_raw_column_appended_in_pieces(tmp_path):
+    store, key = Store(tmp_path), _key()
+    rows = [np.full((i + 1, 2), i - 2, np.int16) for i in range(5)]
+    with store.writer(key) as writer:  # the blocks are the pieces
+        writer.append({"labels": np.arange(5)})
+        writer.append_raw("r", Ragged.from_rows(rows[:2]))
+        writer.append_raw("r", rows[2:])
+    assert store.open(key).raw_rows("r") == [2, 3]
+    _assert_columns_equal(store.load(key), {"labels": np.arange(5), "r": rows})
+    with pytest.raises(ValueError, match=r"in one run, all of int16 ragged"):
+        with store.writer(_key(view=5)) as writer:
+            writer.append({"labels": np.arange(4)})
+            writer.append_raw("r", rows[:2])
+            writer.append_raw("r", np.zeros((2, 3), np.int16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key}.parquet", f"{key}.raw", f"{key}.verified"]
 
 
 # ------------------------------------------------------------------------------------------ teacher tables

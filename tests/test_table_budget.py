@@ -161,6 +161,11 @@ def test_data_and_the_tables_kept_beside_it_must_fit_the_object_store() -> None:
                                         r"3\.00 GiB \(a: 4 x 512\.0 MiB, b: 4 x 256\.0 MiB\): raise the object store.*"
                                         r"teacher_service\.keep_epochs.*--top-k"):
         check_object_store(projection, 2**30 + 1, 4, 4 * 2**30)
+    with pytest.raises(UserError, match="stream the data"):  # streaming (labels only) alone would make room
+        check_object_store(projection, 2**30 + 1, 4, 4 * 2**30)
+    with pytest.raises(UserError) as tables_alone:  # 4 x 0.75 GiB of tables over 2 GiB: streaming would not do
+        check_object_store(projection, 2**20, 4, 2 * 2**30)
+    assert "stream the data" not in str(tables_alone.value) and "--top-k K" in str(tables_alone.value)
     check_object_store(projection, 2**30, 4, 4 * 2**30)
     check_object_store(projection, 2**30 + 1, 3, 4 * 2**30)
     check_object_store(projection, 2**40, 4, None)

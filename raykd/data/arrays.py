@@ -3,10 +3,9 @@
 A sweep decodes each split once (JPEG/PNG decoding, resizing, MATLAB-bicubic LR for HR-only SR folders) into
 :class:`ImageArrays` (classification) or :class:`PairArrays` (super-resolution), keeps it in the persistent store
 (:mod:`raykd.data.store`, content-keyed by the dataset fingerprint and the decode settings, verified when read
-back; a classification split's images are a raw, memory-mapped file there, not Parquet rows) and puts it in Ray's
-object store once; every trial, teacher actor and Train worker on a node then maps the
-same copy (numpy arrays from the object store are zero-copy). A second sweep on the same data only reads the
-store.
+back; a split's images, classification or LR/HR pairs, are a raw, memory-mapped file there, not Parquet rows) and
+puts it in Ray's object store once; every trial, teacher actor and Train worker on a node then maps the same copy
+(numpy arrays from the object store are zero-copy). A second sweep on the same data only reads the store.
 
 Memory: a split is held whole while it fits :data:`MEMORY_BUDGET_BYTES` (``$RAYKD_DATA_MEMORY``, default 8 GiB
 per split; TinyImageNet-200 train at 64 px is 1.2 GB): a node's object store (30% of its RAM by default) must
@@ -26,7 +25,8 @@ process reads the blocks itself, and training visits them in a shuffled order, s
 Super-resolution splits are held whole (DIV2K's 800 training pairs at x4 are about 7 GB): their sizes are known
 from the file headers read when the dataset is opened, so they are checked before any decoding too and decoded
 straight into their final LR and HR buffers (each thread copies its pair where it belongs: no list of images, no
-concatenated copy).
+concatenated copy). Through a store those buffers are written to its raw file as they are (two ragged raw columns)
+and let go; the split is read back as a map of that file, then and by every later run, with no decode or copy.
 
 The dataset behind a split is opened once per run (one scan, one stat of each file) and its fingerprint, the
 part of the split's key that names the data, is kept in a local store's ``fingerprints/`` under the files'
@@ -59,7 +59,9 @@ import raykd.data.svhn  # noqa: F401  (registers the "svhn" classification datas
 __all__ = ["ImageArrays", "PairArrays", "StreamedImages", "MEMORY_BUDGET_BYTES", "DataMemoryError", "load_split",
            "decode_split", "check_memory", "decoded_bytes", "peak_bytes", "available_memory", "object_store_bytes"]
 
-DECODE_FORMAT = 2  # 2: a classification split's images in the store's raw file (memory-mapped), not in Parquet
+# 2: a classification split's images in the store's raw file (memory-mapped), not in Parquet; 3: an SR split's LR
+# and HR images there too (ragged raw columns), not Parquet large_binary rows
+DECODE_FORMAT = 3
 MEMORY_BUDGET_BYTES = int(float(os.environ.get("RAYKD_DATA_MEMORY", 8 * 2**30)))
 # What a process holding a split may add at its peak beyond the split (issue 17's bound): 10% of it and a fixed
 # part for the decode threads, one 64 MiB block buffer, the scan and pyarrow's buffers. bench/data_path.py measured
@@ -328,12 +330,24 @@ def load_split(data: DataConfig, split: str, store: Store | None, *, object_stor
     key = content_key(_document(data, split, dataset, store))
     if data.task == "cls":
         return _load_images(data, split, dataset, store, key, object_store)
+    return _load_pairs(data, split, dataset, store, key, object_store)
+
+
+def _load_pairs(data: DataConfig, split: str, dataset: SRDataset, store: Store, key: str,
+                object_store: int | None) -> PairArrays:
+    """An SR split through the store: decoded and saved when absent, its LR and HR images in the raw file, then
+    read back as a map of that file (the decoded buffers are let go: the page cache's pages of the split remain,
+    shared by every process of the node)."""
     table = store.load(key)
-    if table is not None:
-        return PairArrays(table["lr"], table["hr"], table["grey"], tuple(table.meta["names"]), data.scale, key)
-    arrays = _decode_pairs(data, split, dataset, key, object_store)
-    store.save(key, {"lr": arrays.lr, "hr": arrays.hr, "grey": arrays.grey}, {"names": list(arrays.names)})
-    return arrays
+    if table is None:
+        arrays = _decode_pairs(data, split, dataset, key, object_store)
+        store.save(key, {"lr": arrays.lr, "hr": arrays.hr, "grey": arrays.grey}, {"names": list(arrays.names)},
+                   raw=("lr", "hr"))
+        del arrays
+        table = store.load(key)
+        if table is None:
+            raise FileNotFoundError(f"decoded split {key} could not be read back from {store.root}")
+    return PairArrays(table["lr"], table["hr"], table["grey"], tuple(table.meta["names"]), data.scale, key)
 
 
 def _load_images(data: DataConfig, split: str, dataset: ClassificationDataset, store: Store, key: str,

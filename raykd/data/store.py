@@ -12,37 +12,48 @@ A table is a set of equally long columns:
 * a *ragged* column (:class:`Ragged`: rows of one dtype and rank but different shapes, e.g. whole SR images) is a
   ``large_binary`` column of each row's raw little-endian bytes plus a ``__shape__<name>`` column of row shapes
   (raw bytes, because Parquet encodes list columns with a repetition level per element: several times slower for
-  images of millions of values).
+  images of millions of values), unless it is kept raw.
 
-A fixed-shape column named in ``raw`` (:meth:`Store.save`, :meth:`TableWriter.append_raw`: the decoded images of a
-split) is kept beside the table instead, in ``<key>.raw``: its rows' bytes back to back, uncompressed, each raw
-column starting on a 64-byte boundary, and a sha256 per block of about 64 MiB in the header. Parquet stores a
-fixed-size list with a level per value and decodes it into new buffers: a 64 px TinyImageNet-200 train split of
-1,172.6 MiB became a 2,020 MiB file read back at about 9 MiB/s (issue 17). The raw file is exactly the array's
-size; a local one is memory-mapped (the column is a read-only view of the page cache: no copy, shared by every
-process of the node), any other filesystem reads it in one sequential read (or by block, for the lazy reader).
-``bench/store_speed.py`` measures both layouts side by side: for 20,000 images at 64 px (234 MiB) on a loaded
-2-core machine, Parquet rows saved at 41 MiB/s and loaded at 40 MiB/s (cold), 1.83x the array's size, peaking at
-4.5x (save) and 6.1x (load) the array in RSS; the raw file saved at 518 MiB/s and loaded at 786 MiB/s cold,
-966 MiB/s warm when every block is hashed, 1.000x the size, peaking at 1.23x (the array and a fixed ~54 MiB).
-Tables without raw columns are unchanged on disk, so their format version and keys stay.
+A column named in ``raw`` (:meth:`Store.save`, :meth:`TableWriter.append_raw`: the decoded images of a split,
+fixed-shape for classification, ragged for SR) is kept beside the table instead, in ``<key>.raw``: its rows' bytes
+back to back, uncompressed, each raw column starting on a 64-byte boundary, and a sha256 per block of about 64 MiB
+in the header. A ragged raw column's row shapes (N x ndim integers; its byte offsets follow from them) are in the
+header too, and its blocks cut at row boundaries: a block is whole images (what the lazy reader hands out, as a
+:class:`Ragged`), its sha256 covers their shapes as well as their bytes, and it passes 64 MiB by at most one image;
+the column loads as a :class:`Ragged` whose buffer is a read-only view of the map. Parquet stores a fixed-size list
+with a level per value and decodes it into new buffers: a 64 px TinyImageNet-200 train split of 1,172.6 MiB became a
+2,020 MiB file read back at about 9 MiB/s (issue 17). The raw file is exactly the array's size; a local one is
+memory-mapped (the column is a read-only view of the page cache: no copy, shared by every process of the node), any
+other filesystem reads it in one sequential read (or by block, for the lazy reader). ``bench/store_speed.py``
+measures both layouts side by side: for 20,000 images at 64 px (234 MiB) on a loaded 2-core machine, Parquet rows
+saved at 41 MiB/s and loaded at 40 MiB/s (cold), 1.83x the array's size, peaking at 4.5x (save) and 6.1x (load) the
+array in RSS; the raw file saved at 518 MiB/s and loaded at 786 MiB/s cold, 966 MiB/s warm when every block is
+hashed, 1.000x the size, peaking at 1.23x (the array and a fixed ~54 MiB). Whole images of varied shapes
+(``--ragged --images 800``: 800 images of sides 384 to 1152 px, 1,380 MiB, the machine as loaded) kept as the
+store's Parquet rows (``large_binary``, as SR splits were before; lz4 finds nothing in pixels) saved at 155 MiB/s
+and loaded at 128 MiB/s cold, 1.004x the size, peaking at 1.27x (save) and 2.14x (load: every row group decoded into
+new buffers, then concatenated) the array in RSS; the raw file saved at 289 MiB/s and loaded at 575 MiB/s cold,
+1,242 MiB/s warm when every block is hashed (1.6 ms once stamped), 1.000x the size, peaking at 1.04x (the array and
+a fixed ~52 MiB). Tables without raw columns are unchanged on disk, so their format version and keys stay; a table
+with a ragged raw column says :data:`RAGGED_RAW_FORMAT_VERSION` in its header (a raykd that knows fixed-shape raw
+columns only refuses it by that), its key still made with :data:`STORE_FORMAT_VERSION`.
 
 Rows are written in row groups of about 64 MiB (:class:`TableWriter` appends them one by one, so a table need not
 fit in memory), and the file's key-value metadata (``raykd.store``) records the format version, the key, the row
 count, each column's dtype and shape, a sha256 of every column in every row group, and the caller's ``meta`` (and,
-for raw columns, their offsets, block rows and block checksums). The first :meth:`Store.load` after a write
-verifies all of it (a raw file's size, then its blocks' sha256, hashed on threads: the one read of the file, which
-also brings it into the page cache for training); :meth:`Store.open` gives a lazy reader that verifies each row
-group (and raw block) as it is read, for tables larger than memory. Once every part has matched, the table is
-stamped (``<key>.verified``: each file's size, mtime and, on a local disk, ctime and inode, as they were when
-opened), and a later read whose files still match the stamp hashes nothing: it checks the header (the manifest:
-checksums cover every column, raw columns tile the raw file, whose size it says) and the stamp, and maps the raw
-file (``bench/store_speed.py``: 2.9 ms instead of 210 ms to read back 234 MiB warm). A truncated, extended,
-replaced or rewritten file (a write moves the ctime even where the mtime is put back) fails the stamp and is hashed
-again; what only a full hash finds, bits changed under the filesystem, :func:`verify_store` (``raykd verify``)
-finds, naming each damaged table, column and block. A table that fails verification is reported
-(:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to ``<key>.parquet.corrupt`` (its
-raw file to ``<key>.raw.corrupt``, its stamp deleted) and treated as absent, so the caller rebuilds it.
+for raw columns, their offsets, block rows and block checksums, and a ragged one's row shapes). The first
+:meth:`Store.load` after a write verifies all of it (a raw file's size, then its blocks' sha256, hashed on threads:
+the one read of the file, which also brings it into the page cache for training); :meth:`Store.open` gives a lazy
+reader that verifies each row group (and raw block) as it is read, for tables larger than memory. Once every part
+has matched, the table is stamped (``<key>.verified``: each file's size, mtime and, on a local disk, ctime and
+inode, as they were when opened), and a later read whose files still match the stamp hashes nothing: it checks the
+header (the manifest: checksums cover every column, raw columns tile the raw file, whose size it says) and the
+stamp, and maps the raw file (``bench/store_speed.py``: 2.9 ms instead of 210 ms to read back 234 MiB warm). A
+truncated, extended, replaced or rewritten file (a write moves the ctime even where the mtime is put back) fails the
+stamp and is hashed again; what only a full hash finds, bits changed under the filesystem, :func:`verify_store`
+(``raykd verify``) finds, naming each damaged table, column and block. A table that fails verification is reported
+(:class:`StoreCorruptionWarning`, naming the file and the reason), moved aside to ``<key>.parquet.corrupt`` (its raw
+file to ``<key>.raw.corrupt``, its stamp deleted) and treated as absent, so the caller rebuilds it.
 
 Writers write to a unique temporary name in the same directory (fsynced on local disks) and then rename it onto
 the final name, so readers see either no table or a complete one, and racing writers of one key both leave a
@@ -71,12 +82,15 @@ import pyarrow.parquet as pq
 
 from raykd.config import CacheLayout, is_uri
 
-__all__ = ["RAW_ALIGNMENT", "STORE_FORMAT_VERSION", "Ragged", "Store", "StoreCorruptionWarning", "Table",
-           "TableCheck", "TableReader", "TableWriter", "content_key", "file_sha256", "store_root", "cache_store",
-           "verify_store"]
+__all__ = ["RAGGED_RAW_FORMAT_VERSION", "RAW_ALIGNMENT", "STORE_FORMAT_VERSION", "Ragged", "Store",
+           "StoreCorruptionWarning", "Table", "TableCheck", "TableReader", "TableWriter", "content_key", "file_sha256",
+           "store_root", "cache_store", "verify_store"]
 
 # Bump whenever the on-disk layout or the meaning of a stored column changes: old tables then get new keys.
 STORE_FORMAT_VERSION = 2
+# What the header of a table with a ragged raw column says instead (its key still uses STORE_FORMAT_VERSION): a
+# raykd that reads version 2 only, which knows fixed-shape raw columns only, refuses it by its version.
+RAGGED_RAW_FORMAT_VERSION = 3
 
 _METADATA_KEY = b"raykd.store"
 _SHAPE_PREFIX = "__shape__"
@@ -270,6 +284,27 @@ def _groups(num_rows: int, row_bytes: int, rows_per_group: int | None) -> list[t
     return [(start, min(num_rows, start + per)) for start in range(0, num_rows, per)]
 
 
+def _raw_blocks(col: Column) -> list[tuple[int, int]]:
+    """A raw column's blocks (rows ``[start, stop)``, each with its own sha256) of about :data:`GROUP_BYTES`, cut at
+    row boundaries: a ragged block is whole images (what the lazy reader hands out, and its checksum covers their
+    shapes), passing :data:`GROUP_BYTES` by at most one row."""
+    if not isinstance(col, Ragged):
+        return _groups(len(col), col[0].nbytes, None)
+    blocks, start, ends = [], 0, col.offsets - col.offsets[0]
+    while start < len(col):
+        stop = max(start + 1, int(np.searchsorted(ends, ends[start] + GROUP_BYTES, side="right")) - 1)
+        blocks.append((start, stop))
+        start = stop
+    return blocks
+
+
+def _column_bytes(col: Column, start: int, stop: int) -> memoryview:
+    """The bytes of rows ``[start, stop)`` of a column, as they lie in memory (no copy)."""
+    if isinstance(col, Ragged):
+        return col.data[col.offsets[start]:col.offsets[stop]].data
+    return col[start:stop].data
+
+
 def _column_checksum(col: Column, start: int, stop: int) -> str:
     return col.slice(start, stop).checksum() if isinstance(col, Ragged) else _sha256(col[start:stop])
 
@@ -353,8 +388,9 @@ def _read_header(metadata: dict[bytes, bytes] | None, key: str) -> dict[str, Any
         header["meta"]
     except (ValueError, KeyError, TypeError) as exc:
         raise _Corrupt(f"metadata is unreadable ({exc!r})") from None
-    if version != STORE_FORMAT_VERSION:
-        raise _Corrupt(f"format version {version!r}, this raykd reads version {STORE_FORMAT_VERSION}")
+    if version not in (STORE_FORMAT_VERSION, RAGGED_RAW_FORMAT_VERSION):
+        raise _Corrupt(f"format version {version!r}, this raykd reads versions {STORE_FORMAT_VERSION} and "
+                       f"{RAGGED_RAW_FORMAT_VERSION} (with ragged raw columns)")
     if stored_key != key:
         raise _Corrupt(f"it holds key {stored_key!r}, not {key!r}")
     if set(checksums) != set(columns) or any(len(v) != len(groups) for v in checksums.values()):
@@ -362,7 +398,16 @@ def _read_header(metadata: dict[bytes, bytes] | None, key: str) -> dict[str, Any
     if sum(groups) != header["num_rows"]:
         raise _Corrupt(f"row groups hold {sum(groups)} rows, the header says {header['num_rows']}")
     header["raw"] = _check_raw_header(header, set(columns))
+    if version != _format_version(header["raw"]):
+        raise _Corrupt(f"format version {version!r} does not match its raw columns, which are for version "
+                       f"{_format_version(header['raw'])}")
     return header
+
+
+def _format_version(raw: Mapping[str, Mapping[str, Any]]) -> int:
+    """The version a table's header carries: :data:`RAGGED_RAW_FORMAT_VERSION` with a ragged raw column (so a
+    raykd that reads version 2 only refuses it by its version), else :data:`STORE_FORMAT_VERSION` (unchanged)."""
+    return RAGGED_RAW_FORMAT_VERSION if any(spec["shape"] is None for spec in raw.values()) else STORE_FORMAT_VERSION
 
 
 def _check_raw_header(header: dict[str, Any], parquet_columns: set[str]) -> dict[str, Any]:
@@ -382,7 +427,9 @@ def _check_raw_header(header: dict[str, Any], parquet_columns: set[str]) -> dict
             if not isinstance(spec["offset"], int) or spec["offset"] < end or spec["offset"] % RAW_ALIGNMENT:
                 raise _Corrupt(f"raw column {name!r} starts at byte {spec['offset']!r}, not an aligned offset at or "
                                f"after {end}")
-            end = spec["offset"] + header["num_rows"] * _row_bytes(spec)
+            if spec["shape"] is None:
+                _ragged_layout(name, spec, header["num_rows"])
+            end = spec["offset"] + _raw_extent(spec, 0, header["num_rows"])[1]
         if raw and header["raw_bytes"] != end:
             raise _Corrupt(f"raw columns end at byte {end}, the header says the raw file has {header['raw_bytes']}")
     except (ValueError, KeyError, TypeError) as exc:
@@ -390,8 +437,33 @@ def _check_raw_header(header: dict[str, Any], parquet_columns: set[str]) -> dict
     return raw
 
 
-def _row_bytes(spec: Mapping[str, Any]) -> int:
-    return int(np.prod(spec["shape"], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+def _ragged_layout(name: str, spec: dict[str, Any], num_rows: int) -> None:
+    """Check a ragged raw column's row shapes (one of ``ndim`` per row, none negative) and put them in ``spec`` as
+    an ``(N, ndim)`` array beside ``row_offsets`` (N + 1 byte offsets into the column: :meth:`Ragged.byte_offsets`).
+    A shape changed in the header is caught by its block's sha256, which covers the rows' shapes."""
+    shapes = np.asarray(spec["shapes"], dtype=np.int64)
+    if int(spec["ndim"]) < 1 or shapes.shape != (num_rows, int(spec["ndim"])) or (shapes < 0).any():
+        raise _Corrupt(f"raw column {name!r} has row shapes of shape {shapes.shape}, not {num_rows} of "
+                       f"{spec['ndim']!r} >= 1 sizes each, none negative")
+    spec["shapes"], spec["row_offsets"] = shapes, Ragged.byte_offsets(shapes, np.dtype(spec["dtype"]))
+
+
+def _raw_extent(spec: Mapping[str, Any], start: int, stop: int) -> tuple[int, int]:
+    """Where rows ``[start, stop)`` of a raw column lie in the raw file: ``(first byte, byte count)``."""
+    if spec["shape"] is None:
+        offsets = spec["row_offsets"]
+        return spec["offset"] + int(offsets[start]), int(offsets[stop] - offsets[start])
+    row_bytes = int(np.prod(spec["shape"], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+    return spec["offset"] + start * row_bytes, (stop - start) * row_bytes
+
+
+def _raw_view(data: np.ndarray, spec: Mapping[str, Any], start: int, stop: int) -> Column:
+    """Rows ``[start, stop)`` of a raw column from ``data``, their bytes (a view: no copy)."""
+    dtype = np.dtype(spec["dtype"])
+    if spec["shape"] is None:
+        offsets = spec["row_offsets"][start:stop + 1]
+        return Ragged(data, offsets - offsets[0], spec["shapes"][start:stop], dtype)
+    return data.view(dtype).reshape((stop - start, *spec["shape"]))
 
 
 def _concat(parts: list[dict[str, Column]]) -> dict[str, Column]:
@@ -435,21 +507,24 @@ class _RawFile:
         if size != header["raw_bytes"]:
             raise _Corrupt(f"its raw file {self.path} has {size} bytes, its header says {header['raw_bytes']}")
 
-    def block(self, name: str, b: int) -> np.ndarray:
-        """Rows of block ``b`` of raw column ``name``, verified against the block's sha256 (unless trusted)."""
+    def block(self, name: str, b: int) -> Column:
+        """Rows of block ``b`` of raw column ``name`` (an array, or a :class:`Ragged` of whole rows), verified
+        against the block's sha256 (unless trusted)."""
         spec = self.columns[name]
-        rows, row_bytes = spec["block_rows"][b], _row_bytes(spec)
-        offset, nbytes = spec["offset"] + sum(spec["block_rows"][:b]) * row_bytes, rows * row_bytes
+        start = sum(spec["block_rows"][:b])
+        stop = start + spec["block_rows"][b]
+        offset, nbytes = _raw_extent(spec, start, stop)
         if self.buffer is not None:
             data = np.frombuffer(self.buffer, np.uint8, nbytes, offset)
         else:
             with self.fs.open_input_file(self.path) as fh:
                 data = np.frombuffer(fh.read_at(nbytes, offset), np.uint8)
-        if len(data) != nbytes or not self.trusted and _sha256(data) != spec["checksums"][b]:
+        block = _raw_view(data, spec, start, stop) if len(data) == nbytes else None
+        if block is None or not self.trusted and _column_checksum(block, 0, stop - start) != spec["checksums"][b]:
             raise _Corrupt(f"sha256 mismatch in raw column {name!r}, block {b} of {self.path}")
-        return data.view(spec["dtype"]).reshape((rows, *spec["shape"]))
+        return block
 
-    def column(self, name: str) -> np.ndarray:
+    def column(self, name: str) -> Column:
         """All of raw column ``name``: one view of the mapped (or read) buffer, every block verified first unless
         trusted, on threads (hashlib releases the GIL: about 800 MiB/s per core here)."""
         spec = self.columns[name]
@@ -458,8 +533,8 @@ class _RawFile:
             with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
                 list(pool.map(lambda b: self.block(name, b), blocks))
         rows = sum(spec["block_rows"])
-        count = rows * int(np.prod(spec["shape"], dtype=np.int64))
-        return np.frombuffer(self.buffer, spec["dtype"], count, spec["offset"]).reshape((rows, *spec["shape"]))
+        offset, nbytes = _raw_extent(spec, 0, rows)
+        return _raw_view(np.frombuffer(self.buffer, np.uint8, nbytes, offset), spec, 0, rows)
 
 
 class TableReader:
@@ -577,30 +652,36 @@ class TableWriter:
         self._parquet.write_table(arrow, row_group_size=rows)
         self.group_rows.append(rows)
 
-    def append_raw(self, name: str, rows: np.ndarray) -> None:
-        """Append ``rows`` (``(n, *shape)``) to fixed-shape column ``name`` in the raw file, in blocks of about
-        :data:`GROUP_BYTES`, each hashed as it is written (the bytes go from the caller's array to the file: no
-        copy). A raw column's rows are appended in one run; the table's Parquet columns must hold as many rows."""
+    def append_raw(self, name: str, rows: Column) -> None:
+        """Append ``rows`` (``(n, *shape)``, or a :class:`Ragged` of n rows) to column ``name`` in the raw file, in
+        blocks of about :data:`GROUP_BYTES` (:func:`_raw_blocks`), each hashed as it is written (the bytes go from
+        the caller's buffer to the file: no copy; a ragged column's row shapes go to the header). A raw column's
+        rows are appended in one run; the table's Parquet columns must hold as many rows."""
         col = _as_column(name, rows)
-        if isinstance(col, Ragged) or not len(col):
-            raise ValueError(f"raw column {name!r} takes a non-empty fixed-shape numpy array")
-        spec = {"dtype": col.dtype.name, "shape": list(col.shape[1:])}
+        if not len(col):
+            raise ValueError(f"raw column {name!r} takes a non-empty numpy array or Ragged")
+        spec = _spec(col)
         if name not in self.raw:
             if self._raw_file is None:
                 self._raw_file = self._output(self.raw_tmp)
             self._raw_file.write(b"\0" * (-self._raw_bytes % RAW_ALIGNMENT))
             self._raw_bytes += -self._raw_bytes % RAW_ALIGNMENT
             self.raw[name] = {**spec, "offset": self._raw_bytes, "block_rows": [], "checksums": []}
-        elif name != list(self.raw)[-1] or {k: self.raw[name][k] for k in spec} != spec:
+            if isinstance(col, Ragged):
+                self.raw[name]["shapes"] = []
+        elif name != list(self.raw)[-1] or {k: self.raw[name].get(k) for k in spec} != spec:
+            first = self.raw[name]
             raise ValueError(f"raw column {name!r} of table {self.key[:12]}...: append its rows in one run, all of "
-                             f"{self.raw[name]['dtype']} {self.raw[name]['shape']}")
+                             f"{first['dtype']} {'ragged' if first['shape'] is None else first['shape']}")
         entry = self.raw[name]
-        for start, stop in _groups(len(col), _row_bytes(spec), None):
-            block = col[start:stop]
-            entry["checksums"].append(_sha256(block))
-            self._raw_file.write(block.data)
+        for start, stop in _raw_blocks(col):
+            data = _column_bytes(col, start, stop)
+            entry["checksums"].append(_column_checksum(col, start, stop))
+            self._raw_file.write(data)
             entry["block_rows"].append(stop - start)
-            self._raw_bytes += block.nbytes
+            self._raw_bytes += data.nbytes
+        if isinstance(col, Ragged):
+            entry["shapes"].extend(col.shapes.tolist())
 
     def close(self) -> None:
         """Write the header (format, key, columns, row groups, checksums, raw columns, meta) and make the table
@@ -613,7 +694,7 @@ class TableWriter:
             if name in self.specs or sum(spec["block_rows"]) != num_rows:
                 raise ValueError(f"raw column {name!r} of table {self.key[:12]}... has {sum(spec['block_rows'])} "
                                  f"rows, the table {num_rows}; a column is either raw or Parquet")
-        header = {"format_version": STORE_FORMAT_VERSION, "key": self.key, "num_rows": num_rows,
+        header = {"format_version": _format_version(self.raw), "key": self.key, "num_rows": num_rows,
                   "columns": self.specs, "group_rows": self.group_rows, "checksums": self.checksums,
                   "meta": self.meta}
         if self.raw:  # only tables with raw columns say so: the others are byte for byte what they were
@@ -686,8 +767,8 @@ class Store:
 
         ``columns``: name -> ``(N, *shape)`` array, list of N arrays of differing shapes, or :class:`Ragged`.
         ``meta``: JSON-able provenance, returned as ``table.meta``. ``rows_per_group`` sets the row groups (default:
-        about 64 MiB each), the unit :class:`TableReader` streams. ``raw`` names fixed-shape columns kept in the raw
-        file (mapped, not decoded, when read back); at least one column must stay in Parquet.
+        about 64 MiB each), the unit :class:`TableReader` streams. ``raw`` names columns (fixed-shape or ragged) kept
+        in the raw file (mapped, not decoded, when read back); at least one column must stay in Parquet.
         """
         if rows_per_group is not None and (isinstance(rows_per_group, bool) or not isinstance(rows_per_group, int)
                                            or rows_per_group < 1):
@@ -698,9 +779,8 @@ class Store:
         if not len(next(iter(cols.values()))):
             raise ValueError(f"table {key[:12]}... has no rows; the store keeps tables of one or more rows")
         raw = tuple(raw)
-        if not set(raw) <= set(cols) or set(raw) == set(cols) or any(isinstance(cols[n], Ragged) for n in raw):
-            raise ValueError(f"raw={list(raw)} must name fixed-shape columns of {sorted(cols)}, leaving one or more "
-                             "in Parquet")
+        if not set(raw) <= set(cols) or set(raw) == set(cols):
+            raise ValueError(f"raw={list(raw)} must name columns of {sorted(cols)}, leaving one or more in Parquet")
         with self.writer(key, meta) as writer:
             table = Table(key, cols, writer.meta)  # checks the columns' lengths agree
             parquet = {name: col for name, col in table.columns.items() if name not in raw}

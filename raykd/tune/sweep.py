@@ -126,11 +126,14 @@ def check_object_store(projection: Mapping[str, Mapping[str, Any]], data_bytes: 
     if capacity is None or data_bytes + sum(tables.values()) <= capacity:
         return
     each = ", ".join(f"{name}: {keep} x {_size(p['table_bytes'])}" for name, p in projection.items())
+    over = data_bytes + sum(tables.values()) - capacity
+    # streaming leaves only the labels there: offered where that alone would make room
+    stream = ", or stream the data (RAYKD_DATA_MEMORY below its size)" if data_bytes >= over else ""
     raise UserError(f"the object store on the driver's node holds {_size(capacity)}; the data takes "
                     f"{_size(data_bytes)} and the teacher tables it keeps {_size(sum(tables.values()))} ({each}): "
                     "raise the object store (ray start --object-store-memory BYTES), keep fewer tables there "
-                    "(teacher_service.keep_epochs in the sweep's config), keep fewer logits (--top-k K), or stream "
-                    "the data (RAYKD_DATA_MEMORY below its size)")
+                    f"(teacher_service.keep_epochs in the sweep's config){',' if stream else ' or'} keep fewer "
+                    f"logits (--top-k K){stream}")
 
 
 def check_teacher(spec: TeacherSpec, base: TrainConfig, task: Task) -> None:
