@@ -138,29 +138,6 @@ def store_figures(root: Path, cache: Path, size: int) -> None:
           "page-cache pages every process of the node shares)")
 
 
-def projection(images: int, classes: int, size: int, epochs: int, streams: int, top_k: int) -> None:
-    """What a dataset of ``images`` x ``classes`` at ``size`` px costs, by the layouts' arithmetic: the decoded split
-    (uint8 images, int64 labels) and its allowed peak (:func:`raykd.data.arrays.peak_bytes`), and the teacher
-    tables (one per epoch per seed stream): a row is the fp16 logits (classes x 2 bytes) and the int64 index (8),
-    or with ``--top-k`` K: K fp16 values, K int16 classes, the fp32 log-sum-exp and the index."""
-    from raykd.data.arrays import MEMORY_BUDGET_BYTES, decoded_bytes, peak_bytes
-
-    split, full, top = decoded_bytes(images, size), images * (classes * 2 + 8), images * (top_k * 4 + 4 + 8)
-    tables = epochs * streams
-
-    def size_(n: int) -> str:
-        return f"{n / 1e9:.2f} GB ({n / 2**30:.2f} GiB)"
-
-    print(f"projection: {images:,} images x {classes:,} classes at {size} px, {epochs} epochs x {streams} seed streams")
-    print(f"  decoded split: {size_(split)}; held whole it may peak at {size_(peak_bytes(split))}; "
-          f"{'above' if split > MEMORY_BUDGET_BYTES else 'within'} the {MEMORY_BUDGET_BYTES / 2**30:.0f} GiB "
-          f"RAYKD_DATA_MEMORY budget ({'streamed from the store' if split > MEMORY_BUDGET_BYTES else 'held whole'})")
-    print(f"  teacher table per epoch (fp16): {images:,} x ({classes:,} x 2 + 8) B = {size_(full)}; "
-          f"{tables} tables: {size_(full * tables)}")
-    print(f"  with --top-k {top_k}: {images:,} x ({top_k} x 4 + 12) B = {size_(top)} per epoch; {tables} tables: "
-          f"{size_(top * tables)}")
-
-
 # ------------------------------------------------------------------------------- 2-4. a trial's training input
 
 
@@ -300,19 +277,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, default=3000, help="images timed on the per-item path")
     p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--project", nargs=2, type=int, metavar=("IMAGES", "CLASSES"), default=None,
-                   help="only print the costs of a dataset of that size (ImageNet-1k: 1281167 1000) and exit")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of the projected sweep (default 30)")
-    p.add_argument("--streams", type=int, default=4, help="seed streams of the projected sweep (default 4)")
-    p.add_argument("--top-k", type=int, default=10, help="K of the projected top-k tables (default 10)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child, str(args.data_root), args.cache, args.size)))
-        return
-    if args.project:
-        projection(*args.project, args.size, args.epochs, args.streams, args.top_k)
         return
     with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
         root = args.data_root
