@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 import yaml
+from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FakeMultiNodeProvider
 from ray.cluster_utils import AutoscalingCluster
 from ray.train import ScalingConfig
 
@@ -44,12 +45,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class BootingProvider(FakeMultiNodeProvider):
+    """Ray's fake provider (worker raylets on this machine), with a boot time: a node is created ``boot_s``
+    seconds (its provider config) after the autoscaler asks for it, as a cloud instance boots and runs its setup
+    before its raylet joins. The autoscaler's process imports it by name (``autoscaling_harness.BootingProvider``,
+    this folder on its ``PYTHONPATH``)."""
+
+    def create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+        time.sleep(float(self.provider_config.get("boot_s", 0)))
+        super().create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+
+
 class LocalAutoscalingCluster(AutoscalingCluster):
     """Ray's AutoscalingCluster, made safe on a shared machine: its ``start`` begins with ``ray stop --force`` (every
     Ray of this user on the machine, other people's runs included) and its fake provider expects the GCS on port
     6379; this one runs in a temp dir and on ports of its own, and stops only the processes of that temp dir."""
 
-    def __init__(self, worker_node_types: dict, idle_timeout_minutes: float) -> None:
+    def __init__(self, worker_node_types: dict, idle_timeout_minutes: float, boot_s: float = 0) -> None:
+        self.boot_s = boot_s
         self.temp_dir = tempfile.mkdtemp(prefix="rkas", dir="/tmp")  # short: Ray's socket paths live under it
         self.port = free_port()
         super().__init__(head_resources={"CPU": 0}, worker_node_types=worker_node_types, autoscaler_v2=True,
@@ -57,13 +70,12 @@ class LocalAutoscalingCluster(AutoscalingCluster):
 
     def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
         # Ray 2.60's wheel leaves out fake_multi_node/example.yaml, which the parent and the provider type
-        # "fake_multinode" read their defaults from: the same provider class, named as an external provider
-        from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FakeMultiNodeProvider
-
+        # "fake_multinode" read their defaults from: the same provider class (with a boot time), named as an
+        # external provider
         ip = ray.util.get_node_ip_address()
-        provider = f"{FakeMultiNodeProvider.__module__}.{FakeMultiNodeProvider.__name__}"
         return {"cluster_name": "raykd-autoscaling-test", "head_node_type": "ray.head.default", "auth": {},
-                "provider": {"type": "external", "module": provider, "use_node_id_as_ip": True,
+                "provider": {"type": "external", "module": f"{__name__}.{BootingProvider.__name__}",
+                             "boot_s": self.boot_s, "use_node_id_as_ip": True,
                              "disable_node_updaters": True,
                              "disable_launch_config_check": True, "launch_multiple": True,
                              "head_node_id": FAKE_HEAD_NODE_ID, "gcs_address": f"{ip}:{self.port}"},
@@ -76,13 +88,12 @@ class LocalAutoscalingCluster(AutoscalingCluster):
                                        "worker_start_ray_commands")}, **config_kwargs}
 
     def start(self, _system_config=None, override_env=None) -> None:
-        from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
-
         config = Path(self.temp_dir) / "autoscaling.json"
         config.write_text(json.dumps(self._config))
         env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
                "RAY_enable_autoscaler_v2": "1", "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
-               "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}
+               "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
         subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={self.port}",
                         f"--temp-dir={self.temp_dir}", "--num-cpus=0", f"--autoscaling-config={config}",
                         "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
@@ -149,7 +160,7 @@ def reload_auth() -> None:
 
 
 @contextlib.contextmanager
-def autoscaling_cluster(monkeypatch, home: Path, gpu_nodes: int = 1):
+def autoscaling_cluster(monkeypatch, home: Path, gpu_nodes: int = 1, boot_s: float = 0):
     """The cluster, token authentication on as ``cluster.yaml`` has it (one shared token for every node and this
     driver), this process connected as its driver (a context, not a fixture: the teacher is trained before). As
     ``ray up`` does on the head, the autoscaler's config is left in ``~/ray_bootstrap_config.yaml`` (``home``),
@@ -164,7 +175,8 @@ def autoscaling_cluster(monkeypatch, home: Path, gpu_nodes: int = 1):
     # ``gpu_nodes`` GPU nodes at most (the test: one, so the teacher actors and the trials must share it; with a
     # whole GPU each no trial could start, the teacher's GPU held until trials reach its last epochs)
     nodes = LocalAutoscalingCluster({"gpu_1x": {"resources": dict(GPU_NODE), "node_config": {}, "min_workers": 0,
-                                                "max_workers": gpu_nodes}}, idle_timeout_minutes=0.1)
+                                                "max_workers": gpu_nodes}}, idle_timeout_minutes=0.1,
+                                    boot_s=boot_s)
     try:
         (home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(nodes._config))
         nodes.start()
