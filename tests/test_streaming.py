@@ -17,7 +17,6 @@ import torch
 from conftest import decoded_demo, task_of, trained_teacher
 from raykd.config import DataConfig, ModelConfig, OptimConfig, TeacherServiceConfig, TrainConfig, override
 from raykd.models import create_model
-from raykd.teachers import service as service_module
 from raykd.teachers.service import ServiceClient, TeacherRequest, start_service, stop_service
 from raykd.teachers.sources import ChunkedTable, InProcessTeacher
 from raykd.teachers.spec import TeacherSpec
@@ -202,14 +201,26 @@ def _driver_refs() -> set[str]:
 
 
 @pytest.mark.parametrize("stop", ["stop_service", "by hand"])
-def test_the_pinned_teacher_weights_are_released_with_the_service(teacher, splits, tmp_path, stop) -> None:
-    """The driver keeps the teachers' weight refs for a restarted service; once the service is stopped (by
-    stop_service, or by hand and its handle dropped, as a sweep that failed before it could stop it does), the
-    driver holds them no more, nor does the module, so the object store frees them."""
-    service, client = _service(teacher, splits, tmp_path / "store", 1, f"pinned-{stop.replace(' ', '')}")
+def test_the_teacher_weights_live_as_long_as_the_service(teacher, splits, tmp_path, stop) -> None:
+    """The teachers' weights, put by the driver, stay in the object store while the service may need them again
+    (a restart asks its holder for them), though the driver keeps no ref of its own; once the service is stopped
+    (by stop_service, or by hand and its handle dropped, as a sweep that failed before it could stop it does),
+    they are freed."""
+    before = _driver_refs()
+    service, client = _service(teacher, splits, tmp_path / "store", 1, f"weights-{stop.replace(' ', '')}")
     ray.get(service.start.remote([0]))
-    pinned = {ref.hex() for refs in service_module._PINNED.values() for ref in refs}
-    assert pinned and pinned <= _driver_refs()
+    gc.collect()
+    weights = _driver_refs() - before  # the objects start_service put, held for the service
+    assert weights
+    ray.kill(service, no_restart=False)  # a dead service, restarted by Ray from its holder
+    deadline = time.time() + 60
+    while True:
+        try:
+            ray.get(service.start.remote([0]), timeout=10)
+            break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            assert time.time() < deadline, "the service did not come back"
+    assert weights <= _driver_refs()
     if stop == "stop_service":
         stop_service(service)
     else:
@@ -218,7 +229,6 @@ def test_the_pinned_teacher_weights_are_released_with_the_service(teacher, split
     del service, client
     gc.collect()
     deadline = time.time() + 30
-    while time.time() < deadline and pinned & _driver_refs():
+    while time.time() < deadline and weights & _driver_refs():
         time.sleep(0.5)
-    assert not service_module._PINNED
-    assert not pinned & _driver_refs()
+    assert not weights & _driver_refs()

@@ -316,33 +316,27 @@ def start_service(requests: list[TeacherRequest], data: DataConfig, arrays_ref: 
     holder = _Sources.options(name=f"{actor_name}-sources", scheduling_strategy=here).remote(requests, [arrays_ref])
     service = TeacherService.options(name=actor_name, scheduling_strategy=here).remote(
         f"{actor_name}-sources", data, epochs, config, store_root, chunk_rows)
-    # Ray restarts a dead service with the same arguments, which name the holder of what it needs: the holder (and
-    # the driver's refs, and the caller the data) keep them until stop_service, or until the driver lets go of the
-    # service's handle (a sweep that failed before it could stop the service, a service stopped by hand): without a
-    # handle the service cannot be used, and Ray ends it, and the holder once its handle here goes
+    # Ray restarts a dead service with the same arguments, which name the holder of what it needs: the holder keeps
+    # the weights' refs alive (it borrows them: Ray frees an object only once its owner, this driver, and every
+    # borrower let go) and the caller the data's, until stop_service, or until the driver lets go of the service's
+    # handle (a sweep that failed before it could stop the service, a service stopped by hand): without a handle the
+    # service cannot be used, and Ray ends it, and the holder once its handle here goes
     key = service._actor_id.hex()
-    _PINNED[key] = [r.weights for r in requests]
     _HOLDERS[key] = holder
-    weakref.finalize(service, _unpin, key)
+    weakref.finalize(service, _HOLDERS.pop, key, None)
     return service
 
 
-_PINNED: dict[str, list] = {}  # actor id -> object refs a restarted TeacherService needs
-_HOLDERS: dict[str, Any] = {}  # actor id -> the _Sources handing them to it
-
-
-def _unpin(key: str) -> Any:
-    """Let go of what the service ``key`` pinned; returns its holder's handle (``None`` if already let go)."""
-    _PINNED.pop(key, None)
-    return _HOLDERS.pop(key, None)
+_HOLDERS: dict[str, Any] = {}  # actor id -> the _Sources holding what a restarted TeacherService needs
 
 
 def stop_service(service: Any) -> None:
-    """Stop a service of :func:`start_service`: its producers, actors and placement groups, and what it pinned."""
+    """Stop a service of :func:`start_service`: its producers, actors and placement groups, and its holder (so the
+    teachers' weights are freed)."""
     try:
         ray.get(service.shutdown.remote())
     finally:
         ray.kill(service, no_restart=True)
-        holder = _unpin(service._actor_id.hex())
+        holder = _HOLDERS.pop(service._actor_id.hex(), None)
         if holder is not None:
             ray.kill(holder, no_restart=True)
