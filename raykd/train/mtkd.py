@@ -383,6 +383,6 @@ def prepare_mtkd_teacher(
         else:
             files, _ = ray.get(ray.remote(**dict(resources))(_stage1_task).remote(*args))
     finally:
-        stop_service(actor)  # (releases the teachers' weights the driver pinned for restarts, too)
+        stop_service(actor)  # (and its holder: the teachers' weights are freed)
     store.commit(files, target, name)
     return Stage1Result.from_checkpoint(target, name)
