@@ -73,8 +73,10 @@ class FeatureKD(SRMethod):
 
     ``stage:0..2`` are three points of the body of both networks (``stage_names`` of :mod:`raykd.models.edsr`,
     :mod:`raykd.models.rcan`, :mod:`raykd.models.swinir`), ``(C, h, w)`` maps at the LR patch's size; the widths
-    may differ. A subclass gives :meth:`feature_loss`, the hparam that weighs it and the term's name."""
+    may differ. A subclass gives :meth:`feature_loss`, the hparam that weighs it and the term's name, and adds
+    that hparam to :data:`ALPHA`, the image terms' weight (FAKD's released ``--alpha 0.5``; the range ours)."""
 
+    ALPHA: ClassVar[dict[str, Param]] = {"alpha": Float(0.5, high=1.0, search=(0.1, 0.9))}
     stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
     weight: ClassVar[str]  # the hparam that weighs the feature term
     term: ClassVar[str]  # the feature term's name among the loss terms
@@ -125,9 +127,7 @@ class FAKD(FeatureKD):
     """
 
     name, weight, term = "fakd", "w_fa", "fa"
-    hparams: ClassVar[dict[str, Param]] = {
-        "alpha": Float(0.5, high=1.0, search=(0.1, 0.9)),
-        "w_fa": Float(10.0, search=(1.0, 100.0), log=True)}
+    hparams: ClassVar[dict[str, Param]] = {**FeatureKD.ALPHA, "w_fa": Float(10.0, search=(1.0, 100.0), log=True)}
 
     def feature_loss(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         return affinity_loss(student, teacher)
@@ -146,10 +146,8 @@ class SRAttention(FeatureKD):
     """
 
     name, weight, term = "at", "w_at", "at"
-    hparams: ClassVar[dict[str, Param]] = {
-        "alpha": Float(0.5, high=1.0, search=(0.1, 0.9)),
-        "w_at": Float(1000.0, search=(10.0, 10000.0), log=True),
-        "p": Float(2.0, low_open=True)}
+    hparams: ClassVar[dict[str, Param]] = {**FeatureKD.ALPHA, "w_at": Float(1000.0, search=(10.0, 10000.0), log=True),
+                                           "p": Float(2.0, low_open=True)}
 
     def feature_loss(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         return sum(at_loss(s, t, self.params["p"]) for s, t in zip(student, teacher))
